@@ -1,0 +1,112 @@
+// Builds workspace crates into WebAssembly components, in the manner of
+// wasmtime's `test-programs`: a nested `cargo build --target wasm32-wasip2`
+// from a build script, with its own target directory so that it never waits
+// on the outer build's lock. Shared by the gateway's build script (built-in
+// plugins) and the end-to-end tests' (hostile guests), through `#[path]`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const TARGET: &str = "wasm32-wasip2";
+pub const PROFILE: &str = "guest";
+
+/// Builds `packages` (crate names) and returns each one's component path,
+/// in the same order.
+pub fn build(packages: &[&str]) -> Vec<PathBuf> {
+    let workspace = workspace_root();
+    let target_dir = guest_target_dir();
+    for dir in [
+        "wit",
+        "plugin-sdk/src",
+        "plugin-sdk/Cargo.toml",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+    println!("cargo:rerun-if-env-changed=CALLISTO_GUEST_TARGET_DIR");
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .arg("build")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--profile")
+        .arg(PROFILE)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for package in packages {
+        cmd.arg("-p").arg(package);
+    }
+    // Flags meant for the host build (coverage, sanitizers, clippy's driver)
+    // would break or slow the guest build, and would change its fingerprint
+    // between `cargo build` and `cargo clippy`, rebuilding it each time.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
+    if !status.success() {
+        panic!(
+            "building {} for {TARGET} failed; is the target installed? \
+             (`rustup target add {TARGET}`; rust-toolchain.toml lists it)",
+            packages.join(", ")
+        );
+    }
+
+    packages
+        .iter()
+        .map(|package| {
+            let path = target_dir
+                .join(TARGET)
+                .join(PROFILE)
+                .join(format!("{}.wasm", package.replace('-', "_")));
+            assert!(path.exists(), "{} was not built", path.display());
+            path
+        })
+        .collect()
+}
+
+/// Watches a guest crate's sources.
+pub fn watch_crate(dir: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.join("src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        dir.join("Cargo.toml").display()
+    );
+}
+
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"));
+    manifest
+        .ancestors()
+        .find(|dir| dir.join("rust-toolchain.toml").exists())
+        .expect("the workspace root holds rust-toolchain.toml")
+        .to_path_buf()
+}
+
+/// `<outer target dir>/guests`: found as the ancestor of `OUT_DIR` that
+/// cargo marked with `CACHEDIR.TAG`, so that debug, release, test and clippy
+/// builds share one set of compiled guests.
+fn guest_target_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("CALLISTO_GUEST_TARGET_DIR") {
+        return dir.into();
+    }
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("run by cargo"));
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").exists())
+        .map(|target| target.join("guests"))
+        .unwrap_or_else(|| out_dir.join("guests"))
+}

@@ -1,0 +1,223 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use crate::deliver::signature;
+use crate::event::{Event, new_id};
+use crate::plugin::{EventInput, HostDirs, Limits, Plugin, PluginHost, WebhookInput};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Lists the built-in plugins and those installed in the data directory.
+    List {
+        /// The gateway's data directory (installed plugins are in its
+        /// `plugins/` folder).
+        #[arg(long, env = "CALLISTO_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks that a component fits the plugin world, and describes it.
+    Check {
+        /// The component, e.g. target/wasm32-wasip2/release/my_plugin.wasm.
+        file: PathBuf,
+    },
+    /// Runs a plugin on an event in the real sandbox and prints the exact
+    /// request the gateway would send, signature included.
+    Run {
+        /// A component file, or the name of a built-in plugin.
+        plugin: String,
+        /// The event as JSON (as `GET /api/v1/events/{id}` shows it), or `-`
+        /// for standard input.
+        #[arg(long)]
+        event: PathBuf,
+        /// Webhook configuration, `key=value`, repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// The webhook secret to sign with.
+        #[arg(long)]
+        secret: Option<String>,
+        /// The webhook URL the plugin is told about.
+        #[arg(long, default_value = "https://example.com/webhook")]
+        url: String,
+    },
+}
+
+impl PluginCommand {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            PluginCommand::List { data_dir, json } => list(&data_dir, json),
+            PluginCommand::Check { file } => check(&file),
+            PluginCommand::Run {
+                plugin,
+                event,
+                config,
+                secret,
+                url,
+            } => run(&plugin, &event, &config, secret.as_deref(), &url),
+        }
+    }
+}
+
+fn list(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    // Read-only: list what is there without creating a data directory.
+    let dirs = if data_dir.exists() {
+        HostDirs::in_data_dir(data_dir)
+    } else {
+        HostDirs::default()
+    };
+    let host = PluginHost::new(Limits::default(), dirs).context("starting the plugin host")?;
+    let plugins = host.list();
+    if json {
+        let rows: Vec<serde_json::Value> = plugins
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name(),
+                    "version": p.info().version,
+                    "builtin": p.is_builtin(),
+                    "sha256": p.sha256(),
+                    "description": p.info().description,
+                    "config_keys": p.info().config_keys,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<16} {:<10} {:<10} {:<14} DESCRIPTION",
+            "NAME", "VERSION", "SOURCE", "SHA256"
+        );
+        for p in &plugins {
+            println!(
+                "{:<16} {:<10} {:<10} {:<14} {}",
+                p.name(),
+                p.info().version,
+                if p.is_builtin() {
+                    "built-in"
+                } else {
+                    "installed"
+                },
+                &p.sha256()[..12],
+                p.info().description
+            );
+        }
+    }
+    for (path, err) in host.startup_errors() {
+        eprintln!("warning: {} did not load: {err}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(file: &Path) -> anyhow::Result<ExitCode> {
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let host = PluginHost::new(Limits::default(), HostDirs::default())
+        .context("starting the plugin host")?;
+    let plugin = host
+        .load(&wasm)
+        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    print_info(&plugin);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_info(plugin: &Plugin) {
+    let info = plugin.info();
+    println!("{} {} — {}", info.name, info.version, info.description);
+    println!("sha256 {}", plugin.sha256());
+    println!("fits callisto:plugin/plugin@0.1.0");
+    if !info.config_keys.is_empty() {
+        println!("config keys:");
+        for key in &info.config_keys {
+            let required = if key.required { " (required)" } else { "" };
+            println!("  {}{required}: {}", key.name, key.description);
+        }
+    }
+}
+
+fn run(
+    plugin: &str,
+    event: &Path,
+    config: &[String],
+    secret: Option<&str>,
+    url: &str,
+) -> anyhow::Result<ExitCode> {
+    let host = PluginHost::new(Limits::default(), HostDirs::default())
+        .context("starting the plugin host")?;
+    let plugin = match host.get(plugin) {
+        Some(builtin) => builtin,
+        None => {
+            let path = Path::new(plugin);
+            if !path.exists() {
+                let names: Vec<String> = host.list().iter().map(|p| p.name().to_owned()).collect();
+                bail!(
+                    "`{plugin}` is neither a file nor a built-in plugin (built-ins: {})",
+                    names.join(", ")
+                );
+            }
+            let wasm =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            std::sync::Arc::new(
+                host.load(&wasm)
+                    .with_context(|| format!("{} is not a usable plugin", path.display()))?,
+            )
+        }
+    };
+
+    let json = if event == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the event from stdin")?
+    } else {
+        std::fs::read_to_string(event).with_context(|| format!("reading {}", event.display()))?
+    };
+    let event: Event = serde_json::from_str(&json)
+        .with_context(|| format!("{} is not an event", event.display()))?;
+    let config = parse_config(config)?;
+
+    if let Err(e) = plugin.validate_config(&config) {
+        bail!("configuration refused: {e}");
+    }
+    let webhook = WebhookInput::new("wh_cli", url, &config);
+    let request = match plugin.run(&EventInput::from(&event), &webhook)? {
+        Some(request) => request,
+        None => {
+            println!(
+                "filtered out: {} does not send this event with this configuration",
+                plugin.name()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+
+    let message_id = new_id("dlv");
+    let timestamp = crate::event::Timestamp::now().unix_seconds();
+    println!("POST {url}");
+    println!("content-type: {}", request.content_type);
+    for (name, value) in &request.headers {
+        println!("{name}: {value}");
+    }
+    for (name, value) in signature::headers(
+        request.signature,
+        secret,
+        &message_id,
+        timestamp,
+        &request.body,
+    ) {
+        println!("{name}: {value}");
+    }
+    println!();
+    println!("{}", String::from_utf8_lossy(&request.body));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `key=value` pairs, in order.
+pub(crate) fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => bail!("config `{pair}` is not key=value"),
+        })
+        .collect()
+}

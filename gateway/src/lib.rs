@@ -1,0 +1,19 @@
+//! Callisto: a durable, signed, pluggable webhook gateway for container
+//! registries.
+//!
+//! An event flows ingest → log → fan-out → delivery → sender:
+//!
+//! - [`ingest`] turns a registry's notifications into [`event::Event`]s;
+//! - [`store`] is the durable log (redb) and every other record;
+//! - [`fanout`] runs each webhook's [`plugin`] and writes deliveries;
+//! - [`deliver`] signs, sends, records and retries them.
+//!
+//! [`api`] is the admin HTTP API, [`config`] the settings, [`cli`] the
+//! command line.
+
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod deliver;
+pub mod event;
+pub mod plugin;

@@ -1,0 +1,278 @@
+//! One plugin instance in its sandbox: the store's data (an empty WASI
+//! context, the memory limiter, the log budget) and the calls into it, with
+//! every failure classified as the plugin's error, a fault or the host's.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{self, wit};
+use super::error::{CallError, Fault};
+use super::output::{self, Request};
+use super::runtime::Runtime;
+
+/// Log lines a plugin may write per instance before the host drops them.
+const LOG_BUDGET: u32 = 100;
+/// Longest log line kept, in bytes.
+const LOG_LINE_MAX: usize = 2048;
+
+pub(crate) struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    plugin: Arc<str>,
+    log_budget: u32,
+}
+
+impl Sandbox {
+    fn new(plugin: Arc<str>, memory_cap: usize) -> Self {
+        // Nothing granted: no preopened directories, environment, arguments
+        // or network. stdin is closed and stdout/stderr go nowhere.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                cap: memory_cap,
+                used: 0,
+                denied: false,
+            },
+            plugin,
+            log_budget: LOG_BUDGET,
+        }
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::PluginImports for Sandbox {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        let mut message = message;
+        if message.len() > LOG_LINE_MAX {
+            let mut end = LOG_LINE_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+        if self.log_budget == 0 {
+            tracing::warn!(
+                plugin,
+                "plugin log budget spent; dropping its further lines"
+            );
+        }
+    }
+}
+
+impl wit::Host for Sandbox {}
+
+/// Caps linear memory and remembers that it refused, so that the trap that
+/// follows (a Rust guest aborts when allocation fails) is reported as the
+/// memory cap rather than as an anonymous `unreachable`.
+struct Limiter {
+    cap: usize,
+    used: usize,
+    denied: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.used = desired;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 65_536)
+    }
+}
+
+/// A live instance of one plugin. Dropped after any fault: a trapped
+/// component instance cannot be entered again.
+pub(crate) struct Instance {
+    store: Store<Sandbox>,
+    bindings: bindings::Plugin,
+    calls: u32,
+}
+
+impl Instance {
+    pub fn new(
+        runtime: &Runtime,
+        pre: &bindings::PluginPre<Sandbox>,
+        plugin: &Arc<str>,
+    ) -> Result<Self, CallError> {
+        let mut store = Store::new(
+            &runtime.engine,
+            Sandbox::new(plugin.clone(), runtime.limits.memory),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(runtime.limits.deadline_ticks());
+        match pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Self {
+                store,
+                bindings,
+                calls: 0,
+            }),
+            Err(err) => Err(classify(runtime, &store, plugin, err)),
+        }
+    }
+
+    /// Calls so far, and the bytes of linear memory in use: what the
+    /// instance cache looks at to decide whether to recycle.
+    pub fn wear(&self) -> (u32, usize) {
+        (self.calls, self.store.data().limiter.used)
+    }
+
+    fn arm(&mut self, runtime: &Runtime) {
+        self.calls += 1;
+        self.store
+            .set_epoch_deadline(runtime.limits.deadline_ticks());
+    }
+
+    fn name(&self) -> Arc<str> {
+        self.store.data().plugin.clone()
+    }
+
+    pub fn describe(&mut self, runtime: &Runtime) -> Result<wit::PluginInfo, CallError> {
+        self.arm(runtime);
+        let result = self.bindings.call_describe(&mut self.store);
+        result.map_err(|e| classify(runtime, &self.store, &self.name(), e))
+    }
+
+    pub fn validate_config(
+        &mut self,
+        runtime: &Runtime,
+        config: &[(String, String)],
+    ) -> Result<(), CallError> {
+        self.arm(runtime);
+        let result = self.bindings.call_validate_config(&mut self.store, config);
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(CallError::Returned {
+                plugin: self.name().to_string(),
+                message,
+            }),
+            Err(e) => Err(classify(runtime, &self.store, &self.name(), e)),
+        }
+    }
+
+    pub fn filter(
+        &mut self,
+        runtime: &Runtime,
+        event: &wit::Event,
+        webhook: &wit::Webhook,
+    ) -> Result<bool, CallError> {
+        self.arm(runtime);
+        let result = self.bindings.call_filter(&mut self.store, event, webhook);
+        result.map_err(|e| classify(runtime, &self.store, &self.name(), e))
+    }
+
+    pub fn format(
+        &mut self,
+        runtime: &Runtime,
+        event: &wit::Event,
+        webhook: &wit::Webhook,
+    ) -> Result<Request, CallError> {
+        self.arm(runtime);
+        let result = self.bindings.call_format(&mut self.store, event, webhook);
+        let plugin = self.name();
+        match result {
+            Ok(Ok(request)) => output::check(&plugin, request, runtime.limits.max_body),
+            Ok(Err(message)) => Err(CallError::Returned {
+                plugin: plugin.to_string(),
+                message,
+            }),
+            Err(e) => Err(classify(runtime, &self.store, &plugin, e)),
+        }
+    }
+}
+
+/// Tells a fault (the guest was stopped) from a host failure.
+fn classify(
+    runtime: &Runtime,
+    store: &Store<Sandbox>,
+    plugin: &str,
+    err: wasmtime::Error,
+) -> CallError {
+    let plugin = plugin.to_owned();
+    if store.data().limiter.denied {
+        return CallError::Fault {
+            plugin,
+            fault: Fault::Memory {
+                limit: runtime.limits.memory,
+            },
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Fault {
+            plugin,
+            fault: Fault::Timeout {
+                deadline: runtime.limits.deadline,
+            },
+        },
+        Some(trap) => CallError::Fault {
+            plugin,
+            fault: Fault::Trap {
+                message: trap_message(*trap, &err),
+            },
+        },
+        None => CallError::Host {
+            plugin,
+            message: format!("{err:#}"),
+        },
+    }
+}
+
+/// The trap and the innermost guest function, which is what a plugin author
+/// needs to find the fault (`unreachable` in `core::panicking::panic`).
+fn trap_message(trap: Trap, err: &wasmtime::Error) -> String {
+    let frame = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|bt| {
+            bt.frames()
+                .first()
+                .and_then(|f| f.func_name().map(str::to_owned))
+        });
+    match frame {
+        Some(func) => format!("{trap} in {func}"),
+        None => trap.to_string(),
+    }
+}

@@ -1,0 +1,115 @@
+//! Events and webhooks for plugins' native unit tests.
+//!
+//! ```
+//! use callisto_plugin_sdk::testing;
+//! let event = testing::pushed("demo/app", "v1");
+//! let webhook = testing::webhook(&[("tags", "v*")]);
+//! assert!(callisto_plugin_sdk::filter::standard(&event, &webhook.config));
+//! ```
+
+use crate::{Config, Event, EventSource, EventType, Repository, Timestamp, Webhook};
+
+/// A fixed digest so that golden outputs stay stable.
+pub const DIGEST: &str = "sha256:a2293004e1641d49c7d7341229010c763ee4bf9d76adb835fcc8c8ba3af87582";
+
+/// An `image.pushed` of `name:tag` on a local registry at `127.0.0.1:5000`,
+/// at a fixed time (2026-11-28T20:25:52.778Z) with fixed ids.
+pub fn pushed(name: &str, tag: &str) -> Event {
+    Event {
+        id: "evt_01KB5ZJ0GA0000000000000000".to_owned(),
+        kind: EventType::ImagePushed,
+        source: EventSource::Local,
+        repository: Repository {
+            id: "repo_01KB5ZHZ000000000000000000".to_owned(),
+            name: name.to_owned(),
+            registry: Some("127.0.0.1:5000".to_owned()),
+        },
+        tag: Some(tag.to_owned()),
+        digest: Some(DIGEST.to_owned()),
+        previous_digest: None,
+        media_type: Some("application/vnd.oci.image.manifest.v1+json".to_owned()),
+        size: Some(401),
+        actor: None,
+        occurred_at: Timestamp {
+            seconds: 1_795_897_552,
+            nanoseconds: 778_574_819,
+        },
+    }
+}
+
+/// An `image.deleted` of `name:tag`, otherwise like [`pushed`].
+pub fn deleted(name: &str, tag: &str) -> Event {
+    Event {
+        kind: EventType::ImageDeleted,
+        media_type: None,
+        size: None,
+        ..pushed(name, tag)
+    }
+}
+
+/// The `webhook.test` event "Test Webhook" sends for `name`.
+pub fn webhook_test(name: &str) -> Event {
+    Event {
+        kind: EventType::WebhookTest,
+        ..pushed(name, "latest")
+    }
+}
+
+/// A webhook to `https://example.com/hook` with this configuration.
+pub fn webhook(config: &[(&str, &str)]) -> Webhook {
+    Webhook {
+        id: "wh_01KB5ZHZ000000000000000000".to_owned(),
+        url: "https://example.com/hook".to_owned(),
+        config: config.iter().copied().collect::<Config>(),
+    }
+}
+
+/// A request rendered as text for golden files: `content-type`, the
+/// plugin's headers in order, the signature scheme, a blank line, then the
+/// body byte for byte.
+pub fn render(request: &crate::Request) -> Vec<u8> {
+    let mut out = format!("content-type: {}\n", request.content_type);
+    for (name, value) in &request.headers {
+        out.push_str(&format!("{name}: {value}\n"));
+    }
+    let scheme = match request.signature {
+        crate::SignatureScheme::StandardWebhooks => "standard-webhooks",
+        crate::SignatureScheme::Europa => "europa",
+        crate::SignatureScheme::None => "none",
+    };
+    out.push_str(&format!("signature: {scheme}\n\n"));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&request.body);
+    bytes
+}
+
+/// Compares `request` with the golden file at `path`, byte for byte.
+///
+/// Regenerating golden files is a deliberate act: set `CALLISTO_BLESS=1` to
+/// write `path` instead of comparing, then review the diff.
+#[track_caller]
+pub fn assert_golden(path: impl AsRef<std::path::Path>, request: &crate::Request) {
+    let path = path.as_ref();
+    let actual = render(request);
+    if std::env::var_os("CALLISTO_BLESS").is_some_and(|v| v == "1") {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("create golden directory");
+        }
+        std::fs::write(path, &actual).expect("write golden file");
+        return;
+    }
+    let expected = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read golden file {}: {e} (run with CALLISTO_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    if actual != expected {
+        panic!(
+            "{} differs from the plugin's output (CALLISTO_BLESS=1 regenerates it)\n--- expected\n{}\n--- actual\n{}",
+            path.display(),
+            String::from_utf8_lossy(&expected),
+            String::from_utf8_lossy(&actual)
+        );
+    }
+}
