@@ -6,13 +6,15 @@ use std::fmt::Write;
 #[path = "../gateway/build/guests.rs"]
 mod guests;
 
-const GUESTS: [(&str, &str, &str); 2] = [
+const GUESTS: [(&str, &str, &str); 3] = [
     ("HOSTILE", "callisto-guest-hostile", "guests/hostile"),
     (
         "WRONG_WORLD",
         "callisto-guest-wrong-world",
         "guests/wrong-world",
     ),
+    // The plugin `plugin-sdk/README.md` walks through, kept verbatim.
+    ("DISCORD", "discord-plugin", "guests/discord"),
 ];
 
 fn main() {
@@ -26,7 +28,9 @@ fn main() {
     for ((constant, krate, _), path) in GUESTS.iter().zip(built) {
         writeln!(
             src,
-            "/// The `{krate}` component.\npub const {constant}: &[u8] = include_bytes!({:?});",
+            "/// The `{krate}` component.\npub const {constant}: &[u8] = include_bytes!({:?});\n\
+             /// Where the `{krate}` component was built.\npub const {constant}_PATH: &str = {:?};",
+            path.display().to_string(),
             path.display().to_string()
         )
         .unwrap();

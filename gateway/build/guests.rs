@@ -59,8 +59,8 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
     if !status.success() {
         panic!(
-            "building {} for {TARGET} failed; is the target installed? \
-             (`rustup target add {TARGET}`; rust-toolchain.toml lists it)",
+            "building {} for {TARGET} failed (see the errors above; a missing target is \
+             installed with `rustup target add {TARGET}`)",
             packages.join(", ")
         );
     }

@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use wasmtime::component::ComponentExportIndex;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -46,6 +48,9 @@ mod bindings {
 use bindings::wit;
 
 include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+
+/// The interface of world `plugin-with-handle` that exports `handle`.
+const HANDLER_INTERFACE: &str = "callisto:plugin/handler@0.1.0";
 
 /// The names of the plugins compiled into the binary.
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
@@ -153,6 +158,8 @@ pub struct Plugin {
     size: usize,
     builtin: bool,
     pre: bindings::PluginPre<Sandbox>,
+    /// The `handle` export, when the component has it (SDK plugins do).
+    handle: Option<ComponentExportIndex>,
     runtime: Arc<Runtime>,
 }
 
@@ -189,7 +196,13 @@ impl Plugin {
     }
 
     fn instantiate(&self) -> Result<Instance, CallError> {
-        Instance::new(&self.runtime, &self.pre, &self.name)
+        Instance::new(&self.runtime, &self.pre, self.handle.as_ref(), &self.name)
+    }
+
+    /// Whether fan-out reaches this plugin in one call per event (the
+    /// `handle` export) rather than two.
+    pub fn has_handle(&self) -> bool {
+        self.handle.is_some()
     }
 
     /// Asks the plugin whether it accepts a webhook configuration.
@@ -204,7 +217,7 @@ impl Plugin {
         event: &EventInput,
         webhook: &WebhookInput,
     ) -> Result<Option<Request>, CallError> {
-        run_on(&mut self.instantiate()?, &self.runtime, event, webhook)
+        self.instantiate()?.run(&self.runtime, &event.0, &webhook.0)
     }
 
     /// `format` alone on a fresh instance: Test Webhook must reach the
@@ -213,18 +226,6 @@ impl Plugin {
         self.instantiate()?
             .format(&self.runtime, &event.0, &webhook.0)
     }
-}
-
-fn run_on(
-    instance: &mut Instance,
-    runtime: &Runtime,
-    event: &EventInput,
-    webhook: &WebhookInput,
-) -> Result<Option<Request>, CallError> {
-    if !instance.filter(runtime, &event.0, &webhook.0)? {
-        return Ok(None);
-    }
-    instance.format(runtime, &event.0, &webhook.0).map(Some)
 }
 
 /// Calls plugins for fan-out, keeping one warm instance per webhook.
@@ -290,7 +291,7 @@ impl Runner {
         }
         let slot = self.slots.get_mut(key).expect("inserted above");
         slot.last_used = self.clock;
-        let result = run_on(&mut slot.instance, &plugin.runtime, event, webhook);
+        let result = slot.instance.run(&plugin.runtime, &event.0, &webhook.0);
         let (calls, memory) = slot.instance.wear();
         let worn = calls >= Self::MAX_CALLS || memory > plugin.runtime.limits.memory / 2;
         let broken = matches!(
@@ -460,9 +461,21 @@ impl PluginHost {
         let pre = bindings::PluginPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch {
             reason: format!("{e:#}"),
         })?;
+        let handle = component
+            .get_export_index(None, HANDLER_INTERFACE)
+            .and_then(|interface| component.get_export_index(Some(&interface), "handle"));
         let provisional: Arc<str> = Arc::from(label);
-        let info: PluginInfo = Instance::new(&self.runtime, &pre, &provisional)
-            .and_then(|mut i| i.describe(&self.runtime))
+        // Instantiating also type-checks `handle`: a mismatch is the
+        // component's fault, reported as not fitting.
+        let mut instance = Instance::new(&self.runtime, &pre, handle.as_ref(), &provisional)
+            .map_err(|e| match e {
+                CallError::Host { message, .. } if handle.is_some() => LoadError::WorldMismatch {
+                    reason: format!("export `handle` does not have the type of world plugin-with-handle: {message}"),
+                },
+                other => LoadError::Describe(other),
+            })?;
+        let info: PluginInfo = instance
+            .describe(&self.runtime)
             .map_err(LoadError::Describe)?
             .into();
         validate_name(&info.name)?;
@@ -473,6 +486,7 @@ impl PluginHost {
             size: wasm.len(),
             builtin,
             pre,
+            handle,
             runtime: self.runtime.clone(),
         })
     }

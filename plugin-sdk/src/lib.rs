@@ -178,6 +178,20 @@ macro_rules! export {
                 }
             }
 
+            impl $crate::__private::HandlerGuest for __CallistoGuest {
+                fn handle(
+                    event: $crate::__private::bindings::callisto::plugin::types::Event,
+                    webhook: $crate::__private::bindings::callisto::plugin::types::Webhook,
+                ) -> ::std::result::Result<
+                    ::std::option::Option<
+                        $crate::__private::bindings::callisto::plugin::types::Request,
+                    >,
+                    ::std::string::String,
+                > {
+                    $crate::__private::handle::<$plugin>(event, webhook)
+                }
+            }
+
             $crate::__private::bindings::__export_plugin_world!(
                 __CallistoGuest with_types_in $crate::__private::bindings
             );
@@ -188,7 +202,8 @@ macro_rules! export {
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
 pub mod __private {
+    pub use crate::wasm::bindings::exports::callisto::plugin::handler::Guest as HandlerGuest;
     pub use crate::wasm::bindings::{self, Guest};
-    pub use crate::wasm::{describe, filter, format, validate_config};
+    pub use crate::wasm::{describe, filter, format, handle, validate_config};
     pub use wit_bindgen;
 }

@@ -10,7 +10,7 @@ use crate::{
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "callisto:plugin/plugin@0.1.0",
+        world: "callisto:plugin/plugin-with-handle@0.1.0",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "callisto_plugin_sdk::__private::bindings",
@@ -59,6 +59,17 @@ pub fn filter<P: Plugin>(event: wit::Event, webhook: wit::Webhook) -> bool {
 
 pub fn format<P: Plugin>(event: wit::Event, webhook: wit::Webhook) -> Result<wit::Request, String> {
     P::format(&event.into(), &webhook.into()).map(Into::into)
+}
+
+pub fn handle<P: Plugin>(
+    event: wit::Event,
+    webhook: wit::Webhook,
+) -> Result<Option<wit::Request>, String> {
+    let (event, webhook) = (event.into(), webhook.into());
+    if !P::filter(&event, &webhook) {
+        return Ok(None);
+    }
+    P::format(&event, &webhook).map(|r| Some(r.into()))
 }
 
 impl From<wit::Event> for Event {

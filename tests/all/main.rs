@@ -1,6 +1,7 @@
 //! Callisto's end-to-end tests, in one binary so that wasmtime and the
 //! gateway are linked once.
 
+mod cli_plugin;
 mod plugin_host;
 
 /// A compiled-plugin cache shared by every test (and every run), so that

@@ -9,6 +9,8 @@ use wasmtime::component::types::ComponentItem;
 use super::error::LoadError;
 
 const EXPORTS: [&str; 4] = ["describe", "validate-config", "filter", "format"];
+/// Exports the host knows beyond `EXPORTS` (world `plugin-with-handle`).
+const OPTIONAL_EXPORTS: [&str; 1] = ["callisto:plugin/handler@0.1.0"];
 const TYPES_INTERFACE: &str = "callisto:plugin/types@0.1.0";
 
 pub(crate) fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> {
@@ -24,6 +26,14 @@ pub(crate) fn check_world(engine: &Engine, component: &Component) -> Result<(), 
             Some((_, ComponentItem::ComponentFunc(_))) => {}
             Some(_) => problems.push(format!("export `{name}` is not a function")),
             None => problems.push(format!("missing export `{name}`")),
+        }
+    }
+
+    for (name, item) in &exports {
+        if OPTIONAL_EXPORTS.contains(&name.as_str())
+            && !matches!(item, ComponentItem::ComponentInstance(_))
+        {
+            problems.push(format!("export `{name}` is not an interface"));
         }
     }
 

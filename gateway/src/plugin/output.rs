@@ -21,7 +21,7 @@ pub enum SignatureScheme {
 pub struct Request {
     pub content_type: String,
     pub headers: Vec<(String, String)>,
-    #[serde(with = "serde_bytes_compat")]
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     pub signature: SignatureScheme,
 }
@@ -111,47 +111,6 @@ pub(crate) fn check(
             wit::SignatureScheme::None => SignatureScheme::None,
         },
     })
-}
-
-/// Bodies as MessagePack binary (compact) in the log, and as a UTF-8 string
-/// or base64 in JSON views.
-mod serde_bytes_compat {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            match std::str::from_utf8(bytes) {
-                Ok(text) => s.serialize_str(text),
-                Err(_) => {
-                    use base64::Engine;
-                    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-                }
-            }
-        } else {
-            s.serialize_bytes(bytes)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        if d.is_human_readable() {
-            Ok(String::deserialize(d)?.into_bytes())
-        } else {
-            struct V;
-            impl<'de> serde::de::Visitor<'de> for V {
-                type Value = Vec<u8>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("bytes")
-                }
-                fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                    Ok(v.to_vec())
-                }
-                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                    Ok(v)
-                }
-            }
-            d.deserialize_byte_buf(V)
-        }
-    }
 }
 
 #[cfg(test)]

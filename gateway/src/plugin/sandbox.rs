@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ComponentExportIndex, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -125,18 +125,28 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// The optional `handle` export: filter and format in one call.
+type HandleFunc = TypedFunc<
+    (&'static wit::Event, &'static wit::Webhook),
+    (Result<Option<wit::Request>, String>,),
+>;
+
 /// A live instance of one plugin. Dropped after any fault: a trapped
 /// component instance cannot be entered again.
 pub(crate) struct Instance {
     store: Store<Sandbox>,
     bindings: bindings::Plugin,
+    handle: Option<HandleFunc>,
     calls: u32,
 }
 
 impl Instance {
+    /// Instantiates the plugin; `handle` is the index of its `handle` export,
+    /// if it has one.
     pub fn new(
         runtime: &Runtime,
         pre: &bindings::PluginPre<Sandbox>,
+        handle: Option<&ComponentExportIndex>,
         plugin: &Arc<str>,
     ) -> Result<Self, CallError> {
         let mut store = Store::new(
@@ -145,13 +155,60 @@ impl Instance {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(runtime.limits.deadline_ticks());
-        match pre.instantiate(&mut store) {
-            Ok(bindings) => Ok(Self {
-                store,
-                bindings,
-                calls: 0,
+        let instance = match pre.instance_pre().instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) => return Err(classify(runtime, &store, plugin, err)),
+        };
+        let host_error = |e: wasmtime::Error| CallError::Host {
+            plugin: plugin.to_string(),
+            message: format!("{e:#}"),
+        };
+        let bindings = bindings::Plugin::new(&mut store, &instance).map_err(host_error)?;
+        let handle = match handle {
+            Some(index) => Some(
+                instance
+                    .get_typed_func::<(&wit::Event, &wit::Webhook), (Result<Option<wit::Request>, String>,)>(
+                        &mut store, index,
+                    )
+                    .map_err(host_error)?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            store,
+            bindings,
+            handle,
+            calls: 0,
+        })
+    }
+
+    /// `filter` then `format`, through `handle` when the plugin has it (one
+    /// crossing instead of two). `Ok(None)`: filtered out.
+    pub fn run(
+        &mut self,
+        runtime: &Runtime,
+        event: &wit::Event,
+        webhook: &wit::Webhook,
+    ) -> Result<Option<Request>, CallError> {
+        let Some(handle) = self.handle else {
+            if !self.filter(runtime, event, webhook)? {
+                return Ok(None);
+            }
+            return self.format(runtime, event, webhook).map(Some);
+        };
+        self.arm(runtime);
+        let result = handle.call(&mut self.store, (event, webhook));
+        let plugin = self.name();
+        match result {
+            Ok((Ok(Some(request)),)) => {
+                output::check(&plugin, request, runtime.limits.max_body).map(Some)
+            }
+            Ok((Ok(None),)) => Ok(None),
+            Ok((Err(message),)) => Err(CallError::Returned {
+                plugin: plugin.to_string(),
+                message,
             }),
-            Err(err) => Err(classify(runtime, &store, plugin, err)),
+            Err(e) => Err(classify(runtime, &self.store, &plugin, e)),
         }
     }
 

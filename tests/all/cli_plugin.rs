@@ -1,0 +1,229 @@
+//! `callisto plugin list|check|run`, run as the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use callisto_tests::guests;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+fn callisto(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_callisto-e2e"))
+        .args(args)
+        .env_remove("CALLISTO_DATA_DIR")
+        .output()
+        .expect("run callisto")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const EVENT: &str = r#"{"id":"evt_01KB5ZJ0GA0000000000000000","type":"image.pushed","source":"local",
+ "repository":{"id":"repo_01KB5ZHZ000000000000000000","name":"demo/app","registry":"127.0.0.1:5000"},
+ "tag":"v1","digest":"sha256:a2293004e1641d49c7d7341229010c763ee4bf9d76adb835fcc8c8ba3af87582",
+ "previous_digest":null,"media_type":"application/vnd.oci.image.manifest.v1+json","size":401,
+ "actor":null,"occurred_at":"2026-11-28T20:25:52Z"}"#;
+
+fn event_file(dir: &Path) -> String {
+    let path = dir.join("event.json");
+    std::fs::write(&path, EVENT).unwrap();
+    path.display().to_string()
+}
+
+/// Splits `plugin run` output into headers and body.
+fn parse_request(out: &str) -> (Vec<(String, String)>, String) {
+    let (head, body) = out.split_once("\n\n").expect("headers, blank line, body");
+    let headers = head
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    (headers, body.trim_end_matches('\n').to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    &headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .1
+}
+
+#[test]
+fn list_shows_the_builtins() {
+    let data = tempfile::tempdir().unwrap();
+    let out = callisto(&[
+        "plugin",
+        "list",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for name in ["default", "europa", "slack", "cloudevents"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains("built-in")),
+            "{text}"
+        );
+    }
+    let json = callisto(&[
+        "plugin",
+        "list",
+        "--json",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn check_describes_a_fitting_component_and_names_what_does_not_fit() {
+    let out = callisto(&["plugin", "check", guests::DISCORD_PATH]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("discord 0.1.0 — A Discord webhook message"),
+        "{text}"
+    );
+    assert!(text.contains("fits callisto:plugin/plugin@0.1.0"), "{text}");
+    assert!(
+        text.contains("username: the name the message is posted under"),
+        "{text}"
+    );
+
+    let bad = callisto(&["plugin", "check", guests::WRONG_WORLD_PATH]);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(err.contains("missing export `format`"), "{err}");
+    assert!(err.contains("other:thing/secrets"), "{err}");
+}
+
+#[test]
+fn run_prints_the_exact_signed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let out = callisto(&[
+        "plugin",
+        "run",
+        guests::DISCORD_PATH,
+        "--event",
+        &event_file(dir.path()),
+        "--config",
+        "username=deploy-bot",
+        "--secret",
+        secret,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("POST https://example.com/webhook\n"),
+        "{text}"
+    );
+    let (headers, body) = parse_request(&text);
+    assert_eq!(header(&headers, "content-type"), "application/json");
+    assert_eq!(
+        body,
+        r#"{"content":"`127.0.0.1:5000/demo/app:v1` pushed (a2293004e164)","username":"deploy-bot"}"#
+    );
+
+    // The signature verifies, computed independently.
+    let id = header(&headers, "webhook-id");
+    let ts = header(&headers, "webhook-timestamp");
+    let key = STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(header(&headers, "webhook-signature"), expected);
+}
+
+#[test]
+fn run_a_builtin_by_name_filter_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = event_file(dir.path());
+    let europa = callisto(&[
+        "plugin", "run", "europa", "--event", &event, "--secret", "s",
+    ]);
+    assert!(europa.status.success(), "{}", stderr(&europa));
+    let (headers, body) = parse_request(&stdout(&europa));
+    assert_eq!(header(&headers, "x-europa-event"), "DockerImagePush");
+    assert!(
+        body.starts_with(r#"{"event":"DockerImagePush","image":{"tags":["v1"]"#),
+        "{body}"
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s").unwrap();
+    mac.update(body.as_bytes());
+    assert_eq!(
+        header(&headers, "x-europa-signature"),
+        STANDARD.encode(mac.finalize().into_bytes())
+    );
+
+    let filtered = callisto(&[
+        "plugin", "run", "default", "--event", &event, "--config", "tags=v2*",
+    ]);
+    assert!(filtered.status.success());
+    assert!(
+        stdout(&filtered).starts_with("filtered out"),
+        "{}",
+        stdout(&filtered)
+    );
+
+    let refused = callisto(&[
+        "plugin", "run", "default", "--event", &event, "--config", "tagz=v2",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("unknown config key `tagz`"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let hostile = callisto(&[
+        "plugin",
+        "run",
+        guests::HOSTILE_PATH,
+        "--event",
+        &event,
+        "--config",
+        "mode=loop",
+    ]);
+    assert!(!hostile.status.success());
+    assert!(
+        stderr(&hostile).contains("plugin hostile faulted: timed out"),
+        "{}",
+        stderr(&hostile)
+    );
+
+    let missing = callisto(&["plugin", "run", "nope", "--event", &event]);
+    assert!(
+        stderr(&missing).contains("neither a file nor a built-in plugin"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+/// The SDK's walkthrough shows this plugin's source verbatim, so the README
+/// cannot drift from code that is built and run above.
+#[test]
+fn sdk_readme_shows_the_tested_plugin_verbatim() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("plugin-sdk/README.md")).unwrap();
+    let source = std::fs::read_to_string(root.join("tests/guests/discord/src/lib.rs")).unwrap();
+    assert!(
+        readme.contains(&source),
+        "plugin-sdk/README.md no longer shows tests/guests/discord/src/lib.rs"
+    );
+}
