@@ -2,6 +2,7 @@
 //! the admin API.
 
 mod plugin;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway.
+    Serve(serve::ServeArgs),
     /// Work with plugins: list, check and run them in the real sandbox.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
 impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Serve(args) => args.run(),
             Command::Plugin(cmd) => cmd.run(),
         }
     }

@@ -1,4 +1,423 @@
-//! Sending deliveries: signing, the HTTP client, retries and the record of
-//! every attempt.
+//! Sending deliveries: the scheduler that decides what is due, the attempts,
+//! the retries and the record of each.
+//!
+//! Fairness comes from the shape of the due index, keyed by webhook first:
+//! the scheduler keeps, per webhook, only when its earliest delivery is due
+//! and how many of its attempts are in flight. A webhook at its concurrency
+//! cap is simply skipped, so a receiver that hangs holds its own slots and
+//! nobody else's, however many deliveries it has queued.
+//!
+//! Delivery is at least once. An attempt is recorded after it is made; if
+//! the gateway dies in between, the delivery is still pending in the log and
+//! is sent again, with the same `webhook-id`.
 
+pub mod attempt;
+pub mod client;
+pub mod retry;
 pub mod signature;
+pub mod target;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::DeliveryConfig;
+use crate::event::Timestamp;
+use crate::metrics::Metrics;
+use crate::store::{self, Delivery, Next, Reader, Store};
+use attempt::Outbound;
+use target::Policy;
+
+enum Message {
+    /// A webhook has a delivery due at this time (fan-out, redelivery, a
+    /// re-enabled webhook).
+    Due { webhook: String, at_ms: u64 },
+    /// An attempt finished; `next_ms` is when that webhook's delivery is due
+    /// again, if it is.
+    Done {
+        webhook: String,
+        delivery: String,
+        next_ms: Option<u64>,
+        paused: bool,
+    },
+}
+
+/// A handle to the sender. Cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    inbox: mpsc::UnboundedSender<Message>,
+}
+
+impl Sender {
+    /// Tells the sender that `webhook` has a delivery due at `at`.
+    pub fn due(&self, webhook: &str, at: Timestamp) {
+        let _ = self.inbox.send(Message::Due {
+            webhook: webhook.to_owned(),
+            at_ms: at.unix_millis().max(0) as u64,
+        });
+    }
+}
+
+/// What the sender needs from the rest of the gateway.
+pub struct Context {
+    pub store: Store,
+    pub client: reqwest::Client,
+    pub policy: Arc<Policy>,
+    pub config: DeliveryConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Starts the sender. It runs until `shutdown` resolves, then lets attempts
+/// in flight finish (bounded by the request timeout) and returns.
+pub fn spawn(
+    ctx: Context,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Sender, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sender = Sender { inbox: tx.clone() };
+    let task = tokio::spawn(run(Arc::new(ctx), tx, rx, shutdown));
+    (sender, task)
+}
+
+struct Scheduler {
+    /// Per webhook: the earliest time a delivery may be due.
+    next_due: HashMap<String, u64>,
+    in_flight: HashMap<String, usize>,
+    in_flight_ids: HashSet<String>,
+    total: usize,
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    tx: mpsc::UnboundedSender<Message>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut sched = Scheduler {
+        next_due: HashMap::new(),
+        in_flight: HashMap::new(),
+        in_flight_ids: HashSet::new(),
+        total: 0,
+    };
+    // What was pending when the gateway stopped is due again now.
+    match ctx
+        .store
+        .read()
+        .and_then(|txn| store::deliveries::webhooks_due(&txn))
+    {
+        Ok(due) => sched.next_due.extend(due),
+        Err(e) => tracing::error!("cannot read pending deliveries: {e}"),
+    }
+    let mut attempts = JoinSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let now = now_ms();
+        dispatch(&ctx, &tx, &mut sched, &mut attempts, now);
+        refresh_pending_gauge(&ctx);
+
+        let sleep_until = sched
+            .next_due
+            .iter()
+            .filter(|(w, _)| {
+                sched.in_flight.get(*w).copied().unwrap_or(0) < ctx.config.concurrency_per_webhook
+            })
+            .map(|(_, at)| *at)
+            .min()
+            .filter(|_| sched.total < ctx.config.max_in_flight);
+        let sleep = match sleep_until {
+            Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(sleep) => {}
+            message = rx.recv() => match message {
+                Some(message) => {
+                    apply(&mut sched, message);
+                    // Take everything queued before scheduling again.
+                    while let Ok(message) = rx.try_recv() {
+                        apply(&mut sched, message);
+                    }
+                }
+                None => break,
+            },
+            Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+        }
+    }
+
+    // Attempts in flight finish (each is bounded by the request timeout) and
+    // are recorded; nothing new starts.
+    let grace = Duration::from_secs(ctx.config.timeout_secs + 5);
+    if tokio::time::timeout(grace, async {
+        while attempts.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("attempts still running at shutdown are left pending");
+    }
+}
+
+fn apply(sched: &mut Scheduler, message: Message) {
+    match message {
+        Message::Due { webhook, at_ms } => {
+            let entry = sched.next_due.entry(webhook).or_insert(at_ms);
+            *entry = (*entry).min(at_ms);
+        }
+        Message::Done {
+            webhook,
+            delivery,
+            next_ms,
+            paused,
+        } => {
+            sched.in_flight_ids.remove(&delivery);
+            sched.total = sched.total.saturating_sub(1);
+            if let Some(n) = sched.in_flight.get_mut(&webhook) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    sched.in_flight.remove(&webhook);
+                }
+            }
+            if paused {
+                sched.next_due.remove(&webhook);
+            } else if let Some(at) = next_ms {
+                let entry = sched.next_due.entry(webhook).or_insert(at);
+                *entry = (*entry).min(at);
+            }
+        }
+    }
+}
+
+/// Starts attempts for every webhook that has something due and room for
+/// it, and works out when each of them is due next.
+fn dispatch(
+    ctx: &Arc<Context>,
+    tx: &mpsc::UnboundedSender<Message>,
+    sched: &mut Scheduler,
+    attempts: &mut JoinSet<()>,
+    now: u64,
+) {
+    let cap = ctx.config.concurrency_per_webhook;
+    let ready: Vec<String> = sched
+        .next_due
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(w, _)| w.clone())
+        .collect();
+    if ready.is_empty() {
+        return;
+    }
+    let txn = match ctx.store.read() {
+        Ok(txn) => txn,
+        Err(e) => {
+            tracing::error!("cannot read due deliveries: {e}");
+            return;
+        }
+    };
+    for webhook in ready {
+        if sched.total >= ctx.config.max_in_flight {
+            return;
+        }
+        let busy = sched.in_flight.get(&webhook).copied().unwrap_or(0);
+        if busy >= cap {
+            continue;
+        }
+        // Enough to fill the free slots even if some due ones are in flight.
+        let due = match store::deliveries::due_for(&txn, &webhook, u64::MAX, cap + busy + 1) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(webhook, "cannot read due deliveries: {e}");
+                continue;
+            }
+        };
+        let mut started = busy;
+        let mut next = None;
+        for entry in due {
+            if sched.in_flight_ids.contains(&entry.id) {
+                continue;
+            }
+            if entry.due_ms > now || started >= cap || sched.total >= ctx.config.max_in_flight {
+                next = Some(if entry.due_ms > now {
+                    entry.due_ms
+                } else {
+                    now
+                });
+                break;
+            }
+            started += 1;
+            sched.total += 1;
+            sched.in_flight_ids.insert(entry.id.clone());
+            let (ctx, tx, webhook, id) = (ctx.clone(), tx.clone(), webhook.clone(), entry.id);
+            attempts.spawn(async move {
+                let (next_ms, paused) = attempt_delivery(&ctx, &webhook, &id).await;
+                let _ = tx.send(Message::Done {
+                    webhook,
+                    delivery: id,
+                    next_ms,
+                    paused,
+                });
+            });
+        }
+        if started > busy {
+            sched.in_flight.insert(webhook.clone(), started);
+        }
+        match next {
+            Some(at) => {
+                sched.next_due.insert(webhook, at);
+            }
+            // Nothing else queued: the webhook leaves the schedule until a
+            // finished attempt or new delivery brings it back.
+            None => {
+                sched.next_due.remove(&webhook);
+            }
+        }
+    }
+}
+
+fn refresh_pending_gauge(ctx: &Context) {
+    if let Ok(n) = ctx
+        .store
+        .read()
+        .and_then(|t| store::deliveries::pending_count(&t))
+    {
+        ctx.metrics.pending.set(n as i64);
+    }
+}
+
+/// Makes one attempt of a delivery and records it. Returns when the
+/// delivery is due again (if it is) and whether its webhook is paused.
+async fn attempt_delivery(ctx: &Context, webhook_id: &str, id: &str) -> (Option<u64>, bool) {
+    let loaded = ctx
+        .store
+        .read()
+        .and_then(|txn| Ok((store::deliveries::get(&txn, id)?, txn.webhook(webhook_id)?)));
+    let (delivery, webhook) = match loaded {
+        Ok((Some(d), Some(w))) => (d, w),
+        Ok(_) => return (None, false),
+        Err(e) => {
+            tracing::error!(delivery = id, "cannot load delivery: {e}");
+            // Try again a little later rather than spin.
+            return (Some(now_ms() + 5_000), false);
+        }
+    };
+    if !webhook.enabled {
+        return (None, true);
+    }
+    let Some(request) = delivery.request.as_ref() else {
+        return (None, false);
+    };
+    let number = delivery.attempts + 1;
+    let sent = attempt::send(
+        &ctx.client,
+        &ctx.policy,
+        Outbound {
+            url: &webhook.url,
+            request,
+            secret: webhook.secret.as_deref(),
+            message_id: &delivery.id,
+        },
+        number,
+        ctx.config.response_body_limit,
+    )
+    .await;
+    let result = if sent.attempt.succeeded {
+        "success"
+    } else {
+        "failure"
+    };
+    ctx.metrics
+        .attempt_seconds
+        .get_or_create(&vec![("result", result.to_owned())])
+        .observe(sent.attempt.duration_ms as f64 / 1000.0);
+
+    let gone = sent.status() == Some(410);
+    let next = if sent.attempt.succeeded {
+        Next::Succeeded
+    } else if gone {
+        Next::Failed
+    } else {
+        let schedule = webhook
+            .retry_schedule_secs
+            .as_deref()
+            .unwrap_or(&ctx.config.retry_schedule_secs);
+        match retry::delay(
+            schedule,
+            number + 1,
+            sent.retry_after,
+            Duration::from_secs(ctx.config.retry_after_max_secs),
+            ctx.config.jitter,
+        ) {
+            Some(delay) => Next::Retry {
+                at: Timestamp::from_unix_millis(
+                    sent.attempt.started_at.unix_millis() + delay.as_millis() as i64,
+                ),
+            },
+            None => Next::Dead,
+        }
+    };
+    let outcome = match &next {
+        Next::Succeeded => "succeeded",
+        Next::Retry { .. } => "retry",
+        Next::Dead => "dead",
+        Next::Failed => "failed",
+    };
+    Metrics::count(&ctx.metrics.deliveries, "outcome", outcome);
+    if matches!(next, Next::Dead) {
+        tracing::warn!(
+            delivery = id,
+            webhook = webhook_id,
+            "delivery is dead after {number} attempts"
+        );
+    }
+
+    let attempt = sent.attempt;
+    let (delivery_id, webhook_key) = (id.to_owned(), webhook_id.to_owned());
+    let recorded = ctx
+        .store
+        .write(move |txn| {
+            let updated = store::deliveries::record_attempt(txn, &delivery_id, &attempt, &next)?;
+            if gone {
+                disable_webhook(txn, &webhook_key, "the receiver answered 410 Gone")?;
+            }
+            Ok(updated)
+        })
+        .await;
+    match recorded {
+        Ok(Some(Delivery {
+            next_attempt_at: Some(at),
+            ..
+        })) => (Some(at.unix_millis().max(0) as u64), false),
+        Ok(_) => (None, gone),
+        Err(e) => {
+            // Not recorded: the delivery is still due in the log, so it is
+            // retried (at least once), after a pause.
+            tracing::error!(delivery = id, "cannot record an attempt: {e}");
+            (Some(now_ms() + 5_000), false)
+        }
+    }
+}
+
+/// Turns a webhook off, saying why; its pending deliveries wait for it to
+/// be enabled again.
+pub(crate) fn disable_webhook(
+    txn: &redb::WriteTransaction,
+    id: &str,
+    reason: &str,
+) -> Result<(), store::StoreError> {
+    if let Some(mut webhook) = txn.webhook(id)? {
+        webhook.enabled = false;
+        webhook.disabled_reason = Some(format!("{reason} at {}", Timestamp::now()));
+        webhook.updated_at = Timestamp::now();
+        tracing::warn!(webhook = id, "webhook disabled: {reason}");
+        store::repos::put_webhook(txn, &webhook)?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    Timestamp::now().unix_millis().max(0) as u64
+}

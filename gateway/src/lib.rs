@@ -13,7 +13,17 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod cli;
+pub mod config;
 pub mod deliver;
 pub mod event;
+pub mod fanout;
+pub mod ingest;
+pub mod metrics;
 pub mod plugin;
+pub mod poll;
+pub mod server;
+pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;

@@ -77,6 +77,13 @@ pub fn generate_secret() -> String {
     format!("whsec_{}", STANDARD.encode(bytes))
 }
 
+/// A random bearer token: 32 bytes, URL-safe base64.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    fill_random(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Cryptographically random bytes from the operating system.
 pub(crate) fn fill_random(buf: &mut [u8]) {
     use std::io::Read;

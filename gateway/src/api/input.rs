@@ -1,0 +1,296 @@
+//! Request bodies of the admin API, and their validation. Everything a user
+//! types is checked here, with a message naming the field and the problem.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequest, Request};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+use super::ApiError;
+use crate::store::{InitialSync, RepositoryKind};
+
+/// Largest JSON body of the admin API.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// `axum::Json`, with errors in the API's shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            if !ct
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+            {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("expected application/json, got `{ct}`"),
+                ));
+            }
+        }
+        let bytes = crate::ingest::read_body(req.into_body(), MAX_JSON_BODY).await?;
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A list given as a JSON array or as a comma-separated string.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StringList {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl StringList {
+    pub fn into_vec(self) -> Vec<String> {
+        let items = match self {
+            StringList::List(items) => items,
+            StringList::Text(text) => text.split(',').map(str::to_owned).collect(),
+        };
+        items
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: String,
+    /// A password or token. Write-only: never returned.
+    pub password: String,
+}
+
+/// `POST /api/v1/repositories`
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryInput {
+    /// `demo/app`; for remote repositories also `alpine`,
+    /// `docker.io/library/alpine`, `ghcr.io/owner/image`.
+    pub name: String,
+    /// `local` (default) or `remote`.
+    pub kind: Option<RepositoryKind>,
+    /// Local: only notifications from this registry host match. Remote: the
+    /// registry to poll (default: from the name, else Docker Hub).
+    pub registry: Option<String>,
+    /// Remote: seconds between polls (default 60, at least 10).
+    pub poll_interval_secs: Option<u64>,
+    /// Remote: `notify` (one event per existing tag) or `silent`.
+    pub initial_sync: Option<InitialSync>,
+    /// Remote: plain HTTP instead of HTTPS.
+    pub insecure: Option<bool>,
+    /// Remote: registry credentials. Write-only.
+    pub credentials: Option<Credentials>,
+    /// Remote: only tags matching one of these globs are polled.
+    pub tags: Option<StringList>,
+    /// Remote: tags matching these globs are not polled.
+    pub exclude_tags: Option<StringList>,
+    /// Remote: poll at most this many tags (newest first where known).
+    pub max_tags: Option<u32>,
+    /// Webhooks created with the repository, in the same request.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookInput>,
+}
+
+/// `PATCH /api/v1/repositories/{id}`: fields to change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryPatch {
+    pub registry: Option<String>,
+    pub poll_interval_secs: Option<u64>,
+    pub initial_sync: Option<InitialSync>,
+    pub insecure: Option<bool>,
+    /// `null` removes the credentials.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Credentials>)]
+    pub credentials: Option<Option<Credentials>>,
+    pub tags: Option<StringList>,
+    pub exclude_tags: Option<StringList>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub max_tags: Option<Option<u32>>,
+}
+
+/// A webhook to create (or to test before creating it).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookInput {
+    /// `http` or `https`, without credentials.
+    pub url: String,
+    /// The signing secret, or `"generate"` for a new `whsec_` secret that
+    /// the answer shows once. Write-only.
+    pub secret: Option<String>,
+    /// Plugin name (default `default`).
+    pub plugin: Option<String>,
+    /// Plugin configuration: strings, numbers, booleans, or lists (joined
+    /// with commas).
+    pub config: Option<BTreeMap<String, serde_json::Value>>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Delays between attempts, overriding the gateway's schedule.
+    pub retry_schedule_secs: Option<Vec<u64>>,
+}
+
+/// `PATCH /api/v1/webhooks/{id}`: fields to change.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    /// A new secret, `"generate"`, or `null` to remove it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<Option<String>>,
+    pub plugin: Option<String>,
+    pub config: Option<BTreeMap<String, serde_json::Value>>,
+    pub enabled: Option<bool>,
+    /// `null` returns to the gateway's schedule.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<u64>>)]
+    pub retry_schedule_secs: Option<Option<Vec<u64>>>,
+}
+
+/// `POST /api/v1/webhooks/{id}/replay`
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayInput {
+    /// Replay this event and every later event of the repository.
+    pub since: String,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null`
+/// (`Some(None)`).
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A repository path as registries accept it: lowercase components of
+/// letters and digits, separated by `.`, `_`, `__` or dashes, joined by `/`.
+pub fn validate_repository_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        Err(ApiError::bad_request(format!(
+            "name `{name}` is not a repository path: {why}"
+        )))
+    };
+    if name.is_empty() || name.len() > 255 {
+        return bad("it must have 1 to 255 characters");
+    }
+    for component in name.split('/') {
+        if component.is_empty() {
+            return bad("empty path component");
+        }
+        let bytes = component.as_bytes();
+        if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+            return bad("each component starts and ends with a letter or digit");
+        }
+        if !component
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return bad("use lowercase letters, digits, `.`, `_`, `-` and `/`");
+        }
+    }
+    Ok(())
+}
+
+/// A webhook URL: absolute http(s), with a host, without credentials.
+pub fn validate_url(raw: &str) -> Result<String, ApiError> {
+    let url =
+        url::Url::parse(raw).map_err(|e| ApiError::bad_request(format!("url `{raw}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::bad_request(format!(
+            "url `{raw}`: the scheme must be http or https, not {}",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request(format!("url `{raw}` has no host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::bad_request(
+            "url must not carry credentials; use the webhook secret (signatures) instead",
+        ));
+    }
+    if raw.len() > 2048 {
+        return Err(ApiError::bad_request("url is longer than 2048 characters"));
+    }
+    Ok(url.to_string())
+}
+
+/// The plugin configuration as ordered key/value strings.
+pub fn config_pairs(
+    config: Option<BTreeMap<String, serde_json::Value>>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out = Vec::new();
+    for (key, value) in config.unwrap_or_default() {
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Ok(s),
+                    serde_json::Value::Number(n) => Ok(n.to_string()),
+                    serde_json::Value::Bool(b) => Ok(b.to_string()),
+                    _ => Err(ApiError::bad_request(format!(
+                        "config `{key}`: list items must be plain values"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            serde_json::Value::Null => continue,
+            serde_json::Value::Object(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "config `{key}`: values must be strings, numbers, booleans or lists"
+                )));
+            }
+        };
+        out.push((key, text));
+    }
+    Ok(out)
+}
+
+pub fn validate_schedule(schedule: &Option<Vec<u64>>) -> Result<(), ApiError> {
+    if let Some(delays) = schedule {
+        if delays.len() > 20 {
+            return Err(ApiError::bad_request(
+                "retry_schedule_secs: at most 20 delays",
+            ));
+        }
+        if delays.iter().any(|d| *d > 7 * 86_400) {
+            return Err(ApiError::bad_request(
+                "retry_schedule_secs: each delay is at most 7 days (604800)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_secret(secret: &str) -> Result<(), ApiError> {
+    if secret.is_empty() || secret.len() > 512 {
+        return Err(ApiError::bad_request(
+            "secret must have 1 to 512 characters",
+        ));
+    }
+    Ok(())
+}

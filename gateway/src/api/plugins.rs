@@ -1,0 +1,134 @@
+//! `/api/v1/plugins`
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{ApiError, ErrorBody};
+use crate::plugin::{ConfigKey, Plugin};
+use crate::server::App;
+use crate::store;
+
+/// Largest component accepted.
+pub const MAX_PLUGIN_BYTES: usize = 32 << 20;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// `builtin` or `installed`.
+    pub source: &'static str,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    pub size: usize,
+    /// Keys beyond the standard `events`, `tags`, `exclude_tags`, `tag_regex`.
+    pub config_keys: Vec<ConfigKey>,
+    /// Fan-out reaches it in one call per event (it exports `handle`).
+    pub handler: bool,
+}
+
+impl From<&Plugin> for PluginView {
+    fn from(p: &Plugin) -> Self {
+        Self {
+            name: p.name().to_owned(),
+            version: p.info().version.clone(),
+            description: p.info().description.clone(),
+            source: if p.is_builtin() {
+                "builtin"
+            } else {
+                "installed"
+            },
+            sha256: p.sha256().to_owned(),
+            size: p.size(),
+            config_keys: p.info().config_keys.clone(),
+            handler: p.has_handle(),
+        }
+    }
+}
+
+/// Built-in and installed plugins.
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, body = Vec<PluginView>), (status = 401, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn list(State(app): State<Arc<App>>) -> Json<Vec<PluginView>> {
+    Json(
+        app.plugins
+            .list()
+            .iter()
+            .map(|p| PluginView::from(p.as_ref()))
+            .collect(),
+    )
+}
+
+/// Install or replace a plugin (`application/wasm`). It is validated and
+/// compiled before it is accepted; a replacement swaps atomically and calls
+/// in flight finish on the old one.
+#[utoipa::path(put, path = "/api/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "Installed", body = PluginView),
+        (status = 200, description = "Replaced", body = PluginView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn put(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PluginView>), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.eq_ignore_ascii_case("application/wasm") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("upload the component as application/wasm, not `{ct}`"),
+        ));
+    }
+    let wasm = crate::ingest::read_body(body, MAX_PLUGIN_BYTES).await?;
+    let existed = app.plugins.get(&name).is_some();
+    let plugins = app.plugins.clone();
+    let installed = tokio::task::spawn_blocking(move || plugins.install(&name, &wasm))
+        .await
+        .map_err(|e| ApiError::internal(format!("installing: {e}")))??;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(PluginView::from(installed.as_ref()))))
+}
+
+/// Remove an installed plugin; `409` while a webhook uses it.
+#[utoipa::path(delete, path = "/api/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let users: Vec<String> = store::repos::list_webhooks(&app.store.read()?)?
+        .into_iter()
+        .filter(|w| w.plugin == name)
+        .map(|w| w.id)
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "plugin `{name}` is used by webhook(s) {}; change or delete them first",
+            users.join(", ")
+        )));
+    }
+    app.plugins.remove(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,87 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{Config, Flags, LogFormat};
+use crate::server;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "CALLISTO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where state lives [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Deliver to loopback and private addresses too.
+    #[arg(long)]
+    allow_private_targets: bool,
+    /// Log lines as `text` or `json`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let flags = Flags {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            allow_private_targets: self.allow_private_targets,
+            log_format: self.log_format,
+        };
+        let config = Config::load(self.config.as_deref(), std::env::vars(), &flags)?;
+        init_logging(&config)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(async move {
+            let running = server::start(config).await?;
+            let app = &running.app;
+            tracing::info!(
+                addr = %running.addr,
+                data_dir = %app.config.data_dir.display(),
+                plugins = app.plugins.list().len(),
+                "callisto listening on http://{}",
+                running.addr
+            );
+            for path in &running.generated_tokens {
+                tracing::info!(
+                    "generated a token, stored in {} (mode 0600)",
+                    path.display()
+                );
+            }
+            if app.config.allow_private_targets {
+                tracing::warn!(
+                    "allow_private_targets is on: webhooks may reach loopback and private networks"
+                );
+            }
+            server::signal().await;
+            tracing::info!("shutting down: finishing requests and attempts in flight");
+            running.shutdown().await;
+            tracing::info!("stopped");
+            Ok::<_, anyhow::Error>(())
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_new(&config.log).with_context(|| format!("log filter `{}`", config.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,575 @@
+//! Every setting of the gateway, and where it comes from: in rising order,
+//! the defaults here, a TOML file (`--config`), `CALLISTO_*` environment
+//! variables, then flags. The layering is done once, in [`Config::load`].
+//!
+//! Environment variables name a setting by its path, upper-cased, with `__`
+//! between levels: `CALLISTO_LISTEN`, `CALLISTO_DELIVERY__TIMEOUT_SECS`,
+//! `CALLISTO_DELIVERY__RETRY_SCHEDULE_SECS=5,60,600`. A variable that names
+//! no setting is an error, so that a typo is not silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::Limits;
+
+/// `CALLISTO_*` variables that are not settings of `serve`.
+const NOT_SETTINGS: [&str; 5] = [
+    "CALLISTO_URL",
+    "CALLISTO_CONFIG",
+    "CALLISTO_BLESS",
+    "CALLISTO_GUEST_TARGET_DIR",
+    "CALLISTO_LOG_FORMAT_OVERRIDE",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP server (admin API, ingest, health, metrics).
+    pub listen: SocketAddr,
+    /// Where the redb file, the compiled-plugin cache, installed plugins and
+    /// generated tokens live.
+    pub data_dir: PathBuf,
+    /// Bearer token of the admin API. Generated into
+    /// `<data_dir>/admin.token` on first start when unset.
+    pub admin_token: Option<String>,
+    /// Bearer token registries send with their notifications. Generated into
+    /// `<data_dir>/ingest.token` on first start when unset.
+    pub ingest_token: Option<String>,
+    /// Deliver to loopback, private, link-local and other non-public
+    /// addresses. Off by default: a webhook URL must not reach into the
+    /// gateway's own network.
+    pub allow_private_targets: bool,
+    /// Networks (CIDR) webhooks may reach even though they are private, e.g.
+    /// `["10.20.0.0/16"]`.
+    pub allowed_networks: Vec<String>,
+    /// A tracing filter, e.g. `info` or `callisto=debug,info`.
+    pub log: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Events and finished deliveries older than this are pruned.
+    pub retention_days: u32,
+    pub ingest: IngestConfig,
+    pub delivery: DeliveryConfig,
+    pub plugins: PluginConfig,
+}
+
+/// `POST /ingest/...`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest notification body accepted; larger ones get `413`.
+    pub max_body_bytes: usize,
+}
+
+/// Sending webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub connect_timeout_secs: u64,
+    /// Whole attempt, connecting to the end of the response body.
+    pub timeout_secs: u64,
+    /// Delays between attempts: after the first (immediate) attempt fails,
+    /// the second comes after the first delay, and so on. Its length plus one
+    /// is the number of attempts. A webhook may override it.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Each delay varies by up to this fraction either way, so that retries
+    /// of many deliveries do not arrive together.
+    pub jitter: f64,
+    /// A receiver's `Retry-After` is honoured up to this many seconds.
+    pub retry_after_max_secs: u64,
+    /// Attempts in flight to one webhook at most, so one slow receiver
+    /// cannot take every connection.
+    pub concurrency_per_webhook: usize,
+    /// Attempts in flight in all.
+    pub max_in_flight: usize,
+    /// Response bodies are recorded up to this many bytes.
+    pub response_body_limit: usize,
+}
+
+/// The plugin sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// CPU time of one plugin call.
+    pub deadline_ms: u64,
+    /// Linear memory of one plugin instance.
+    pub memory_mib: usize,
+    /// Largest body a plugin may return.
+    pub max_body_kib: usize,
+    /// Plugin instances alive at once (warm ones kept per webhook included).
+    pub instances: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            data_dir: PathBuf::from("data"),
+            admin_token: None,
+            ingest_token: None,
+            allow_private_targets: false,
+            allowed_networks: Vec::new(),
+            log: "info".to_owned(),
+            log_format: LogFormat::Text,
+            retention_days: 30,
+            ingest: IngestConfig::default(),
+            delivery: DeliveryConfig::default(),
+            plugins: PluginConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: 5,
+            timeout_secs: 15,
+            // Immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+            retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            jitter: 0.2,
+            retry_after_max_secs: 3600,
+            concurrency_per_webhook: 4,
+            max_in_flight: 256,
+            response_body_limit: 64 << 10,
+        }
+    }
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            deadline_ms: limits.deadline.as_millis() as u64,
+            memory_mib: limits.memory >> 20,
+            max_body_kib: limits.max_body >> 10,
+            instances: limits.instances,
+        }
+    }
+}
+
+impl PluginConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(self.deadline_ms),
+            memory: self.memory_mib << 20,
+            max_body: self.max_body_kib << 10,
+            instances: self.instances,
+            ..Limits::default()
+        }
+    }
+}
+
+/// What flags override, applied last.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub allow_private_targets: bool,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Defaults, then `file`, then the `CALLISTO_*` variables of `env`, then
+    /// `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Flags,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        // Checked before the environment applies, so that an error names
+        // the file when it is the file's.
+        if let Some(path) = file {
+            toml::Value::Table(table.clone())
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+        }
+
+        let shape = toml::Value::try_from(Config::with_every_field()).expect("config serializes");
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CALLISTO_") && !NOT_SETTINGS.contains(&k.as_str()))
+            .collect();
+        vars.sort();
+        for (name, raw) in vars {
+            let path: Vec<String> = name["CALLISTO_".len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let env_err = |message: String| ConfigError::Env {
+                name: name.clone(),
+                message,
+            };
+            let kind = lookup(&shape, &path).ok_or_else(|| env_err("names no setting".into()))?;
+            let value = parse_env_value(kind, &raw).map_err(env_err)?;
+            set(&mut table, &path, value);
+        }
+
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        if let Some(listen) = flags.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &flags.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if flags.allow_private_targets {
+            config.allow_private_targets = true;
+        }
+        if let Some(format) = flags.log_format {
+            config.log_format = format;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.delivery.concurrency_per_webhook == 0 || self.delivery.max_in_flight == 0 {
+            return invalid(
+                "delivery.concurrency_per_webhook and delivery.max_in_flight must be at least 1",
+            );
+        }
+        if !(0.0..1.0).contains(&self.delivery.jitter) {
+            return invalid("delivery.jitter must be at least 0 and below 1");
+        }
+        if self.delivery.timeout_secs == 0 || self.delivery.connect_timeout_secs == 0 {
+            return invalid("delivery timeouts must be at least 1 second");
+        }
+        if self.plugins.deadline_ms == 0
+            || self.plugins.memory_mib == 0
+            || self.plugins.instances < 4
+        {
+            return invalid(
+                "plugins.deadline_ms and plugins.memory_mib must be positive, plugins.instances at least 4",
+            );
+        }
+        for token in [&self.admin_token, &self.ingest_token]
+            .into_iter()
+            .flatten()
+        {
+            if token.len() < 16 {
+                return invalid("tokens must be at least 16 characters");
+            }
+        }
+        for net in &self.allowed_networks {
+            crate::deliver::target::Network::parse(net)
+                .map_err(|e| ConfigError::Invalid(format!("allowed_networks: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The configuration with every optional field set, so that its TOML
+    /// shape has every path an environment variable may name.
+    fn with_every_field() -> Self {
+        Self {
+            admin_token: Some(String::new()),
+            ingest_token: Some(String::new()),
+            allowed_networks: vec![String::new()],
+            ..Self::default()
+        }
+    }
+
+    pub fn redb_path(&self) -> PathBuf {
+        self.data_dir.join("callisto.redb")
+    }
+}
+
+fn lookup<'a>(shape: &'a toml::Value, path: &[String]) -> Option<&'a toml::Value> {
+    path.iter()
+        .try_fold(shape, |value, key| value.as_table()?.get(key.as_str()))
+        .filter(|v| !v.is_table())
+}
+
+/// Reads an environment value as the type the setting has.
+fn parse_env_value(kind: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    let raw = raw.trim();
+    Ok(match kind {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.parse()
+                .map_err(|_| format!("`{raw}` is not a whole number"))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.parse()
+                .map_err(|_| format!("`{raw}` is not a number"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" | "" => false,
+            _ => return Err(format!("`{raw}` is not true or false")),
+        }),
+        toml::Value::Array(items) => {
+            let item_kind = items
+                .first()
+                .cloned()
+                .unwrap_or(toml::Value::String(String::new()));
+            let list = raw.trim_start_matches('[').trim_end_matches(']');
+            toml::Value::Array(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|item| parse_env_value(&item_kind, item.trim_matches('"')))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        other => {
+            return Err(format!(
+                "cannot be set from the environment ({})",
+                other.type_str()
+            ));
+        }
+    })
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("a path has a key");
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("made a table above");
+    }
+    current.insert(last.clone(), value);
+}
+
+/// The admin and ingest tokens: configured, or read from (or generated
+/// into) files in the data directory, readable by the owner only.
+#[derive(Clone)]
+pub struct Tokens {
+    pub admin: String,
+    pub ingest: String,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens { .. }")
+    }
+}
+
+impl Tokens {
+    /// Returns the tokens and the files it generated (to say where they
+    /// are, never what they are).
+    pub fn resolve(config: &Config) -> std::io::Result<(Tokens, Vec<PathBuf>)> {
+        let mut generated = Vec::new();
+        let mut get = |configured: &Option<String>, file: &str| -> std::io::Result<String> {
+            if let Some(token) = configured {
+                return Ok(token.clone());
+            }
+            let path = config.data_dir.join(file);
+            match std::fs::read_to_string(&path) {
+                Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+                Ok(_) => Err(std::io::Error::other(format!(
+                    "{} is empty",
+                    path.display()
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let token = crate::deliver::signature::random_token();
+                    write_private(&path, &token)?;
+                    generated.push(path);
+                    Ok(token)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let admin = get(&config.admin_token, "admin.token")?;
+        let ingest = get(&config.ingest_token, "ingest.token")?;
+        Ok((Tokens { admin, ingest }, generated))
+    }
+}
+
+/// Writes a file only its owner can read, created that way (no window in
+/// which it is world-readable).
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::load(None, env(&[]), &Flags::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(
+            c.delivery.retry_schedule_secs,
+            [5, 300, 1800, 7200, 18000, 36000, 36000]
+        );
+        assert_eq!(c.delivery.concurrency_per_webhook, 4);
+        assert_eq!(c.retention_days, 30);
+        assert!(!c.allow_private_targets);
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("callisto.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nretention_days = 7\n[delivery]\ntimeout_secs = 30\nconcurrency_per_webhook = 2\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("CALLISTO_RETENTION_DAYS", "14"),
+                ("CALLISTO_DELIVERY__TIMEOUT_SECS", "20"),
+                ("CALLISTO_DELIVERY__RETRY_SCHEDULE_SECS", "1, 2,3"),
+                ("CALLISTO_ALLOW_PRIVATE_TARGETS", "true"),
+                ("CALLISTO_ADMIN_TOKEN", "12345678901234567890"),
+                ("CALLISTO_LOG", "debug"),
+                ("CALLISTO_URL", "http://ignored"),
+                ("HOME", "/root"),
+            ]),
+            &Flags {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.retention_days, 14);
+        assert_eq!(c.delivery.timeout_secs, 20);
+        assert_eq!(c.delivery.concurrency_per_webhook, 2);
+        assert_eq!(c.delivery.retry_schedule_secs, [1, 2, 3]);
+        assert!(c.allow_private_targets);
+        // A numeric token stays a string.
+        assert_eq!(c.admin_token.as_deref(), Some("12345678901234567890"));
+        assert_eq!(c.log, "debug");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err =
+            Config::load(None, env(&[("CALLISTO_LISTN", "x")]), &Flags::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable CALLISTO_LISTN: names no setting"
+        );
+        let err = Config::load(
+            None,
+            env(&[("CALLISTO_RETENTION_DAYS", "soon")]),
+            &Flags::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`soon` is not a whole number"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[delivery]\ntimeout = 3\n").unwrap();
+        let err = Config::load(Some(&file), env(&[]), &Flags::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&file.display().to_string()) && msg.contains("unknown field `timeout`"),
+            "{msg}"
+        );
+
+        let err = Config::load(
+            None,
+            env(&[("CALLISTO_ADMIN_TOKEN", "short")]),
+            &Flags::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+
+    #[test]
+    fn generated_tokens_are_private_files_and_stable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let (first, generated) = Tokens::resolve(&config).unwrap();
+        assert_eq!(generated.len(), 2);
+        for path in &generated {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+        assert_ne!(first.admin, first.ingest);
+        let (second, generated) = Tokens::resolve(&config).unwrap();
+        assert!(generated.is_empty());
+        assert_eq!(second.admin, first.admin);
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTP client every attempt goes through: rustls with the system's and
+//! webpki's roots, bounded timeouts, no redirects, and the address policy
+//! enforced at DNS resolution.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::target::{GuardedResolver, Policy};
+use crate::config::DeliveryConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("building the HTTP client: {0}")]
+    Build(String),
+}
+
+/// The crypto provider every TLS user of the process shares (the sender,
+/// the registry poller, the listener).
+pub fn install_crypto_provider() {
+    // Fails only when one is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Trust roots: webpki's bundle plus the system's certificates, plus the
+/// extra PEM certificates given.
+pub fn root_store(extra_pem: &[u8]) -> Result<rustls::RootCertStore, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    for cert in rustls_pemfile::certs(&mut &extra_pem[..]) {
+        let cert =
+            cert.map_err(|e| ClientError::Build(format!("reading a CA certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ClientError::Build(format!("adding a CA certificate: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// The client for webhook attempts.
+pub fn build(
+    config: &DeliveryConfig,
+    policy: Arc<Policy>,
+    extra_ca_pem: &[u8],
+) -> Result<reqwest::Client, ClientError> {
+    install_crypto_provider();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ClientError::Build(e.to_string()))?
+    .with_root_certificates(root_store(extra_ca_pem)?)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+        .timeout(Duration::from_secs(config.timeout_secs))
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver::new(policy)))
+        .user_agent(concat!("Callisto/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(config.concurrency_per_webhook.max(8))
+        .build()
+        .map_err(|e| ClientError::Build(e.to_string()))
+}

@@ -1,0 +1,273 @@
+//! Wiring: opens the store, loads plugins, starts fan-out, the sender, the
+//! poller and retention, and serves HTTP until asked to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Tokens};
+use crate::deliver::{self, target::Policy};
+use crate::fanout::{self, Fanout};
+use crate::metrics::Metrics;
+use crate::plugin::{HostDirs, PluginHost};
+use crate::poll::Poller;
+use crate::store::{self, Store};
+
+/// Everything a request handler may need.
+pub struct App {
+    pub config: Config,
+    pub tokens: Tokens,
+    pub store: Store,
+    pub plugins: Arc<PluginHost>,
+    pub fanout: Fanout,
+    pub sender: deliver::Sender,
+    pub poller: Poller,
+    pub metrics: Arc<Metrics>,
+    pub client: reqwest::Client,
+    pub policy: Arc<Policy>,
+    pub ready: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("loading plugins: {0}")]
+    Plugins(#[from] crate::plugin::LoadError),
+    #[error("tokens: {0}")]
+    Tokens(std::io::Error),
+    #[error(transparent)]
+    Client(#[from] deliver::client::ClientError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    /// Token files generated at this start.
+    pub generated_tokens: Vec<std::path::PathBuf>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Graceful shutdown: stop accepting, let requests and attempts in
+    /// flight finish (or leave them safely pending), then return.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the server stops on its own (it does not, short of a
+    /// fatal error).
+    pub async fn wait(&mut self) {
+        if let Some(task) = self.tasks.first_mut() {
+            let _ = task.await;
+        }
+    }
+}
+
+fn stopped(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts the gateway on `config.listen` (port 0 picks a free port).
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    create_private_dir(&config.data_dir)?;
+    let store_path = config.redb_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .expect("opening the store does not panic")?;
+    let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;
+
+    let limits = config.plugins.limits();
+    let dirs = HostDirs::in_data_dir(&config.data_dir);
+    let plugins = Arc::new(
+        tokio::task::spawn_blocking(move || PluginHost::new(limits, dirs))
+            .await
+            .expect("loading plugins does not panic")?,
+    );
+    let policy = Arc::new(
+        Policy::new(config.allow_private_targets, &config.allowed_networks)
+            .map_err(ServeError::Config)?,
+    );
+    let client = deliver::client::build(&config.delivery, policy.clone(), &[])?;
+    let metrics = Arc::new(Metrics::new());
+
+    let (stop, stop_rx) = watch::channel(false);
+    let (sender, sender_task) = deliver::spawn(
+        deliver::Context {
+            store: store.clone(),
+            client: client.clone(),
+            policy: policy.clone(),
+            config: config.delivery.clone(),
+            metrics: metrics.clone(),
+        },
+        stopped(stop_rx.clone()),
+    );
+    let warm = (config.plugins.instances as usize / 2).max(1);
+    let (fanout, fanout_task) = fanout::spawn(
+        fanout::Context {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            sender: sender.clone(),
+            metrics: metrics.clone(),
+        },
+        warm,
+        stopped(stop_rx.clone()),
+    );
+    let (poll_tx, mut poll_rx) = tokio::sync::mpsc::unbounded_channel();
+    let poller = Poller::new(poll_tx);
+    let poll_stop = stopped(stop_rx.clone());
+    let poll_task = tokio::spawn(async move {
+        tokio::pin!(poll_stop);
+        loop {
+            tokio::select! {
+                _ = &mut poll_stop => return,
+                command = poll_rx.recv() => if command.is_none() { return },
+            }
+        }
+    });
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+
+    let retention_days = config.retention_days;
+    let app = Arc::new(App {
+        config,
+        tokens,
+        store: store.clone(),
+        plugins,
+        fanout,
+        sender,
+        poller,
+        metrics,
+        client,
+        policy,
+        ready: AtomicBool::new(false),
+    });
+    let retention_task = tokio::spawn(retention(store, retention_days, stopped(stop_rx.clone())));
+
+    let router = crate::api::router(app.clone());
+    let http_stop = stopped(stop_rx.clone());
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(http_stop)
+            .await
+        {
+            tracing::error!("HTTP server failed: {e}");
+        }
+    });
+    app.ready.store(true, Ordering::Release);
+    // The HTTP server stops first (no new work), then fan-out and the
+    // sender (attempts in flight finish), then the rest.
+    Ok(Running {
+        addr,
+        app,
+        generated_tokens,
+        stop,
+        tasks: vec![
+            http_task,
+            fanout_task,
+            sender_task,
+            retention_task,
+            poll_task,
+        ],
+    })
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ServeError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Prunes what is older than the retention period, a batch at a time, every
+/// few minutes.
+async fn retention(
+    store: Store,
+    days: u32,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        loop {
+            let cutoff = crate::event::Timestamp::from_unix_millis(
+                crate::event::Timestamp::now().unix_millis() - i64::from(days) * 86_400_000,
+            );
+            match store
+                .write(move |txn| store::retention::prune(txn, cutoff, 1000))
+                .await
+            {
+                Ok(pruned) if pruned.is_empty() => break,
+                Ok(pruned) => tracing::info!(
+                    events = pruned.events,
+                    deliveries = pruned.deliveries,
+                    "pruned"
+                ),
+                Err(e) => {
+                    tracing::warn!("pruning failed: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

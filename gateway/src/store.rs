@@ -1,0 +1,301 @@
+//! The durable state of the gateway, in one redb file: the event log and
+//! every record around it (repositories, webhooks, deliveries, attempts,
+//! known tags, the fan-out cursor).
+//!
+//! Reads go straight to redb (MVCC: they never wait for writers). Writes go
+//! through [`Store::write`], which group-commits them (see `writer`).
+
+pub mod deliveries;
+pub mod events;
+pub mod records;
+pub mod repos;
+pub mod retention;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+
+pub use deliveries::{DueDelivery, Next};
+pub use events::EventFilter;
+pub use records::*;
+pub use repos::Reader;
+pub use retention::Pruned;
+
+use schema::{META, SCHEMA_VERSION};
+use writer::Writer;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error(
+        "{path} has schema version {found}, but this callisto understands version {supported}; \
+         it was left untouched (use the callisto release that wrote it, or a newer one)"
+    )]
+    SchemaVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("storage failed: {0}")]
+    Storage(Arc<redb::Error>),
+    #[error("a {table} record does not decode: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    #[error("a write in the same batch failed: {0}")]
+    Batch(String),
+    #[error("the store has stopped accepting writes")]
+    WriterGone,
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// Whether the storage itself failed (as opposed to a missing record or
+    /// a conflict): the request may succeed later, the data is intact.
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Storage(_)
+                | StoreError::Corrupt { .. }
+                | StoreError::Batch(_)
+                | StoreError::WriterGone
+        )
+    }
+
+    pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
+        StoreError::NotFound {
+            kind,
+            id: id.to_owned(),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(Arc::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// The gateway's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    // Dropped before `writer`, whose last handle joins the thread holding
+    // the other reference: the file is closed when the last `Store` goes.
+    db: Arc<Database>,
+    writer: Writer,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. A file written by an unknown
+    /// schema version, or one redb finds damaged, is refused with a message
+    /// saying so, and is not modified.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.to_owned(),
+            reason,
+        };
+        let describe = |e: redb::DatabaseError| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
+                format!("the file is damaged ({what}); restore it from a backup")
+            }
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                "another callisto process has it open".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let existed = path.exists();
+        // Look before opening for writing: opening read-write updates the
+        // header, and a file this version does not understand must be left
+        // exactly as it is. A file that needs crash recovery cannot be read
+        // this way; it is checked right after recovery instead.
+        if existed {
+            match redb::ReadOnlyDatabase::open(path) {
+                Ok(db) => check_version(
+                    path,
+                    schema_version(&db).map_err(|e| open_err(e.to_string()))?,
+                    &db,
+                )?,
+                Err(redb::DatabaseError::RepairAborted) => {}
+                Err(e) => return Err(open_err(describe(e))),
+            }
+        }
+        let db = if existed {
+            Database::open(path)
+        } else {
+            Database::create(path)
+        }
+        .map_err(|e| open_err(describe(e)))?;
+        match schema_version(&db).map_err(|e| open_err(e.to_string()))? {
+            None if !has_tables(&db)? => init(&db).map_err(|e| open_err(e.to_string()))?,
+            found => check_version(path, found, &db)?,
+        }
+
+        let db = Arc::new(db);
+        Ok(Self {
+            writer: Writer::start(db.clone()),
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a write transaction shared with other writers queued at
+    /// the same time, and returns its result once the transaction is durably
+    /// committed. `f` must check before it writes (see `writer`).
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.writer
+            .submit(f)
+            .await
+            .unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    /// [`Store::write`] for threads outside the async runtime.
+    pub fn write_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.writer
+            .submit(f)
+            .blocking_recv()
+            .unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    /// A consistent snapshot to read from.
+    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+}
+
+fn has_tables(db: &impl ReadableDatabase) -> Result<bool, StoreError> {
+    let read = db.begin_read()?;
+    Ok(read.list_tables()?.next().is_some())
+}
+
+/// The schema version a file records, if any.
+fn schema_version(db: &impl ReadableDatabase) -> Result<Option<u32>, StoreError> {
+    let read = db.begin_read()?;
+    let meta = match read.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(value) = meta.get("schema_version")? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 4] = value.value().try_into().map_err(|_| StoreError::Corrupt {
+        table: "meta",
+        reason: "the schema version record is not 4 bytes".into(),
+    })?;
+    Ok(Some(u32::from_le_bytes(bytes)))
+}
+
+/// Accepts this version; refuses another, and a file of tables without one.
+fn check_version(
+    path: &Path,
+    found: Option<u32>,
+    db: &impl ReadableDatabase,
+) -> Result<(), StoreError> {
+    match found {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) => Err(StoreError::SchemaVersion {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        None if has_tables(db)? => Err(StoreError::Open {
+            path: path.to_owned(),
+            reason: "it holds tables but no schema version: not a callisto store".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Creates every table and records the schema version, in one transaction.
+fn init(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        meta.insert("fanout_cursor", 0u64.to_le_bytes().as_slice())?;
+        txn.open_table(schema::EVENTS)?;
+        txn.open_table(schema::EVENT_IDS)?;
+        txn.open_table(schema::DEDUPE)?;
+        txn.open_table(schema::REPOSITORIES)?;
+        txn.open_multimap_table(schema::REPOSITORY_NAMES)?;
+        txn.open_table(schema::TAGS)?;
+        txn.open_table(schema::WEBHOOKS)?;
+        txn.open_multimap_table(schema::REPOSITORY_WEBHOOKS)?;
+        txn.open_table(schema::DELIVERIES)?;
+        txn.open_table(schema::DUE)?;
+        txn.open_table(schema::WEBHOOK_DELIVERIES)?;
+        txn.open_table(schema::EVENT_DELIVERIES)?;
+        txn.open_table(schema::ATTEMPTS)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Reads the fan-out cursor: the sequence number of the last event fanned
+/// out.
+pub fn fanout_cursor(txn: &impl MetaRead) -> Result<u64, StoreError> {
+    txn.meta_u64("fanout_cursor")
+}
+
+pub fn set_fanout_cursor(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    txn.open_table(META)?
+        .insert("fanout_cursor", seq.to_le_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Reading meta counters from either kind of transaction.
+pub trait MetaRead {
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError>;
+}
+
+impl MetaRead for ReadTransaction {
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        let meta = self.open_table(META)?;
+        let value = meta.get(key)?;
+        Ok(value.map_or(0, |v| u64_from(v.value())))
+    }
+}
+
+impl MetaRead for WriteTransaction {
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        let meta = self.open_table(META)?;
+        let value = meta.get(key)?;
+        Ok(value.map_or(0, |v| u64_from(v.value())))
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+fn u64_from(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}

@@ -1,0 +1,137 @@
+//! The event log: append (with source de-duplication), read in order for
+//! fan-out, list for the API.
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+use super::StoreError;
+use super::records::{StoredEvent, decode, encode};
+use super::schema::{DEDUPE, EVENT_IDS, EVENTS};
+use crate::event::{Event, EventType, Timestamp};
+
+/// Whether a source key (e.g. the registry's event id) was recorded before.
+pub fn seen(txn: &WriteTransaction, dedupe_key: &str) -> Result<bool, StoreError> {
+    Ok(txn.open_table(DEDUPE)?.get(dedupe_key)?.is_some())
+}
+
+/// Appends an event; returns its sequence number.
+pub fn append(
+    txn: &WriteTransaction,
+    event: &Event,
+    dedupe_key: Option<&str>,
+) -> Result<u64, StoreError> {
+    let mut events = txn.open_table(EVENTS)?;
+    let seq = events.last()?.map_or(0, |(k, _)| k.value()) + 1;
+    let stored = StoredEvent {
+        event: event.clone(),
+        dedupe_key: dedupe_key.map(str::to_owned),
+    };
+    events.insert(seq, encode(&stored).as_slice())?;
+    txn.open_table(EVENT_IDS)?.insert(event.id.as_str(), seq)?;
+    if let Some(key) = dedupe_key {
+        txn.open_table(DEDUPE)?.insert(key, seq)?;
+    }
+    Ok(seq)
+}
+
+/// The sequence number of the newest event (0 when empty).
+pub fn last_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    Ok(txn
+        .open_table(EVENTS)?
+        .last()?
+        .map_or(0, |(k, _)| k.value()))
+}
+
+/// Up to `limit` events after sequence number `after`, in order.
+pub fn after(
+    txn: &ReadTransaction,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Event)>, StoreError> {
+    let table = txn.open_table(EVENTS)?;
+    let mut out = Vec::new();
+    for row in table.range(after + 1..)?.take(limit) {
+        let (k, v) = row?;
+        let stored: StoredEvent = decode("events", v.value())?;
+        out.push((k.value(), stored.event));
+    }
+    Ok(out)
+}
+
+/// An event and its sequence number.
+pub fn by_id(txn: &ReadTransaction, id: &str) -> Result<Option<(u64, Event)>, StoreError> {
+    let Some(seq) = txn.open_table(EVENT_IDS)?.get(id)?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let table = txn.open_table(EVENTS)?;
+    match table.get(seq)? {
+        Some(v) => Ok(Some((
+            seq,
+            decode::<StoredEvent>("events", v.value())?.event,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// What `GET /api/v1/events` may ask for. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub repository_id: Option<String>,
+    pub kind: Option<EventType>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Cursor: only events older than this event id.
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// Events matching `filter`, newest first, and whether more remain.
+pub fn list(txn: &ReadTransaction, filter: &EventFilter) -> Result<(Vec<Event>, bool), StoreError> {
+    let table = txn.open_table(EVENTS)?;
+    let upper = match &filter.before {
+        Some(id) => match txn.open_table(EVENT_IDS)?.get(id.as_str())? {
+            Some(seq) => seq.value(),
+            None => return Err(StoreError::not_found("event", id)),
+        },
+        None => u64::MAX,
+    };
+    let mut out = Vec::new();
+    let mut more = false;
+    for row in table.range(..upper)?.rev() {
+        let (_, v) = row?;
+        let event = decode::<StoredEvent>("events", v.value())?.event;
+        if filter.since.is_some_and(|since| event.occurred_at < since)
+            || filter.until.is_some_and(|until| event.occurred_at > until)
+            || filter.kind.is_some_and(|k| k != event.kind)
+            || filter
+                .repository_id
+                .as_deref()
+                .is_some_and(|r| r != event.repository.id)
+        {
+            continue;
+        }
+        if out.len() == filter.limit {
+            more = true;
+            break;
+        }
+        out.push(event);
+    }
+    Ok((out, more))
+}
+
+/// Events of `repository_id` from sequence number `from` on (a replay).
+pub fn of_repository_from(
+    txn: &ReadTransaction,
+    repository_id: &str,
+    from: u64,
+) -> Result<Vec<(u64, Event)>, StoreError> {
+    let table = txn.open_table(EVENTS)?;
+    let mut out = Vec::new();
+    for row in table.range(from..)? {
+        let (k, v) = row?;
+        let event = decode::<StoredEvent>("events", v.value())?.event;
+        if event.repository.id == repository_id {
+            out.push((k.value(), event));
+        }
+    }
+    Ok(out)
+}

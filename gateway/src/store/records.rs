@@ -1,0 +1,217 @@
+//! The records the store keeps, besides events. Stored as MessagePack with
+//! field names, so that a field added later reads as its default from older
+//! records.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::event::{Event, Timestamp};
+use crate::plugin::Request;
+
+use super::StoreError;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("records always serialize")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}
+
+/// An event as the log keeps it: the event and the key that de-duplicates
+/// its source (the registry's own event id), kept so that pruning the event
+/// also prunes the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub event: Event,
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryKind {
+    /// The registry sends its notifications to Callisto.
+    Local,
+    /// Callisto polls the registry.
+    Remote,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialSync {
+    /// One event per tag found on the first poll.
+    #[default]
+    Notify,
+    /// Learn the tags of the first poll without events.
+    Silent,
+}
+
+/// How to reach a registry Callisto polls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSettings {
+    pub poll_interval_secs: u64,
+    #[serde(default)]
+    pub initial_sync: InitialSync,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Write-only in the API.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub exclude_tags: Vec<String>,
+    #[serde(default)]
+    pub max_tags: Option<u32>,
+}
+
+/// The outcome of the latest polls of a remote repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollStatus {
+    #[serde(default)]
+    pub synced: bool,
+    #[serde(default)]
+    pub last_poll_at: Option<Timestamp>,
+    #[serde(default)]
+    pub last_duration_ms: Option<u64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub consecutive_errors: u32,
+    #[serde(default)]
+    pub next_poll_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub id: String,
+    pub name: String,
+    pub kind: RepositoryKind,
+    /// For a local repository, narrows which registry's notifications match
+    /// (the host the registry reports); for a remote one, the host polled.
+    pub registry: Option<String>,
+    #[serde(default)]
+    pub remote: Option<RemoteSettings>,
+    #[serde(default)]
+    pub poll: PollStatus,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub repository_id: String,
+    pub url: String,
+    /// Write-only in the API.
+    pub secret: Option<String>,
+    pub plugin: String,
+    pub config: Vec<(String, String)>,
+    pub enabled: bool,
+    /// Delays between attempts, overriding the gateway's schedule.
+    #[serde(default)]
+    pub retry_schedule_secs: Option<Vec<u64>>,
+    /// Why the gateway disabled it (a `410 Gone`), if it did.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    Succeeded,
+    /// Will not be attempted: the plugin failed, or the webhook is gone.
+    Failed,
+    /// Every attempt of the schedule failed; kept and redeliverable.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryKind {
+    /// Made by fan-out (or a replay) for an event of the log.
+    Event,
+    /// A Test Webhook of a saved webhook: one attempt, never retried.
+    Test,
+}
+
+/// One (event, webhook) pair: the request the plugin formatted, and where
+/// its attempts stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `dlv_...`; also the `webhook-id` header of every attempt.
+    pub id: String,
+    pub kind: DeliveryKind,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub repository_id: String,
+    pub plugin: String,
+    pub state: DeliveryState,
+    /// The request to send; absent when the plugin failed.
+    pub request: Option<Request>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    /// The plugin's error, or the last attempt's.
+    pub last_error: Option<String>,
+    pub last_status: Option<u16>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One HTTP attempt of a delivery, as sent and as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub url: String,
+    /// Every header sent, signature included. The body is the delivery's.
+    pub request_headers: Vec<(String, String)>,
+    pub response: Option<AttemptResponse>,
+    /// Why no response, or why the response was not a success.
+    pub error: Option<String>,
+    pub succeeded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Up to the recording limit (64 KiB by default).
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub truncated: bool,
+}
+
+/// What the log knows of a tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownTag {
+    pub digest: String,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    pub updated_at: Timestamp,
+}

@@ -1,0 +1,221 @@
+//! Repositories, their webhooks and their known tags.
+
+use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, WriteTransaction};
+
+use super::StoreError;
+use super::records::{KnownTag, Repository, RepositoryKind, Webhook, decode, encode};
+use super::schema::{REPOSITORIES, REPOSITORY_NAMES, REPOSITORY_WEBHOOKS, TAGS, WEBHOOKS};
+
+/// Reads that work inside a write transaction as well as in a snapshot.
+pub trait Reader {
+    fn repository(&self, id: &str) -> Result<Option<Repository>, StoreError>;
+    fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError>;
+    fn repositories_named(&self, name: &str) -> Result<Vec<Repository>, StoreError>;
+    /// The repository's webhooks, in creation order.
+    fn webhooks_of(&self, repository_id: &str) -> Result<Vec<Webhook>, StoreError>;
+    fn tag(&self, repository_id: &str, tag: &str) -> Result<Option<KnownTag>, StoreError>;
+    /// Every known tag of the repository, by tag.
+    fn tags_of(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError>;
+}
+
+macro_rules! impl_reader {
+    ($txn:ty) => {
+        impl Reader for $txn {
+            fn repository(&self, id: &str) -> Result<Option<Repository>, StoreError> {
+                let table = self.open_table(REPOSITORIES)?;
+                let value = table.get(id)?;
+                value.map(|v| decode("repositories", v.value())).transpose()
+            }
+
+            fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+                let table = self.open_table(WEBHOOKS)?;
+                let value = table.get(id)?;
+                value.map(|v| decode("webhooks", v.value())).transpose()
+            }
+
+            fn repositories_named(&self, name: &str) -> Result<Vec<Repository>, StoreError> {
+                let ids: Vec<String> = {
+                    let names = self.open_multimap_table(REPOSITORY_NAMES)?;
+                    names
+                        .get(name)?
+                        .map(|id| id.map(|id| id.value().to_owned()))
+                        .collect::<Result<_, _>>()?
+                };
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(repo) = self.repository(&id)? {
+                        out.push(repo);
+                    }
+                }
+                Ok(out)
+            }
+
+            fn webhooks_of(&self, repository_id: &str) -> Result<Vec<Webhook>, StoreError> {
+                let ids: Vec<String> = {
+                    let links = self.open_multimap_table(REPOSITORY_WEBHOOKS)?;
+                    links
+                        .get(repository_id)?
+                        .map(|id| id.map(|id| id.value().to_owned()))
+                        .collect::<Result<_, _>>()?
+                };
+                let table = self.open_table(WEBHOOKS)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(v) = table.get(id.as_str())? {
+                        out.push(decode::<Webhook>("webhooks", v.value())?);
+                    }
+                }
+                // Ids are ULIDs: sorting by id is creation order.
+                out.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(out)
+            }
+
+            fn tag(&self, repository_id: &str, tag: &str) -> Result<Option<KnownTag>, StoreError> {
+                let table = self.open_table(TAGS)?;
+                let value = table.get((repository_id, tag))?;
+                value.map(|v| decode("tags", v.value())).transpose()
+            }
+
+            fn tags_of(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError> {
+                let table = self.open_table(TAGS)?;
+                let mut out = Vec::new();
+                for row in table.range((repository_id, "")..)? {
+                    let (k, v) = row?;
+                    let (repo, tag) = k.value();
+                    if repo != repository_id {
+                        break;
+                    }
+                    out.push((tag.to_owned(), decode("tags", v.value())?));
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+
+impl_reader!(ReadTransaction);
+impl_reader!(WriteTransaction);
+
+/// Every repository, by id (creation order).
+pub fn list_repositories(txn: &ReadTransaction) -> Result<Vec<Repository>, StoreError> {
+    let table = txn.open_table(REPOSITORIES)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (_, v) = row?;
+        out.push(decode("repositories", v.value())?);
+    }
+    Ok(out)
+}
+
+/// Inserts or replaces a repository, keeping the name index right.
+pub fn put_repository(txn: &WriteTransaction, repo: &Repository) -> Result<(), StoreError> {
+    let mut table = txn.open_table(REPOSITORIES)?;
+    let previous: Option<Repository> = table
+        .get(repo.id.as_str())?
+        .map(|v| decode("repositories", v.value()))
+        .transpose()?;
+    table.insert(repo.id.as_str(), encode(repo).as_slice())?;
+    let mut names = txn.open_multimap_table(REPOSITORY_NAMES)?;
+    if let Some(previous) = previous {
+        if previous.name != repo.name {
+            names.remove(previous.name.as_str(), repo.id.as_str())?;
+        }
+    }
+    names.insert(repo.name.as_str(), repo.id.as_str())?;
+    Ok(())
+}
+
+/// Deletes a repository, its webhooks and its known tags (not its events:
+/// the log is history). Returns the deleted webhooks' ids.
+pub fn delete_repository(txn: &WriteTransaction, id: &str) -> Result<Vec<String>, StoreError> {
+    let repo = txn
+        .repository(id)?
+        .ok_or_else(|| StoreError::not_found("repository", id))?;
+    let webhooks: Vec<String> = txn.webhooks_of(id)?.into_iter().map(|w| w.id).collect();
+    for webhook in &webhooks {
+        delete_webhook(txn, webhook)?;
+    }
+    txn.open_table(REPOSITORIES)?.remove(id)?;
+    txn.open_multimap_table(REPOSITORY_NAMES)?
+        .remove(repo.name.as_str(), id)?;
+    let tags: Vec<String> = txn.tags_of(id)?.into_iter().map(|(t, _)| t).collect();
+    let mut table = txn.open_table(TAGS)?;
+    for tag in tags {
+        table.remove((id, tag.as_str()))?;
+    }
+    Ok(webhooks)
+}
+
+pub fn put_webhook(txn: &WriteTransaction, webhook: &Webhook) -> Result<(), StoreError> {
+    txn.open_table(WEBHOOKS)?
+        .insert(webhook.id.as_str(), encode(webhook).as_slice())?;
+    txn.open_multimap_table(REPOSITORY_WEBHOOKS)?
+        .insert(webhook.repository_id.as_str(), webhook.id.as_str())?;
+    Ok(())
+}
+
+/// Deletes a webhook and ends its pending deliveries (kept as history).
+pub fn delete_webhook(txn: &WriteTransaction, id: &str) -> Result<(), StoreError> {
+    let webhook = txn
+        .webhook(id)?
+        .ok_or_else(|| StoreError::not_found("webhook", id))?;
+    super::deliveries::cancel_pending(txn, id, "the webhook was deleted")?;
+    txn.open_table(WEBHOOKS)?.remove(id)?;
+    txn.open_multimap_table(REPOSITORY_WEBHOOKS)?
+        .remove(webhook.repository_id.as_str(), id)?;
+    Ok(())
+}
+
+/// Every webhook, by id.
+pub fn list_webhooks(txn: &ReadTransaction) -> Result<Vec<Webhook>, StoreError> {
+    let table = txn.open_table(WEBHOOKS)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (_, v) = row?;
+        out.push(decode("webhooks", v.value())?);
+    }
+    Ok(out)
+}
+
+pub fn put_tag(
+    txn: &WriteTransaction,
+    repository_id: &str,
+    tag: &str,
+    known: &KnownTag,
+) -> Result<(), StoreError> {
+    txn.open_table(TAGS)?
+        .insert((repository_id, tag), encode(known).as_slice())?;
+    Ok(())
+}
+
+pub fn remove_tag(
+    txn: &WriteTransaction,
+    repository_id: &str,
+    tag: &str,
+) -> Result<(), StoreError> {
+    txn.open_table(TAGS)?.remove((repository_id, tag))?;
+    Ok(())
+}
+
+/// The local repository a registry's notification is for: one named
+/// `name` whose registry is unset or equal to `host`. Remote repositories
+/// of the same name are not candidates.
+pub fn find_local(
+    txn: &WriteTransaction,
+    name: &str,
+    host: Option<&str>,
+) -> Result<Option<Repository>, StoreError> {
+    let mut candidates: Vec<Repository> = txn
+        .repositories_named(name)?
+        .into_iter()
+        .filter(|r| r.kind == RepositoryKind::Local)
+        .filter(|r| match (&r.registry, host) {
+            (None, _) => true,
+            (Some(want), Some(host)) => want.eq_ignore_ascii_case(host),
+            (Some(_), None) => false,
+        })
+        .collect();
+    // The most specific match wins: one that names this registry.
+    candidates.sort_by_key(|r| r.registry.is_none());
+    Ok(candidates.into_iter().next())
+}

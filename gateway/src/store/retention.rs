@@ -1,0 +1,89 @@
+//! Retention: events and deliveries older than the configured age are
+//! deleted in the background, a bounded batch per transaction so that
+//! pruning never holds the writer for long.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::StoreError;
+use super::records::{Delivery, DeliveryState, StoredEvent, decode};
+use super::schema::{DEDUPE, DELIVERIES, EVENT_IDS, EVENTS};
+use crate::event::Timestamp;
+
+/// What one pruning pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: usize,
+    pub deliveries: usize,
+}
+
+impl Pruned {
+    pub fn is_empty(&self) -> bool {
+        self.events == 0 && self.deliveries == 0
+    }
+}
+
+/// The creation time of a record from its ULID id (`evt_...`, `dlv_...`).
+fn created_ms(id: &str) -> Option<u64> {
+    let (_, ulid) = id.split_once('_')?;
+    ulid::Ulid::from_string(ulid).ok().map(|u| u.timestamp_ms())
+}
+
+/// Deletes up to `batch` events and `batch` deliveries created before
+/// `cutoff`. Pending deliveries are kept whatever their age: they are still
+/// owed to someone.
+pub fn prune(
+    txn: &WriteTransaction,
+    cutoff: Timestamp,
+    batch: usize,
+) -> Result<Pruned, StoreError> {
+    let cutoff_ms = cutoff.unix_millis().max(0) as u64;
+    let mut pruned = Pruned::default();
+
+    let old_events: Vec<(u64, StoredEvent)> = {
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in events.iter()?.take(batch) {
+            let (k, v) = row?;
+            let stored: StoredEvent = decode("events", v.value())?;
+            if created_ms(&stored.event.id).is_none_or(|ms| ms >= cutoff_ms) {
+                break;
+            }
+            out.push((k.value(), stored));
+        }
+        out
+    };
+    {
+        let mut events = txn.open_table(EVENTS)?;
+        let mut ids = txn.open_table(EVENT_IDS)?;
+        let mut dedupe = txn.open_table(DEDUPE)?;
+        for (seq, stored) in &old_events {
+            events.remove(*seq)?;
+            ids.remove(stored.event.id.as_str())?;
+            if let Some(key) = &stored.dedupe_key {
+                dedupe.remove(key.as_str())?;
+            }
+        }
+    }
+    pruned.events = old_events.len();
+
+    let old_deliveries: Vec<Delivery> = {
+        let table = txn.open_table(DELIVERIES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            if created_ms(k.value()).is_none_or(|ms| ms >= cutoff_ms) || out.len() == batch {
+                break;
+            }
+            let delivery: Delivery = decode("deliveries", v.value())?;
+            if delivery.state != DeliveryState::Pending {
+                out.push(delivery);
+            }
+        }
+        out
+    };
+    for delivery in &old_deliveries {
+        super::deliveries::delete(txn, delivery)?;
+    }
+    pruned.deliveries = old_deliveries.len();
+    Ok(pruned)
+}
