@@ -128,6 +128,9 @@ pub struct PluginConfig {
     pub max_body_kib: usize,
     /// Plugin instances alive at once (warm ones kept per webhook included).
     pub instances: u32,
+    /// Where compiled plugins are cached (default `<data_dir>/cache`). Safe
+    /// to share between gateways of the same version.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -181,6 +184,7 @@ impl Default for PluginConfig {
             memory_mib: limits.memory >> 20,
             max_body_kib: limits.max_body >> 10,
             instances: limits.instances,
+            cache_dir: None,
         }
     }
 }
@@ -321,6 +325,10 @@ impl Config {
             admin_token: Some(String::new()),
             ingest_token: Some(String::new()),
             allowed_networks: vec![String::new()],
+            plugins: PluginConfig {
+                cache_dir: Some(PathBuf::new()),
+                ..PluginConfig::default()
+            },
             ..Self::default()
         }
     }

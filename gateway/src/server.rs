@@ -110,7 +110,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;
 
     let limits = config.plugins.limits();
-    let dirs = HostDirs::in_data_dir(&config.data_dir);
+    let mut dirs = HostDirs::in_data_dir(&config.data_dir);
+    if let Some(cache) = &config.plugins.cache_dir {
+        dirs.cache = Some(cache.clone());
+    }
     let plugins = Arc::new(
         tokio::task::spawn_blocking(move || PluginHost::new(limits, dirs))
             .await

@@ -2,7 +2,11 @@
 //! gateway are linked once.
 
 mod cli_plugin;
+mod delivery;
+mod durability;
+mod ingest;
 mod plugin_host;
+mod registry_push;
 
 /// A compiled-plugin cache shared by every test (and every run), so that
 /// each test's plugin host does not compile the built-ins again. Entries are
@@ -11,4 +15,19 @@ pub fn shared_cache_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
     std::fs::create_dir_all(&dir).expect("create the shared cache directory");
     dir
+}
+
+/// A gateway for one test, sharing the compiled-plugin cache.
+pub async fn gateway() -> callisto::test_util::TestGateway {
+    gateway_with(|_| {}).await
+}
+
+pub async fn gateway_with(
+    tweak: impl FnOnce(&mut callisto::config::Config),
+) -> callisto::test_util::TestGateway {
+    callisto::test_util::TestGateway::start_with(|c| {
+        c.plugins.cache_dir = Some(shared_cache_dir());
+        tweak(c);
+    })
+    .await
 }

@@ -1,8 +1,13 @@
 //! Helpers for Callisto's end-to-end tests: the guests built for them, and
-//! (in later modules) the real gateway, registry and receivers they drive.
+//! the real gateway process, registry, images and receivers they drive.
 
 /// WebAssembly components built from `tests/guests/` by this crate's build
 /// script.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
+
+pub mod gateway;
+pub mod oci;
+pub mod receiver;
+pub mod registry;

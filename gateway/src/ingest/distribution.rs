@@ -189,6 +189,13 @@ pub struct Recorded {
     pub duplicates: usize,
 }
 
+/// The mark a manifest deletion leaves for each tag it removed: Distribution
+/// follows a manifest `delete` (digest, no tag) with one `delete` per tag
+/// (tag, no digest), and the tag's deletion was already an event.
+fn deleted_mark(repository_id: &str, tag: &str) -> String {
+    format!("tag-deleted:{repository_id}:{tag}")
+}
+
 /// Records accepted notifications in the log, inside the caller's
 /// transaction: de-duplication, the repository (created on first sight),
 /// known tags, and the events.
@@ -248,6 +255,7 @@ pub fn record(txn: &redb::WriteTransaction, accepted: &[Accepted]) -> Result<Rec
                     .tag(&repo.id, tag)?
                     .map(|t| t.digest)
                     .filter(|d| d != digest);
+                store::events::take_mark(txn, &deleted_mark(&repo.id, tag))?;
                 store::repos::put_tag(
                     txn,
                     &repo.id,
@@ -271,12 +279,15 @@ pub fn record(txn: &redb::WriteTransaction, accepted: &[Accepted]) -> Result<Rec
             }
             Change::TagDeleted { tag } => {
                 let known = txn.tag(&repo.id, tag)?;
-                store::repos::remove_tag(txn, &repo.id, tag)?;
-                events.push(event(
-                    EventType::ImageDeleted,
-                    Some(tag.clone()),
-                    known.map(|k| k.digest),
-                ));
+                let announced = store::events::take_mark(txn, &deleted_mark(&repo.id, tag))?;
+                if known.is_some() || !announced {
+                    store::repos::remove_tag(txn, &repo.id, tag)?;
+                    events.push(event(
+                        EventType::ImageDeleted,
+                        Some(tag.clone()),
+                        known.map(|k| k.digest),
+                    ));
+                }
             }
             Change::ManifestDeleted { digest } => {
                 let tags: Vec<String> = txn
@@ -287,6 +298,7 @@ pub fn record(txn: &redb::WriteTransaction, accepted: &[Accepted]) -> Result<Rec
                     .collect();
                 for tag in &tags {
                     store::repos::remove_tag(txn, &repo.id, tag)?;
+                    store::events::mark(txn, &deleted_mark(&repo.id, tag))?;
                     events.push(event(
                         EventType::ImageDeleted,
                         Some(tag.clone()),

@@ -13,6 +13,18 @@ pub fn seen(txn: &WriteTransaction, dedupe_key: &str) -> Result<bool, StoreError
     Ok(txn.open_table(DEDUPE)?.get(dedupe_key)?.is_some())
 }
 
+/// Leaves a short-lived mark (for what a later notification must not
+/// repeat); [`take_mark`] consumes it.
+pub fn mark(txn: &WriteTransaction, key: &str) -> Result<(), StoreError> {
+    txn.open_table(DEDUPE)?.insert(key, 0u64)?;
+    Ok(())
+}
+
+/// Whether `key` was marked, removing the mark.
+pub fn take_mark(txn: &WriteTransaction, key: &str) -> Result<bool, StoreError> {
+    Ok(txn.open_table(DEDUPE)?.remove(key)?.is_some())
+}
+
 /// Appends an event; returns its sequence number.
 pub fn append(
     txn: &WriteTransaction,
