@@ -31,14 +31,13 @@ pub fn standard(event: &Event, config: &Config) -> bool {
     if !include.is_empty() && !tag.is_some_and(|t| include.iter().any(|g| glob::matches(g, t))) {
         return false;
     }
-    if let Some(t) = tag {
-        if config
+    if let Some(t) = tag
+        && config
             .list("exclude_tags")
             .iter()
             .any(|g| glob::matches(g, t))
-        {
-            return false;
-        }
+    {
+        return false;
     }
     if let Some(re) = config.get("tag_regex") {
         return tag.is_some_and(|t| regex_matches(re, t));

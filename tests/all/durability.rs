@@ -69,13 +69,12 @@ async fn every_event_answered_202_survives_kill_9_and_is_delivered() {
                     .body(push_envelope(&format!("t{i}")))
                     .send()
                     .await;
-                if let Ok(response) = sent {
-                    if response.status() == 202 {
-                        if let Ok(body) = response.json::<Value>().await {
-                            let id = body["events"][0].as_str().unwrap().to_owned();
-                            acknowledged.lock().unwrap().push(id);
-                        }
-                    }
+                if let Ok(response) = sent
+                    && response.status() == 202
+                    && let Ok(body) = response.json::<Value>().await
+                {
+                    let id = body["events"][0].as_str().unwrap().to_owned();
+                    acknowledged.lock().unwrap().push(id);
                 }
             }
         }));

@@ -130,7 +130,13 @@ fn builtins_in_the_sandbox_match_their_golden_files() {
     hub.repository.registry = Some("registry-1.docker.io".into());
     let sdk_webhook = sdk::testing::webhook(&[]);
 
-    let cases: Vec<(&str, &str, sdk::Event, Vec<(&str, &str)>)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        sdk::Event,
+        Vec<(&'static str, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
         ("default", "pushed", previous, vec![]),
         (
             "default",

@@ -78,13 +78,13 @@ impl GatewayProcess {
     }
 
     async fn wait_ready(&mut self) {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = crate::http();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!(

@@ -11,3 +11,15 @@ pub mod gateway;
 pub mod oci;
 pub mod receiver;
 pub mod registry;
+
+/// An HTTP client for tests: loopback only, no proxy. Installs the
+/// process's rustls provider first, as the gateway does: reqwest is built
+/// without a default one.
+pub fn http() -> reqwest::Client {
+    callisto::deliver::client::install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}

@@ -116,10 +116,10 @@ pub fn put_repository(txn: &WriteTransaction, repo: &Repository) -> Result<(), S
         .transpose()?;
     table.insert(repo.id.as_str(), encode(repo).as_slice())?;
     let mut names = txn.open_multimap_table(REPOSITORY_NAMES)?;
-    if let Some(previous) = previous {
-        if previous.name != repo.name {
-            names.remove(previous.name.as_str(), repo.id.as_str())?;
-        }
+    if let Some(previous) = previous
+        && previous.name != repo.name
+    {
+        names.remove(previous.name.as_str(), repo.id.as_str())?;
     }
     names.insert(repo.name.as_str(), repo.id.as_str())?;
     Ok(())

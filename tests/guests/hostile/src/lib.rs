@@ -47,10 +47,10 @@ impl Plugin for Hostile {
     }
 
     fn filter(event: &Event, webhook: &Webhook) -> bool {
-        if webhook.config.get("stage") == Some("filter") {
-            if let Err(e) = misbehave(webhook.config.get("mode")) {
-                panic!("{e}");
-            }
+        if webhook.config.get("stage") == Some("filter")
+            && let Err(e) = misbehave(webhook.config.get("mode"))
+        {
+            panic!("{e}");
         }
         callisto_plugin_sdk::filter::standard(event, &webhook.config)
     }
