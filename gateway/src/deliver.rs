@@ -35,8 +35,11 @@ enum Message {
     /// A webhook has a delivery due at this time (fan-out, redelivery, a
     /// re-enabled webhook).
     Due { webhook: String, at_ms: u64 },
-    /// An attempt finished; `next_ms` is when that webhook's delivery is due
-    /// again, if it is.
+    /// An attempt's HTTP exchange is over: its webhook has a free slot
+    /// again, even while the attempt is still being recorded.
+    Released { webhook: String },
+    /// An attempt is recorded; `next_ms` is when that delivery is due again,
+    /// if it is.
     Done {
         webhook: String,
         delivery: String,
@@ -86,7 +89,9 @@ struct Scheduler {
     /// Per webhook: the earliest time a delivery may be due.
     next_due: HashMap<String, u64>,
     in_flight: HashMap<String, usize>,
-    in_flight_ids: HashSet<String>,
+    /// Deliveries whose attempt is under way (sending or being recorded),
+    /// per webhook: they are still in the due index and must be skipped.
+    held: HashMap<String, HashSet<String>>,
     total: usize,
 }
 
@@ -99,7 +104,7 @@ async fn run(
     let mut sched = Scheduler {
         next_due: HashMap::new(),
         in_flight: HashMap::new(),
-        in_flight_ids: HashSet::new(),
+        held: HashMap::new(),
         total: 0,
     };
     // What was pending when the gateway stopped is due again now.
@@ -168,13 +173,7 @@ fn apply(sched: &mut Scheduler, message: Message) {
             let entry = sched.next_due.entry(webhook).or_insert(at_ms);
             *entry = (*entry).min(at_ms);
         }
-        Message::Done {
-            webhook,
-            delivery,
-            next_ms,
-            paused,
-        } => {
-            sched.in_flight_ids.remove(&delivery);
+        Message::Released { webhook } => {
             sched.total = sched.total.saturating_sub(1);
             if let Some(n) = sched.in_flight.get_mut(&webhook) {
                 *n = n.saturating_sub(1);
@@ -182,9 +181,26 @@ fn apply(sched: &mut Scheduler, message: Message) {
                     sched.in_flight.remove(&webhook);
                 }
             }
+            // Its next due delivery may start now.
+            sched.next_due.entry(webhook).or_insert(0);
+        }
+        Message::Done {
+            webhook,
+            delivery,
+            next_ms,
+            paused,
+        } => {
+            if let Some(held) = sched.held.get_mut(&webhook) {
+                held.remove(&delivery);
+                if held.is_empty() {
+                    sched.held.remove(&webhook);
+                }
+            }
             if paused {
                 sched.next_due.remove(&webhook);
-            } else if let Some(at) = next_ms {
+            } else {
+                // Deliveries skipped while this one was held may be due.
+                let at = next_ms.unwrap_or(0);
                 let entry = sched.next_due.entry(webhook).or_insert(at);
                 *entry = (*entry).min(at);
             }
@@ -226,8 +242,11 @@ fn dispatch(
         if busy >= cap {
             continue;
         }
-        // Enough to fill the free slots even if some due ones are in flight.
-        let due = match store::deliveries::due_for(&txn, &webhook, u64::MAX, cap + busy + 1) {
+        // Enough to fill the free slots past the held ones, and one more to
+        // learn when the next is due.
+        let held = sched.held.get(&webhook).map_or(0, HashSet::len);
+        let due = match store::deliveries::due_for(&txn, &webhook, u64::MAX, cap - busy + held + 1)
+        {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(webhook, "cannot read due deliveries: {e}");
@@ -237,7 +256,11 @@ fn dispatch(
         let mut started = busy;
         let mut next = None;
         for entry in due {
-            if sched.in_flight_ids.contains(&entry.id) {
+            if sched
+                .held
+                .get(&webhook)
+                .is_some_and(|h| h.contains(&entry.id))
+            {
                 continue;
             }
             if entry.due_ms > now || started >= cap || sched.total >= ctx.config.max_in_flight {
@@ -250,10 +273,18 @@ fn dispatch(
             }
             started += 1;
             sched.total += 1;
-            sched.in_flight_ids.insert(entry.id.clone());
+            sched
+                .held
+                .entry(webhook.clone())
+                .or_default()
+                .insert(entry.id.clone());
             let (ctx, tx, webhook, id) = (ctx.clone(), tx.clone(), webhook.clone(), entry.id);
             attempts.spawn(async move {
-                let (next_ms, paused) = attempt_delivery(&ctx, &webhook, &id).await;
+                let slot = Slot {
+                    tx: tx.clone(),
+                    webhook: Some(webhook.clone()),
+                };
+                let (next_ms, paused) = attempt_delivery(&ctx, slot, &webhook, &id).await;
                 let _ = tx.send(Message::Done {
                     webhook,
                     delivery: id,
@@ -288,9 +319,35 @@ fn refresh_pending_gauge(ctx: &Context) {
     }
 }
 
+/// A webhook's concurrency slot, given back when the HTTP exchange ends
+/// (or, whatever happens, when dropped).
+struct Slot {
+    tx: mpsc::UnboundedSender<Message>,
+    webhook: Option<String>,
+}
+
+impl Slot {
+    fn release(&mut self) {
+        if let Some(webhook) = self.webhook.take() {
+            let _ = self.tx.send(Message::Released { webhook });
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Makes one attempt of a delivery and records it. Returns when the
 /// delivery is due again (if it is) and whether its webhook is paused.
-async fn attempt_delivery(ctx: &Context, webhook_id: &str, id: &str) -> (Option<u64>, bool) {
+async fn attempt_delivery(
+    ctx: &Context,
+    mut slot: Slot,
+    webhook_id: &str,
+    id: &str,
+) -> (Option<u64>, bool) {
     let loaded = ctx
         .store
         .read()
@@ -324,6 +381,7 @@ async fn attempt_delivery(ctx: &Context, webhook_id: &str, id: &str) -> (Option<
         ctx.config.response_body_limit,
     )
     .await;
+    slot.release();
     let result = if sent.attempt.succeeded {
         "success"
     } else {
@@ -376,9 +434,12 @@ async fn attempt_delivery(ctx: &Context, webhook_id: &str, id: &str) -> (Option<
 
     let attempt = sent.attempt;
     let (delivery_id, webhook_key) = (id.to_owned(), webhook_id.to_owned());
+    // Lazy: if a crash loses this record, the delivery is still pending and
+    // is sent again with the same webhook-id (at least once). A 410 disables
+    // the webhook in the same write.
     let recorded = ctx
         .store
-        .write(move |txn| {
+        .write_lazy(move |txn| {
             let updated = store::deliveries::record_attempt(txn, &delivery_id, &attempt, &next)?;
             if gone {
                 disable_webhook(txn, &webhook_key, "the receiver answered 410 Gone")?;

@@ -132,7 +132,11 @@ fn process_batch(ctx: &Context, runner: &mut Runner) -> Result<usize, StoreError
         .iter()
         .filter_map(|d| Some((d.webhook_id.clone(), d.next_attempt_at?)))
         .collect();
-    ctx.store.write_blocking(move |txn| {
+    // Deliveries must be durable before the sender may send them (a lost
+    // one would come back with another id); a cursor that made none may be
+    // lost and redone.
+    let durable = !deliveries.is_empty();
+    ctx.store.write_blocking(durable, move |txn| {
         // Only this task moves the cursor; a mismatch means the log changed
         // under us (a restore?), and the batch is simply redone.
         let now = store::fanout_cursor(txn)?;

@@ -9,6 +9,8 @@ pub mod distribution;
 
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -20,7 +22,99 @@ use crate::api::ApiError;
 use crate::api::auth::bearer_matches;
 use crate::metrics::Metrics;
 use crate::server::App;
-use distribution::{Accepted, Envelope};
+use crate::store::{Store, StoreError};
+use distribution::{Accepted, Envelope, Recorded};
+
+enum Message {
+    Record(Vec<Accepted>, oneshot::Sender<Result<Recorded, StoreError>>),
+    Stop,
+}
+
+/// Requests recorded per transaction at most.
+const MAX_REQUESTS_PER_BATCH: usize = 1024;
+
+/// Records ingest requests in batches: while one batch commits, the next
+/// requests queue, and then go in together, as one write job that opens the
+/// log's tables once. Each request is answered when its batch is durable.
+///
+/// It is a thread, not a task: the moment a commit ends it must hand the
+/// writer the next batch, and a task would wait its turn behind every HTTP
+/// connection on the runtime's workers, leaving the writer idle.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: std::sync::mpsc::Sender<Message>,
+}
+
+impl Recorder {
+    /// Starts the recorder; it runs until `shutdown`, which the server
+    /// fires once requests in flight are answered.
+    pub fn spawn(
+        store: Store,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, rx) = std::sync::mpsc::channel::<Message>();
+        let thread = std::thread::Builder::new()
+            .name("ingest-recorder".into())
+            .spawn(move || record_batches(&store, &rx))
+            .expect("start the ingest recorder thread");
+        let stop = queue.clone();
+        let task = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(Message::Stop);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        });
+        (Self { queue }, task)
+    }
+
+    /// Records one request's notifications; returns once they are durable.
+    pub async fn record(&self, accepted: Vec<Accepted>) -> Result<Recorded, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Message::Record(accepted, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.unwrap_or(Err(StoreError::WriterGone))
+    }
+}
+
+fn record_batches(store: &Store, rx: &std::sync::mpsc::Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let mut requests = Vec::new();
+        let mut replies = Vec::new();
+        let mut next = match rx.recv() {
+            Ok(m) => Some(m),
+            Err(_) => return,
+        };
+        while let Some(m) = next.take() {
+            match m {
+                Message::Record(accepted, reply) => {
+                    requests.push(accepted);
+                    replies.push(reply);
+                }
+                Message::Stop => stopping = true,
+            }
+            if requests.len() < MAX_REQUESTS_PER_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if requests.is_empty() {
+            continue;
+        }
+        tracing::trace!(requests = requests.len(), "ingest batch");
+        match store.write_blocking(true, move |txn| distribution::record(txn, &requests)) {
+            Ok(recorded) => {
+                for (reply, r) in replies.into_iter().zip(recorded) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
 
 /// What an ingest request did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -113,11 +207,9 @@ pub async fn distribution(
         }
     }
     let recorded = if accepted.is_empty() {
-        Default::default()
+        Recorded::default()
     } else {
-        app.store
-            .write(move |txn| distribution::record(txn, &accepted))
-            .await?
+        app.recorder.record(accepted).await?
     };
     if recorded.duplicates > 0 {
         app.metrics

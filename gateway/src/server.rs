@@ -25,6 +25,7 @@ pub struct App {
     pub store: Store,
     pub plugins: Arc<PluginHost>,
     pub fanout: Fanout,
+    pub recorder: crate::ingest::Recorder,
     pub sender: deliver::Sender,
     pub poller: Poller,
     pub metrics: Arc<Metrics>,
@@ -65,24 +66,22 @@ pub struct Running {
     pub app: Arc<App>,
     /// Token files generated at this start.
     pub generated_tokens: Vec<std::path::PathBuf>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Stops the HTTP server (first: no new work comes in).
+    stop_http: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    /// Stops the workers, once requests in flight are answered.
+    stop_workers: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// Graceful shutdown: stop accepting, let requests and attempts in
     /// flight finish (or leave them safely pending), then return.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-
-    /// Waits until the server stops on its own (it does not, short of a
-    /// fatal error).
-    pub async fn wait(&mut self) {
-        if let Some(task) = self.tasks.first_mut() {
+        let _ = self.stop_http.send(true);
+        let _ = self.http.await;
+        let _ = self.stop_workers.send(true);
+        for task in self.workers {
             let _ = task.await;
         }
     }
@@ -122,7 +121,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let client = deliver::client::build(&config.delivery, policy.clone(), &[])?;
     let metrics = Arc::new(Metrics::new());
 
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop_workers, stop_rx) = watch::channel(false);
     let (sender, sender_task) = deliver::spawn(
         deliver::Context {
             store: store.clone(),
@@ -169,9 +168,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
 
     let retention_days = config.retention_days;
+    let (recorder, recorder_task) =
+        crate::ingest::Recorder::spawn(store.clone(), stopped(stop_rx.clone()));
     let app = Arc::new(App {
         config,
         tokens,
+        recorder,
         store: store.clone(),
         plugins,
         fanout,
@@ -185,7 +187,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let retention_task = tokio::spawn(retention(store, retention_days, stopped(stop_rx.clone())));
 
     let router = crate::api::router(app.clone());
-    let http_stop = stopped(stop_rx.clone());
+    let (stop_http, http_rx) = watch::channel(false);
+    let http_stop = stopped(http_rx);
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(http_stop)
@@ -195,15 +198,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
     });
     app.ready.store(true, Ordering::Release);
-    // The HTTP server stops first (no new work), then fan-out and the
-    // sender (attempts in flight finish), then the rest.
     Ok(Running {
         addr,
         app,
         generated_tokens,
-        stop,
-        tasks: vec![
-            http_task,
+        stop_http,
+        http: http_task,
+        stop_workers,
+        workers: vec![
+            recorder_task,
             fanout_task,
             sender_task,
             retention_task,

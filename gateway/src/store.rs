@@ -168,19 +168,35 @@ impl Store {
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
         self.writer
-            .submit(f)
+            .submit(true, f)
             .await
             .unwrap_or(Err(StoreError::WriterGone))
     }
 
-    /// [`Store::write`] for threads outside the async runtime.
-    pub fn write_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
+    /// [`Store::write`] for what may be lost in a crash because it is redone
+    /// after one (an attempt's record, a cursor that made no delivery): it
+    /// is visible at once and on disk within a fraction of a second, without
+    /// waiting for a sync of its own.
+    pub async fn write_lazy<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
         self.writer
-            .submit(f)
+            .submit(false, f)
+            .await
+            .unwrap_or(Err(StoreError::WriterGone))
+    }
+
+    /// [`Store::write`] (or, not `durable`, [`Store::write_lazy`]) for
+    /// threads outside the async runtime.
+    pub fn write_blocking<R, F>(&self, durable: bool, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.writer
+            .submit(durable, f)
             .blocking_recv()
             .unwrap_or(Err(StoreError::WriterGone))
     }

@@ -7,10 +7,12 @@
 //! The registry resends a notification it believes failed with the same
 //! event id: a seen id is acknowledged again and recorded once.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 use crate::event::{Event, EventType, RepositoryRef, Source, Timestamp, new_id};
-use crate::store::{self, KnownTag, Reader, Repository, RepositoryKind, StoreError};
+use crate::store::{self, KnownTag, Repository, RepositoryKind, StoreError};
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
@@ -146,6 +148,17 @@ pub fn classify(n: &Notification) -> Result<Change, Ignored> {
     }
 }
 
+/// The key a resent notification is recognised by. The registry resends
+/// the same event, same id and same timestamp; leading with the timestamp
+/// keeps the keys of a batch next to each other in the index (random ids
+/// alone would touch a different page of it per event).
+fn dedupe_key(n: &Notification) -> String {
+    match &n.timestamp {
+        Some(ts) => format!("dist:{ts}:{}", n.id),
+        None => format!("dist:{}", n.id),
+    }
+}
+
 /// A notification that makes events, ready for the write transaction.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -160,7 +173,7 @@ pub struct Accepted {
 impl Accepted {
     pub fn new(n: &Notification, change: Change) -> Self {
         Self {
-            dedupe_key: format!("distribution:{}", n.id),
+            dedupe_key: dedupe_key(n),
             repository: n.target.repository.clone(),
             host: n
                 .request
@@ -196,138 +209,170 @@ fn deleted_mark(repository_id: &str, tag: &str) -> String {
     format!("tag-deleted:{repository_id}:{tag}")
 }
 
-/// Records accepted notifications in the log, inside the caller's
-/// transaction: de-duplication, the repository (created on first sight),
-/// known tags, and the events.
-pub fn record(txn: &redb::WriteTransaction, accepted: &[Accepted]) -> Result<Recorded, StoreError> {
-    let mut out = Recorded::default();
-    for n in accepted {
-        if store::events::seen(txn, &n.dedupe_key)? {
-            out.duplicates += 1;
-            continue;
+/// Records batches of accepted notifications (one batch per ingest
+/// request) in the log, inside the caller's transaction: de-duplication,
+/// the repository (created on first sight), known tags, and the events.
+/// The tables are opened once for all of them.
+pub fn record(
+    txn: &redb::WriteTransaction,
+    batches: &[Vec<Accepted>],
+) -> Result<Vec<Recorded>, StoreError> {
+    let mut log = store::events::Log::open(txn)?;
+    let mut tags = store::repos::Tags::open(txn)?;
+    let mut repos: HashMap<(String, Option<String>), Repository> = HashMap::new();
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut recorded = Recorded::default();
+        for n in batch {
+            if log.seen(&n.dedupe_key)? {
+                recorded.duplicates += 1;
+                continue;
+            }
+            let key = (n.repository.clone(), n.host.clone());
+            let repo = match repos.get(&key) {
+                Some(repo) => repo.clone(),
+                None => {
+                    let repo = local_repository(txn, n)?;
+                    repos.insert(key, repo.clone());
+                    repo
+                }
+            };
+            let events = changes(&mut log, &mut tags, &repo, n)?;
+            for (i, e) in events.iter().enumerate() {
+                // The first event carries the key; its presence is what counts.
+                log.append(e, (i == 0).then_some(n.dedupe_key.as_str()))?;
+            }
+            recorded.events.extend(events);
         }
-        let repo = match store::repos::find_local(txn, &n.repository, n.host.as_deref())? {
-            Some(repo) => repo,
-            None => {
-                let now = Timestamp::now();
-                let repo = Repository {
-                    id: new_id("repo"),
-                    name: n.repository.clone(),
-                    kind: RepositoryKind::Local,
-                    registry: None,
-                    remote: None,
-                    poll: Default::default(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                store::repos::put_repository(txn, &repo)?;
-                tracing::info!(repository = repo.name, id = repo.id, "new local repository");
-                repo
-            }
-        };
-        let reference = RepositoryRef {
-            id: repo.id.clone(),
-            name: repo.name.clone(),
-            registry: repo.registry.clone().or_else(|| n.host.clone()),
-        };
-        let event = |kind: EventType, tag: Option<String>, digest: Option<String>| Event {
-            id: new_id("evt"),
-            kind,
-            source: Source::Local,
-            repository: reference.clone(),
-            tag,
-            digest,
-            previous_digest: None,
-            media_type: None,
-            size: None,
-            actor: n.actor.clone(),
-            occurred_at: n.occurred_at,
-        };
-        let mut events = Vec::new();
-        match &n.change {
-            Change::Pushed {
-                tag,
-                digest,
-                media_type,
-                size,
-            } => {
-                let previous = txn
-                    .tag(&repo.id, tag)?
-                    .map(|t| t.digest)
-                    .filter(|d| d != digest);
-                store::events::take_mark(txn, &deleted_mark(&repo.id, tag))?;
-                store::repos::put_tag(
-                    txn,
-                    &repo.id,
-                    tag,
-                    &KnownTag {
-                        digest: digest.clone(),
-                        media_type: media_type.clone(),
-                        updated_at: n.occurred_at,
-                    },
-                )?;
-                events.push(Event {
-                    previous_digest: previous,
-                    media_type: media_type.clone(),
-                    size: *size,
-                    ..event(
-                        EventType::ImagePushed,
-                        Some(tag.clone()),
-                        Some(digest.clone()),
-                    )
-                });
-            }
-            Change::TagDeleted { tag } => {
-                let known = txn.tag(&repo.id, tag)?;
-                let announced = store::events::take_mark(txn, &deleted_mark(&repo.id, tag))?;
-                if known.is_some() || !announced {
-                    store::repos::remove_tag(txn, &repo.id, tag)?;
-                    events.push(event(
-                        EventType::ImageDeleted,
-                        Some(tag.clone()),
-                        known.map(|k| k.digest),
-                    ));
-                }
-            }
-            Change::ManifestDeleted { digest } => {
-                let tags: Vec<String> = txn
-                    .tags_of(&repo.id)?
-                    .into_iter()
-                    .filter(|(_, k)| &k.digest == digest)
-                    .map(|(t, _)| t)
-                    .collect();
-                for tag in &tags {
-                    store::repos::remove_tag(txn, &repo.id, tag)?;
-                    store::events::mark(txn, &deleted_mark(&repo.id, tag))?;
-                    events.push(event(
-                        EventType::ImageDeleted,
-                        Some(tag.clone()),
-                        Some(digest.clone()),
-                    ));
-                }
-                if tags.is_empty() {
-                    events.push(event(EventType::ImageDeleted, None, Some(digest.clone())));
-                }
-            }
-            Change::RepositoryDeleted => {
-                for (tag, known) in txn.tags_of(&repo.id)? {
-                    store::repos::remove_tag(txn, &repo.id, &tag)?;
-                    events.push(event(
-                        EventType::ImageDeleted,
-                        Some(tag),
-                        Some(known.digest),
-                    ));
-                }
-            }
-        }
-        for (i, e) in events.iter().enumerate() {
-            // The first event carries the key; its presence is what counts.
-            let key = (i == 0).then_some(n.dedupe_key.as_str());
-            store::events::append(txn, e, key)?;
-        }
-        out.events.extend(events);
+        out.push(recorded);
     }
     Ok(out)
+}
+
+/// The local repository a notification is for, created as a registry would
+/// on first sight.
+fn local_repository(txn: &redb::WriteTransaction, n: &Accepted) -> Result<Repository, StoreError> {
+    if let Some(repo) = store::repos::find_local(txn, &n.repository, n.host.as_deref())? {
+        return Ok(repo);
+    }
+    let now = Timestamp::now();
+    let repo = Repository {
+        id: new_id("repo"),
+        name: n.repository.clone(),
+        kind: RepositoryKind::Local,
+        registry: None,
+        remote: None,
+        poll: Default::default(),
+        created_at: now,
+        updated_at: now,
+    };
+    store::repos::put_repository(txn, &repo)?;
+    tracing::info!(repository = repo.name, id = repo.id, "new local repository");
+    Ok(repo)
+}
+
+/// The events one notification makes, with the known tags updated.
+fn changes(
+    log: &mut store::events::Log<'_>,
+    tags: &mut store::repos::Tags<'_>,
+    repo: &Repository,
+    n: &Accepted,
+) -> Result<Vec<Event>, StoreError> {
+    let reference = RepositoryRef {
+        id: repo.id.clone(),
+        name: repo.name.clone(),
+        registry: repo.registry.clone().or_else(|| n.host.clone()),
+    };
+    let event = |kind: EventType, tag: Option<String>, digest: Option<String>| Event {
+        id: new_id("evt"),
+        kind,
+        source: Source::Local,
+        repository: reference.clone(),
+        tag,
+        digest,
+        previous_digest: None,
+        media_type: None,
+        size: None,
+        actor: n.actor.clone(),
+        occurred_at: n.occurred_at,
+    };
+    let mut events = Vec::new();
+    match &n.change {
+        Change::Pushed {
+            tag,
+            digest,
+            media_type,
+            size,
+        } => {
+            let previous = tags
+                .get(&repo.id, tag)?
+                .map(|t| t.digest)
+                .filter(|d| d != digest);
+            log.take_mark(&deleted_mark(&repo.id, tag))?;
+            tags.put(
+                &repo.id,
+                tag,
+                &KnownTag {
+                    digest: digest.clone(),
+                    media_type: media_type.clone(),
+                    updated_at: n.occurred_at,
+                },
+            )?;
+            events.push(Event {
+                previous_digest: previous,
+                media_type: media_type.clone(),
+                size: *size,
+                ..event(
+                    EventType::ImagePushed,
+                    Some(tag.clone()),
+                    Some(digest.clone()),
+                )
+            });
+        }
+        Change::TagDeleted { tag } => {
+            let known = tags.get(&repo.id, tag)?;
+            let announced = log.take_mark(&deleted_mark(&repo.id, tag))?;
+            if known.is_some() || !announced {
+                tags.remove(&repo.id, tag)?;
+                events.push(event(
+                    EventType::ImageDeleted,
+                    Some(tag.clone()),
+                    known.map(|k| k.digest),
+                ));
+            }
+        }
+        Change::ManifestDeleted { digest } => {
+            let gone: Vec<String> = tags
+                .of(&repo.id)?
+                .into_iter()
+                .filter(|(_, k)| &k.digest == digest)
+                .map(|(t, _)| t)
+                .collect();
+            for tag in &gone {
+                tags.remove(&repo.id, tag)?;
+                log.mark(&deleted_mark(&repo.id, tag))?;
+                events.push(event(
+                    EventType::ImageDeleted,
+                    Some(tag.clone()),
+                    Some(digest.clone()),
+                ));
+            }
+            if gone.is_empty() {
+                events.push(event(EventType::ImageDeleted, None, Some(digest.clone())));
+            }
+        }
+        Change::RepositoryDeleted => {
+            for (tag, known) in tags.of(&repo.id)? {
+                tags.remove(&repo.id, &tag)?;
+                events.push(event(
+                    EventType::ImageDeleted,
+                    Some(tag),
+                    Some(known.digest),
+                ));
+            }
+        }
+    }
+    Ok(events)
 }
 
 #[cfg(test)]

@@ -1,48 +1,64 @@
 //! The event log: append (with source de-duplication), read in order for
 //! fan-out, list for the API.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
-use super::records::{StoredEvent, decode, encode};
+use super::records::{StoredEvent, StoredEventRef, decode, encode};
 use super::schema::{DEDUPE, EVENT_IDS, EVENTS};
 use crate::event::{Event, EventType, Timestamp};
 
-/// Whether a source key (e.g. the registry's event id) was recorded before.
-pub fn seen(txn: &WriteTransaction, dedupe_key: &str) -> Result<bool, StoreError> {
-    Ok(txn.open_table(DEDUPE)?.get(dedupe_key)?.is_some())
+/// The log's write side, its tables opened once for a whole batch of
+/// appends: opening a table is a lookup of its own, and ingest appends many
+/// events per transaction.
+pub struct Log<'txn> {
+    events: Table<'txn, u64, &'static [u8]>,
+    ids: Table<'txn, &'static str, u64>,
+    dedupe: Table<'txn, &'static str, u64>,
+    next_seq: u64,
 }
 
-/// Leaves a short-lived mark (for what a later notification must not
-/// repeat); [`take_mark`] consumes it.
-pub fn mark(txn: &WriteTransaction, key: &str) -> Result<(), StoreError> {
-    txn.open_table(DEDUPE)?.insert(key, 0u64)?;
-    Ok(())
-}
-
-/// Whether `key` was marked, removing the mark.
-pub fn take_mark(txn: &WriteTransaction, key: &str) -> Result<bool, StoreError> {
-    Ok(txn.open_table(DEDUPE)?.remove(key)?.is_some())
-}
-
-/// Appends an event; returns its sequence number.
-pub fn append(
-    txn: &WriteTransaction,
-    event: &Event,
-    dedupe_key: Option<&str>,
-) -> Result<u64, StoreError> {
-    let mut events = txn.open_table(EVENTS)?;
-    let seq = events.last()?.map_or(0, |(k, _)| k.value()) + 1;
-    let stored = StoredEvent {
-        event: event.clone(),
-        dedupe_key: dedupe_key.map(str::to_owned),
-    };
-    events.insert(seq, encode(&stored).as_slice())?;
-    txn.open_table(EVENT_IDS)?.insert(event.id.as_str(), seq)?;
-    if let Some(key) = dedupe_key {
-        txn.open_table(DEDUPE)?.insert(key, seq)?;
+impl<'txn> Log<'txn> {
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let events = txn.open_table(EVENTS)?;
+        let next_seq = events.last()?.map_or(0, |(k, _)| k.value()) + 1;
+        Ok(Self {
+            events,
+            ids: txn.open_table(EVENT_IDS)?,
+            dedupe: txn.open_table(DEDUPE)?,
+            next_seq,
+        })
     }
-    Ok(seq)
+
+    /// Whether a source key (e.g. the registry's event id) was recorded.
+    pub fn seen(&self, dedupe_key: &str) -> Result<bool, StoreError> {
+        Ok(self.dedupe.get(dedupe_key)?.is_some())
+    }
+
+    /// Leaves a short-lived mark (for what a later notification must not
+    /// repeat); [`Log::take_mark`] consumes it.
+    pub fn mark(&mut self, key: &str) -> Result<(), StoreError> {
+        self.dedupe.insert(key, 0u64)?;
+        Ok(())
+    }
+
+    /// Whether `key` was marked, removing the mark.
+    pub fn take_mark(&mut self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.dedupe.remove(key)?.is_some())
+    }
+
+    /// Appends an event; returns its sequence number.
+    pub fn append(&mut self, event: &Event, dedupe_key: Option<&str>) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        let stored = StoredEventRef { event, dedupe_key };
+        self.events.insert(seq, encode(&stored).as_slice())?;
+        self.ids.insert(event.id.as_str(), seq)?;
+        if let Some(key) = dedupe_key {
+            self.dedupe.insert(key, seq)?;
+        }
+        self.next_seq += 1;
+        Ok(seq)
+    }
 }
 
 /// The sequence number of the newest event (0 when empty).

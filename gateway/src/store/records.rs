@@ -9,8 +9,11 @@ use crate::plugin::Request;
 
 use super::StoreError;
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(value).expect("records always serialize")
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Most records are a few hundred bytes: one allocation, no regrowth.
+    let mut buf = Vec::with_capacity(512);
+    rmp_serde::encode::write_named(&mut buf, value).expect("records always serialize");
+    buf
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(
@@ -31,6 +34,13 @@ pub struct StoredEvent {
     pub event: Event,
     #[serde(default)]
     pub dedupe_key: Option<String>,
+}
+
+/// [`StoredEvent`] borrowed, to encode without copying the event.
+#[derive(Serialize)]
+pub(crate) struct StoredEventRef<'a> {
+    pub event: &'a Event,
+    pub dedupe_key: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

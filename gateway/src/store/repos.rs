@@ -1,6 +1,6 @@
 //! Repositories, their webhooks and their known tags.
 
-use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::records::{KnownTag, Repository, RepositoryKind, Webhook, decode, encode};
@@ -177,24 +177,52 @@ pub fn list_webhooks(txn: &ReadTransaction) -> Result<Vec<Webhook>, StoreError> 
     Ok(out)
 }
 
-pub fn put_tag(
-    txn: &WriteTransaction,
-    repository_id: &str,
-    tag: &str,
-    known: &KnownTag,
-) -> Result<(), StoreError> {
-    txn.open_table(TAGS)?
-        .insert((repository_id, tag), encode(known).as_slice())?;
-    Ok(())
+/// The known tags' table, opened once for a batch of changes.
+pub struct Tags<'txn> {
+    table: Table<'txn, (&'static str, &'static str), &'static [u8]>,
 }
 
-pub fn remove_tag(
-    txn: &WriteTransaction,
-    repository_id: &str,
-    tag: &str,
-) -> Result<(), StoreError> {
-    txn.open_table(TAGS)?.remove((repository_id, tag))?;
-    Ok(())
+impl<'txn> Tags<'txn> {
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            table: txn.open_table(TAGS)?,
+        })
+    }
+
+    pub fn get(&self, repository_id: &str, tag: &str) -> Result<Option<KnownTag>, StoreError> {
+        let value = self.table.get((repository_id, tag))?;
+        value.map(|v| decode("tags", v.value())).transpose()
+    }
+
+    pub fn put(
+        &mut self,
+        repository_id: &str,
+        tag: &str,
+        known: &KnownTag,
+    ) -> Result<(), StoreError> {
+        self.table
+            .insert((repository_id, tag), encode(known).as_slice())?;
+        Ok(())
+    }
+
+    pub fn remove(&mut self, repository_id: &str, tag: &str) -> Result<(), StoreError> {
+        self.table.remove((repository_id, tag))?;
+        Ok(())
+    }
+
+    /// Every known tag of the repository, by tag.
+    pub fn of(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.table.range((repository_id, "")..)? {
+            let (k, v) = row?;
+            let (repo, tag) = k.value();
+            if repo != repository_id {
+                break;
+            }
+            out.push((tag.to_owned(), decode("tags", v.value())?));
+        }
+        Ok(out)
+    }
 }
 
 /// The local repository a registry's notification is for: one named

@@ -65,13 +65,14 @@ async fn events_append_in_order_and_dedupe_by_source_key() {
     let (a2, b2) = (a.clone(), b.clone());
     let seqs = store
         .write(move |txn| {
-            let s1 = events::append(txn, &a2, Some("distribution:1"))?;
-            let s2 = events::append(txn, &b2, None)?;
+            let mut log = events::Log::open(txn)?;
+            let s1 = log.append(&a2, Some("distribution:1"))?;
+            let s2 = log.append(&b2, None)?;
             Ok((
                 s1,
                 s2,
-                events::seen(txn, "distribution:1")?,
-                events::seen(txn, "distribution:2")?,
+                log.seen("distribution:1")?,
+                log.seen("distribution:2")?,
             ))
         })
         .await
@@ -97,7 +98,7 @@ async fn concurrent_writes_share_commits_and_all_land() {
         tasks.push(tokio::spawn(async move {
             let e = event("repo_1", &format!("t{i}"));
             store
-                .write(move |txn| events::append(txn, &e, Some(&format!("k{i}"))))
+                .write(move |txn| events::Log::open(txn)?.append(&e, Some(&format!("k{i}"))))
                 .await
                 .unwrap()
         }));
@@ -218,8 +219,10 @@ async fn retention_prunes_old_events_and_finished_deliveries_only() {
     );
     store
         .write(move |txn| {
-            events::append(txn, &e1, Some("distribution:old"))?;
-            events::append(txn, &e2, None)?;
+            let mut log = events::Log::open(txn)?;
+            log.append(&e1, Some("distribution:old"))?;
+            log.append(&e2, None)?;
+            drop(log);
             deliveries::create(txn, &d1)?;
             deliveries::create(txn, &d2)
         })
@@ -247,7 +250,7 @@ async fn retention_prunes_old_events_and_finished_deliveries_only() {
     );
     drop(txn);
     let seen = store
-        .write(|txn| events::seen(txn, "distribution:old"))
+        .write(|txn| events::Log::open(txn)?.seen("distribution:old"))
         .await
         .unwrap();
     assert!(!seen, "the dedupe key goes with its event");
@@ -307,7 +310,7 @@ async fn a_store_reopens_with_its_data() {
         let store = Store::open(&path).unwrap();
         let e2 = e.clone();
         store
-            .write(move |txn| events::append(txn, &e2, None))
+            .write(move |txn| events::Log::open(txn)?.append(&e2, None))
             .await
             .unwrap();
     }

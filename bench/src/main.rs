@@ -1,0 +1,496 @@
+//! Callisto's benchmark suite: drives the real release binary and prints
+//! each figure beside a baseline measured in the same run, on the same
+//! machine, so that the ratio means something wherever it runs.
+//!
+//! - ingest: durable ingest events/s (wrk, 64 connections, unique events)
+//!   against the same server's `/healthz` requests/s;
+//! - deliver: 10,000 events ingested to 10,000 webhooks received, per
+//!   second, against wrk posting straight to the same receiver; and the
+//!   sender alone, draining 10,000 queued deliveries (a replay).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+const INGEST: &str = "bench-ingest-token-0123456789";
+const PUSH: &str = include_str!("../../tests/fixtures/distribution/push-manifest-tag-v1.json");
+
+struct Row {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    baseline_name: &'static str,
+    baseline: f64,
+    note: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    callisto::deliver::client::install_crypto_provider();
+    let mut args = std::env::args().skip(1);
+    let mut binary = None;
+    let mut filter = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--binary" => binary = args.next().map(PathBuf::from),
+            other => filter.push(other.to_owned()),
+        }
+    }
+    let binary = binary.context("--binary <path to the release callisto>")?;
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+
+    let mut rows = Vec::new();
+    if wanted("ingest") {
+        rows.push(ingest(&binary).await?);
+    }
+    if wanted("deliver") {
+        rows.push(deliver(&binary).await?);
+        rows.push(drain(&binary).await?);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<34} {:>14} {:<8}  {:<34} {:>14}  {:>7}",
+        "benchmark", "value", "unit", "baseline (same run)", "value", "ratio"
+    );
+    for r in rows {
+        println!(
+            "{:<34} {:>14.1} {:<8}  {:<34} {:>14.1}  {:>7.2}",
+            r.name,
+            r.value,
+            r.unit,
+            r.baseline_name,
+            r.baseline,
+            r.value / r.baseline
+        );
+        if !r.note.is_empty() {
+            println!("    {}", r.note);
+        }
+    }
+}
+
+/// A release gateway process with its state in a temporary directory.
+struct Gateway {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Gateway {
+    async fn start(binary: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .env("CALLISTO_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CALLISTO_DATA_DIR", data.path())
+            .env("CALLISTO_ADMIN_TOKEN", ADMIN)
+            .env("CALLISTO_INGEST_TOKEN", INGEST)
+            .env("CALLISTO_ALLOW_PRIVATE_TARGETS", "true")
+            .env("CALLISTO_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting the gateway")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .ok()
+            != Some(true)
+        {
+            if Instant::now() > deadline {
+                bail!("the gateway did not get ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self {
+            child,
+            url,
+            _data: data,
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Runs wrk and returns its requests per second.
+async fn wrk(
+    url: &str,
+    script: Option<&Path>,
+    connections: u32,
+    seconds: u32,
+) -> anyhow::Result<f64> {
+    let mut cmd = Command::new("wrk");
+    cmd.arg(format!("-c{connections}"))
+        .arg("-t2")
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency");
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .await
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    let non2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .map(|v| v.trim().to_owned());
+    if let Some(n) = non2xx {
+        bail!("wrk saw {n} non-2xx answers from {url}:\n{text}");
+    }
+    Ok(rate)
+}
+
+/// A wrk script posting Distribution envelopes, each with a new event id.
+fn ingest_script(dir: &Path) -> anyhow::Result<PathBuf> {
+    let envelope: Value = serde_json::from_str(PUSH)?;
+    let body =
+        serde_json::to_string(&envelope)?.replace("20337bb7-412d-48f2-a1cc-b3747b9596dc", "%s");
+    let lua = format!(
+        r#"
+local counter = 0
+local template = [==[{body}]==]
+function setup(thread)
+  thread:set("prefix", tostring(math.random(1, 1e9)))
+end
+request = function()
+  counter = counter + 1
+  local body = string.format(template, prefix .. "-" .. counter)
+  return wrk.format("POST", nil, {{
+    ["Authorization"] = "Bearer {INGEST}",
+    ["Content-Type"] = "application/vnd.docker.distribution.events.v1+json",
+  }}, body)
+end
+"#
+    );
+    let path = dir.join("ingest.lua");
+    std::fs::write(&path, lua)?;
+    Ok(path)
+}
+
+/// Durable ingest against the same server's health check.
+async fn ingest(binary: &Path) -> anyhow::Result<Row> {
+    let gw = Gateway::start(binary, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let script = ingest_script(dir.path())?;
+    let health = wrk(&format!("{}/healthz", gw.url), None, 64, 10).await?;
+    let ingest = wrk(
+        &format!("{}/ingest/distribution", gw.url),
+        Some(&script),
+        64,
+        10,
+    )
+    .await?;
+    // Every 202 is an event durably in the log: count them to be sure.
+    let http = reqwest::Client::new();
+    let page: Value = http
+        .get(format!("{}/api/v1/events?limit=1", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        page["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "no events were recorded"
+    );
+    gw.stop().await;
+    Ok(Row {
+        name: "durable ingest (64 conns)",
+        value: ingest,
+        unit: "events/s",
+        baseline_name: "/healthz, same server (64 conns)",
+        baseline: health,
+        note: String::new(),
+    })
+}
+
+/// A receiver that answers 200 and counts.
+async fn receiver(count: Arc<AtomicU64>) -> anyhow::Result<SocketAddr> {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let count = count.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let _ = req.into_body().collect().await;
+                        count.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// 10,000 events in, 10,000 webhooks out, against wrk posting straight to
+/// the same receiver.
+async fn deliver(binary: &Path) -> anyhow::Result<Row> {
+    const EVENTS: u64 = 10_000;
+    let count = Arc::new(AtomicU64::new(0));
+    let addr = receiver(count.clone()).await?;
+    let direct = wrk(&format!("http://{addr}/hook"), None, 64, 10).await?;
+    count.store(0, Ordering::SeqCst);
+
+    let gw = Gateway::start(binary, &[]).await?;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/api/v1/repositories", gw.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "demo/app", "webhooks": [{"url": format!("http://{addr}/hook"), "secret": "bench-secret"}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status().is_success(),
+        "creating the repository: {}",
+        created.text().await?
+    );
+
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut posters = Vec::new();
+    for _ in 0..64 {
+        let (http, url, next) = (
+            http.clone(),
+            format!("{}/ingest/distribution", gw.url),
+            next.clone(),
+        );
+        posters.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= EVENTS {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let body = PUSH.replace(
+                    "20337bb7-412d-48f2-a1cc-b3747b9596dc",
+                    &format!("bench-{i}"),
+                );
+                let r = http
+                    .post(&url)
+                    .bearer_auth(INGEST)
+                    .header(
+                        "content-type",
+                        "application/vnd.docker.distribution.events.v1+json",
+                    )
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 202, "ingest answered {}", r.status());
+            }
+        }));
+    }
+    for p in posters {
+        p.await??;
+    }
+    let ingested = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count.load(Ordering::Relaxed) < EVENTS {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} delivered",
+            count.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    gw.stop().await;
+    Ok(Row {
+        name: "end to end, ingest to receiver",
+        value: EVENTS as f64 / elapsed.as_secs_f64(),
+        unit: "webhooks/s",
+        baseline_name: "wrk straight to the receiver",
+        baseline: direct,
+        note: format!(
+            "10,000 events ingested in {:.2} s, all delivered after {:.2} s (one webhook, default settings)",
+            ingested.as_secs_f64(),
+            elapsed.as_secs_f64()
+        ),
+    })
+}
+
+/// Posts `count` distinct push envelopes from 64 connections.
+async fn post_events(
+    http: &reqwest::Client,
+    url: &str,
+    count: u64,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut posters = Vec::new();
+    for _ in 0..64 {
+        let (http, url, next, prefix) = (
+            http.clone(),
+            format!("{url}/ingest/distribution"),
+            next.clone(),
+            prefix.to_owned(),
+        );
+        posters.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let body = PUSH.replace(
+                    "20337bb7-412d-48f2-a1cc-b3747b9596dc",
+                    &format!("{prefix}-{i}"),
+                );
+                let r = http
+                    .post(&url)
+                    .bearer_auth(INGEST)
+                    .header(
+                        "content-type",
+                        "application/vnd.docker.distribution.events.v1+json",
+                    )
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 202, "ingest answered {}", r.status());
+            }
+        }));
+    }
+    for p in posters {
+        p.await??;
+    }
+    Ok(())
+}
+
+/// The sender alone: 10,000 deliveries queued at once (a replay of 10,000
+/// events to a new webhook), drained to a local receiver.
+async fn drain(binary: &Path) -> anyhow::Result<Row> {
+    const EVENTS: u64 = 10_000;
+    let count = Arc::new(AtomicU64::new(0));
+    let addr = receiver(count.clone()).await?;
+    let direct = wrk(&format!("http://{addr}/hook"), None, 4, 5).await?;
+    count.store(0, Ordering::SeqCst);
+
+    let gw = Gateway::start(binary, &[]).await?;
+    let http = reqwest::Client::new();
+    post_events(&http, &gw.url, EVENTS, "drain").await?;
+    let repos: Value = http
+        .get(format!("{}/api/v1/repositories", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let repo = repos[0]["id"]
+        .as_str()
+        .context("the repository")?
+        .to_owned();
+    let webhook: Value = http
+        .post(format!("{}/api/v1/repositories/{repo}/webhooks", gw.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"url": format!("http://{addr}/hook"), "secret": "bench-secret"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let webhook = webhook["id"].as_str().context("the webhook")?.to_owned();
+    // The oldest event: the last page of the list.
+    let mut before: Option<String> = None;
+    let first = loop {
+        let mut url = format!("{}/api/v1/events?limit=500", gw.url);
+        if let Some(b) = &before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let page: Value = http
+            .get(url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        match page["next"].as_str() {
+            Some(next) => before = Some(next.to_owned()),
+            None => {
+                break page["items"]
+                    .as_array()
+                    .and_then(|i| i.last())
+                    .context("events")?["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            }
+        }
+    };
+    let started = Instant::now();
+    let replay = http
+        .post(format!("{}/api/v1/webhooks/{webhook}/replay", gw.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"since": first}))
+        .send()
+        .await?;
+    anyhow::ensure!(replay.status() == 202, "replay: {}", replay.text().await?);
+    let queued = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count.load(Ordering::Relaxed) < EVENTS {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} delivered",
+            count.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    gw.stop().await;
+    Ok(Row {
+        name: "sender draining a queue",
+        value: EVENTS as f64 / elapsed.as_secs_f64(),
+        unit: "webhooks/s",
+        baseline_name: "wrk to the receiver, 4 conns",
+        baseline: direct,
+        note: format!(
+            "10,000 deliveries made by a replay in {:.2} s, all received after {:.2} s (one webhook, 4 in flight, signed)",
+            queued.as_secs_f64(),
+            elapsed.as_secs_f64()
+        ),
+    })
+}
