@@ -1,10 +1,13 @@
 //! Callisto's end-to-end tests, in one binary so that wasmtime and the
 //! gateway are linked once.
 
+mod api;
+mod cli_admin;
 mod cli_plugin;
 mod delivery;
 mod durability;
 mod ingest;
+mod openapi;
 mod plugin_host;
 mod registry_push;
 

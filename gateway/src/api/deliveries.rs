@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::input::ApiPath;
 use super::views::{AttemptView, DeliveryView};
 use super::{ApiError, ErrorBody};
 use crate::event::Timestamp;
@@ -20,7 +21,7 @@ use crate::store;
     security(("admin_token" = [])))]
 pub async fn get(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeliveryView>, ApiError> {
     let txn = app.store.read()?;
     let delivery =
@@ -45,7 +46,7 @@ pub async fn get(
     security(("admin_token" = [])))]
 pub async fn redeliver(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
     let delivery = app
         .store

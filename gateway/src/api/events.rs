@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 
+use super::input::{ApiPath, ApiQuery};
 use super::views::{DeliveryView, EventWithDeliveries, Page, PageQuery};
 use super::{ApiError, ErrorBody};
 use crate::event::{Event, EventType, Timestamp};
@@ -48,7 +49,7 @@ fn time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError>
     security(("admin_token" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<EventQuery>,
+    ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Json<Page<Event>>, ApiError> {
     let kind = q
         .kind
@@ -74,7 +75,12 @@ pub async fn list(
         .limit(),
     };
     let txn = app.store.read()?;
-    let (items, more) = store::events::list(&txn, &filter)?;
+    let (items, more) = store::events::list(&txn, &filter).map_err(|e| match e {
+        crate::store::StoreError::NotFound { id, .. } => {
+            ApiError::bad_request(format!("before `{id}` is not the id of an event"))
+        }
+        other => other.into(),
+    })?;
     let next = more.then(|| items.last().map(|e| e.id.clone())).flatten();
     Ok(Json(Page { items, next }))
 }
@@ -86,7 +92,7 @@ pub async fn list(
     security(("admin_token" = [])))]
 pub async fn get(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventWithDeliveries>, ApiError> {
     let txn = app.store.read()?;
     let (_, event) =

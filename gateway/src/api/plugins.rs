@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::input::ApiPath;
 use super::{ApiError, ErrorBody};
 use crate::plugin::{ConfigKey, Plugin};
 use crate::server::App;
@@ -80,7 +81,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<Vec<PluginView>> {
     security(("admin_token" = [])))]
 pub async fn put(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<PluginView>), ApiError> {
@@ -116,7 +117,7 @@ pub async fn put(
     security(("admin_token" = [])))]
 pub async fn delete(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let users: Vec<String> = store::repos::list_webhooks(&app.store.read()?)?
         .into_iter()

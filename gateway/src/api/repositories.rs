@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::input::{self, ApiJson, RepositoryInput, RepositoryPatch};
+use super::input::{self, ApiJson, ApiPath, RepositoryInput, RepositoryPatch};
 use super::views::{RepositoryView, TagView, WebhookView};
 use super::webhooks::{NewWebhook, prepare_webhook};
 use super::{ApiError, ErrorBody};
@@ -256,7 +256,7 @@ fn load(app: &App, id: &str) -> Result<(Repository, redb::ReadTransaction), ApiE
     security(("admin_token" = [])))]
 pub async fn get(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RepositoryView>, ApiError> {
     let (repo, txn) = load(&app, &id)?;
     let webhooks = txn
@@ -275,7 +275,7 @@ pub async fn get(
     security(("admin_token" = [])))]
 pub async fn patch(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<RepositoryPatch>,
 ) -> Result<Json<RepositoryView>, ApiError> {
     let (mut repo, _) = load(&app, &id)?;
@@ -352,7 +352,7 @@ pub async fn patch(
     security(("admin_token" = [])))]
 pub async fn delete(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let key = id.clone();
     app.store
@@ -369,7 +369,7 @@ pub async fn delete(
     security(("admin_token" = [])))]
 pub async fn tags(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<TagView>>, ApiError> {
     let (_, txn) = load(&app, &id)?;
     Ok(Json(
@@ -387,7 +387,7 @@ pub async fn tags(
     security(("admin_token" = [])))]
 pub async fn poll(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<RepositoryView>), ApiError> {
     let (repo, txn) = load(&app, &id)?;
     if repo.kind != RepositoryKind::Remote {

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::input::{self, ApiJson, ReplayInput, WebhookInput, WebhookPatch};
+use super::input::{self, ApiJson, ApiPath, ApiQuery, ReplayInput, WebhookInput, WebhookPatch};
 use super::views::{
     AttemptView, DeliveryView, Page, PageQuery, ResponseView, SentRequestView, WebhookView,
 };
@@ -115,7 +115,7 @@ async fn validate_plugin_config(
     security(("admin_token" = [])))]
 pub async fn create(
     State(app): State<Arc<App>>,
-    Path(repo_id): Path<String>,
+    ApiPath(repo_id): ApiPath<String>,
     ApiJson(input): ApiJson<WebhookInput>,
 ) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     if app.store.read()?.repository(&repo_id)?.is_none() {
@@ -141,7 +141,7 @@ pub async fn create(
     security(("admin_token" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
-    Path(repo_id): Path<String>,
+    ApiPath(repo_id): ApiPath<String>,
 ) -> Result<Json<Vec<WebhookView>>, ApiError> {
     let txn = app.store.read()?;
     if txn.repository(&repo_id)?.is_none() {
@@ -169,7 +169,7 @@ fn load(app: &App, id: &str) -> Result<Webhook, ApiError> {
     security(("admin_token" = [])))]
 pub async fn get(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
     Ok(Json(WebhookView::from(&load(&app, &id)?)))
 }
@@ -181,7 +181,7 @@ pub async fn get(
     security(("admin_token" = [])))]
 pub async fn patch(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<WebhookPatch>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let mut webhook = load(&app, &id)?;
@@ -246,7 +246,7 @@ pub async fn patch(
     security(("admin_token" = [])))]
 pub async fn delete(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store
         .write(move |txn| store::repos::delete_webhook(txn, &id))
@@ -397,7 +397,7 @@ async fn run_test(
     security(("admin_token" = [])))]
 pub async fn test_saved(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TestResult>, ApiError> {
     let webhook = load(&app, &id)?;
     let repo = app
@@ -458,7 +458,7 @@ pub async fn test_saved(
     security(("admin_token" = [])))]
 pub async fn test_unsaved(
     State(app): State<Arc<App>>,
-    Path(repo_id): Path<String>,
+    ApiPath(repo_id): ApiPath<String>,
     ApiJson(input): ApiJson<WebhookInput>,
 ) -> Result<Json<TestResult>, ApiError> {
     let repo = app
@@ -493,7 +493,7 @@ const MAX_REPLAY: usize = 10_000;
     security(("admin_token" = [])))]
 pub async fn replay(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<ReplayInput>,
 ) -> Result<(StatusCode, Json<ReplayResult>), ApiError> {
     let webhook = load(&app, &id)?;
@@ -580,8 +580,8 @@ pub struct DeliveryQuery {
     security(("admin_token" = [])))]
 pub async fn deliveries(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    Query(q): Query<DeliveryQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<Page<DeliveryView>>, ApiError> {
     let txn = app.store.read()?;
     if txn.webhook(&id)?.is_none() {
