@@ -81,6 +81,41 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
     pub plugins: PluginConfig,
+    pub poll: PollConfig,
+}
+
+/// Polling remote repositories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// Repositories polled at once.
+    pub concurrency: usize,
+    /// Manifest requests in flight within one poll.
+    pub head_concurrency: usize,
+    /// Requests per minute per registry host, shared by its repositories.
+    pub requests_per_minute: u32,
+    /// Tags asked per page of the tag list.
+    pub page_size: usize,
+    /// Timeout of one registry request.
+    pub timeout_secs: u64,
+    /// Longest wait between polls of a failing repository.
+    pub max_backoff_secs: u64,
+    /// Each interval varies by up to this fraction either way.
+    pub jitter: f64,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            head_concurrency: 8,
+            requests_per_minute: 600,
+            page_size: 1000,
+            timeout_secs: 30,
+            max_backoff_secs: 3600,
+            jitter: 0.1,
+        }
+    }
 }
 
 /// `POST /ingest/...`.
@@ -148,6 +183,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             delivery: DeliveryConfig::default(),
             plugins: PluginConfig::default(),
+            poll: PollConfig::default(),
         }
     }
 }
@@ -289,7 +325,7 @@ impl Config {
                 "delivery.concurrency_per_webhook and delivery.max_in_flight must be at least 1",
             );
         }
-        if !(0.0..1.0).contains(&self.delivery.jitter) {
+        if !(0.0..1.0).contains(&self.delivery.jitter) || !(0.0..1.0).contains(&self.poll.jitter) {
             return invalid("delivery.jitter must be at least 0 and below 1");
         }
         if self.delivery.timeout_secs == 0 || self.delivery.connect_timeout_secs == 0 {

@@ -1,9 +1,34 @@
 //! Remote repositories: Callisto polls registries it does not control and
 //! turns what changed into the same events as a registry's notifications.
+//!
+//! Each remote repository is polled every `poll_interval_secs` (with a
+//! little jitter), a few at a time. A poll lists the tags, asks the digest
+//! of each selected one, and compares with the known tags. The events and
+//! the known tags are written in one transaction: a poll that dies half-way
+//! wrote nothing and is simply done again, so no change is lost or doubled.
+//! Errors are recorded on the repository and back off exponentially.
 
+pub mod diff;
 pub mod reference;
+pub mod registry;
 
-use tokio::sync::mpsc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::config::PollConfig;
+use crate::deliver::target::Policy;
+use crate::event::{Event, EventType, RepositoryRef, Source, Timestamp, new_id};
+use crate::fanout::Fanout;
+use crate::metrics::Metrics;
+use crate::store::{
+    self, InitialSync, KnownTag, Reader, Repository, RepositoryKind, Store, StoreError,
+};
+use diff::Change;
+use registry::{Budget, PollError, RegistryClient};
 
 /// What the API asks of the poller.
 #[derive(Debug)]
@@ -23,10 +48,6 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(inbox: mpsc::UnboundedSender<Command>) -> Self {
-        Self { inbox }
-    }
-
     pub fn schedule(&self, repository_id: &str) {
         let _ = self.inbox.send(Command::Schedule(repository_id.to_owned()));
     }
@@ -38,4 +59,424 @@ impl Poller {
     pub fn forget(&self, repository_id: &str) {
         let _ = self.inbox.send(Command::Forget(repository_id.to_owned()));
     }
+}
+
+pub struct Context {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<Policy>,
+    pub fanout: Fanout,
+    pub config: PollConfig,
+}
+
+/// What one poll did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub events: usize,
+    pub tags: usize,
+}
+
+pub fn spawn(
+    ctx: Context,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Poller, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(Arc::new(ctx), rx, shutdown));
+    (Poller { inbox: tx }, task)
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    mut inbox: mpsc::UnboundedReceiver<Command>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let budget = Budget::new(ctx.config.requests_per_minute);
+    // Repository id → when it is due.
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    match ctx
+        .store
+        .read()
+        .and_then(|t| store::repos::list_repositories(&t))
+    {
+        Ok(repos) => {
+            for r in repos.iter().filter(|r| r.kind == RepositoryKind::Remote) {
+                // After a restart, respect the schedule the last run left.
+                let wait = r
+                    .poll
+                    .next_poll_at
+                    .map(|at| {
+                        Duration::from_millis(
+                            (at.unix_millis() - Timestamp::now().unix_millis()).max(0) as u64,
+                        )
+                    })
+                    .unwrap_or_default();
+                due.insert(
+                    r.id.clone(),
+                    Instant::now()
+                        + wait.min(Duration::from_secs(
+                            r.remote.as_ref().map_or(60, |s| s.poll_interval_secs),
+                        )),
+                );
+            }
+        }
+        Err(e) => tracing::error!("cannot list remote repositories: {e}"),
+    }
+    let running_now = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
+    let mut polls: JoinSet<(String, Instant)> = JoinSet::new();
+    let mut in_progress: HashSet<String> = HashSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let now = Instant::now();
+        let ready: Vec<String> = due
+            .iter()
+            .filter(|(id, at)| **at <= now && !in_progress.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ready {
+            let Ok(permit) = running_now.clone().try_acquire_owned() else {
+                break;
+            };
+            due.remove(&id);
+            in_progress.insert(id.clone());
+            let (ctx, budget) = (ctx.clone(), budget.clone());
+            polls.spawn(async move {
+                let next = poll_and_record(&ctx, &budget, &id).await;
+                drop(permit);
+                (id, next)
+            });
+        }
+        let sleep = due
+            .iter()
+            .filter(|(id, _)| !in_progress.contains(*id))
+            .map(|(_, at)| at.saturating_duration_since(Instant::now()))
+            .min()
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(sleep) => {}
+            Some(done) = polls.join_next(), if !polls.is_empty() => {
+                if let Ok((id, next)) = done {
+                    in_progress.remove(&id);
+                    // A repository deleted meanwhile is not scheduled again.
+                    if ctx.store.read().and_then(|t| t.repository(&id)).ok().flatten().is_some() {
+                        due.entry(id).or_insert(next);
+                    }
+                }
+            }
+            command = inbox.recv() => match command {
+                Some(Command::Schedule(id)) | Some(Command::Now(id)) => {
+                    due.insert(id, Instant::now());
+                }
+                Some(Command::Forget(id)) => {
+                    due.remove(&id);
+                }
+                None => break,
+            },
+        }
+    }
+    // Polls in flight are abandoned: they wrote nothing yet, and run again
+    // after the restart.
+    polls.abort_all();
+}
+
+/// Polls a repository, records the outcome, and says when to poll it next.
+async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str) -> Instant {
+    let started = Instant::now();
+    let repo = match ctx.store.read().and_then(|t| t.repository(id)) {
+        Ok(Some(repo)) if repo.kind == RepositoryKind::Remote => repo,
+        Ok(_) => return Instant::now() + Duration::from_secs(86_400),
+        Err(e) => {
+            tracing::error!(repository = id, "cannot load: {e}");
+            return Instant::now() + Duration::from_secs(30);
+        }
+    };
+    let settings = repo
+        .remote
+        .clone()
+        .expect("remote repositories have settings");
+    let result = poll(ctx, budget, &repo).await;
+    let elapsed = started.elapsed();
+    let (next_in, error) = match &result {
+        Ok(_) => (
+            jittered(
+                Duration::from_secs(settings.poll_interval_secs),
+                ctx.config.jitter,
+            ),
+            None,
+        ),
+        Err(e) => {
+            let backoff = backoff(&ctx.config, &settings, repo.poll.consecutive_errors + 1, e);
+            (backoff, Some(e.to_string()))
+        }
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    Metrics::count(&ctx.metrics.poll_cycles, "result", outcome);
+    match &result {
+        Ok(o) => tracing::debug!(
+            repository = repo.name,
+            events = o.events,
+            tags = o.tags,
+            ms = elapsed.as_millis() as u64,
+            "polled"
+        ),
+        Err(e) => {
+            ctx.metrics.poll_errors.inc();
+            tracing::warn!(
+                repository = repo.name,
+                registry = repo.registry.as_deref().unwrap_or(""),
+                "poll failed: {e}"
+            );
+        }
+    }
+    if error.is_some() {
+        // A successful poll recorded its status with its events.
+        let id = id.to_owned();
+        let next_at = Timestamp::from_unix_millis(
+            Timestamp::now().unix_millis() + next_in.as_millis() as i64,
+        );
+        let recorded = ctx
+            .store
+            .write_lazy(move |txn| {
+                let Some(mut repo) = txn.repository(&id)? else {
+                    return Ok(());
+                };
+                repo.poll.last_poll_at = Some(Timestamp::now());
+                repo.poll.last_duration_ms = Some(elapsed.as_millis() as u64);
+                repo.poll.last_error = error;
+                repo.poll.consecutive_errors += 1;
+                repo.poll.next_poll_at = Some(next_at);
+                store::repos::put_repository(txn, &repo)
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(repository = repo.name, "cannot record a failed poll: {e}");
+        }
+    }
+    Instant::now() + next_in
+}
+
+/// Exponential backoff after `errors` failures in a row, from the poll
+/// interval up to the configured ceiling; a registry that asked to slow down
+/// waits at least a minute.
+fn backoff(
+    config: &PollConfig,
+    settings: &store::RemoteSettings,
+    errors: u32,
+    error: &PollError,
+) -> Duration {
+    let base = Duration::from_secs(settings.poll_interval_secs.clamp(1, 60));
+    let exp = base.saturating_mul(1u32 << errors.saturating_sub(1).min(16));
+    let floor = if matches!(error, PollError::RateLimited) {
+        Duration::from_secs(60)
+    } else {
+        Duration::ZERO
+    };
+    jittered(
+        exp.max(floor)
+            .min(Duration::from_secs(config.max_backoff_secs)),
+        config.jitter,
+    )
+}
+
+fn jittered(d: Duration, jitter: f64) -> Duration {
+    d.mul_f64((1.0 + jitter * (fastrand::f64() * 2.0 - 1.0)).max(0.0))
+}
+
+/// One poll: list, select, ask digests, and record what changed.
+pub async fn poll(ctx: &Context, budget: &Budget, repo: &Repository) -> Result<Outcome, PollError> {
+    let started = Instant::now();
+    let settings = repo
+        .remote
+        .as_ref()
+        .expect("remote repositories have settings");
+    let registry = repo
+        .registry
+        .clone()
+        .unwrap_or_else(|| reference::DOCKER_HUB.to_owned());
+    check_address(&ctx.policy, &registry).await?;
+    let client = RegistryClient::new(
+        &registry,
+        &repo.name,
+        settings,
+        budget.clone(),
+        ctx.metrics.clone(),
+        ctx.config.page_size,
+        Duration::from_secs(ctx.config.timeout_secs),
+    );
+    let listed = client.tags().await?;
+    let selected = diff::select(&listed, settings);
+
+    // Digests, a few at a time.
+    let client = Arc::new(client);
+    let limit = Arc::new(Semaphore::new(ctx.config.head_concurrency.max(1)));
+    let mut heads = JoinSet::new();
+    for tag in selected {
+        let (client, limit) = (client.clone(), limit.clone());
+        heads.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let digest = client.digest(&tag).await;
+            (tag, digest)
+        });
+    }
+    let mut observed = BTreeMap::new();
+    let mut vanished = HashSet::new();
+    while let Some(joined) = heads.join_next().await {
+        let Ok((tag, digest)) = joined else { continue };
+        match digest? {
+            Some(d) => {
+                observed.insert(tag, d);
+            }
+            // Deleted between the list and the HEAD: as if not listed.
+            None => {
+                vanished.insert(tag);
+            }
+        }
+    }
+    let listed: HashSet<String> = listed
+        .into_iter()
+        .filter(|t| !vanished.contains(t))
+        .collect();
+    let tags = observed.len();
+    let outcome = record(ctx, repo, listed, observed, started)
+        .await
+        .map_err(|e| PollError::Registry(format!("recording the poll: {e}")))?;
+    if outcome.events > 0 {
+        ctx.metrics
+            .events
+            .get_or_create(&vec![("source", "remote".to_owned())])
+            .inc_by(outcome.events as u64);
+        ctx.fanout.wake();
+    }
+    Ok(Outcome { tags, ..outcome })
+}
+
+/// Refuses a registry on a non-public address unless allowed, as webhook
+/// targets are.
+async fn check_address(policy: &Policy, registry: &str) -> Result<(), PollError> {
+    let host_port = if registry.contains(':') {
+        registry.to_owned()
+    } else {
+        format!("{registry}:443")
+    };
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(host_port)
+        .await
+        .map_err(|e| PollError::Unreachable(format!("{registry}: {e}")))?
+        .collect();
+    if addrs.iter().any(|a| policy.permits(a.ip())) {
+        Ok(())
+    } else {
+        Err(PollError::Refused(format!(
+            "refused to poll {registry}: it resolves to non-public addresses only (set allow_private_targets or allowed_networks to permit it)"
+        )))
+    }
+}
+
+/// Writes what a poll found, in one transaction with the known tags and the
+/// repository's poll status. The comparison is made inside the transaction,
+/// against the known tags as they are at commit time.
+async fn record(
+    ctx: &Context,
+    repo: &Repository,
+    listed: HashSet<String>,
+    observed: BTreeMap<String, String>,
+    started: Instant,
+) -> Result<Outcome, StoreError> {
+    let id = repo.id.clone();
+    let interval = repo.remote.as_ref().map_or(60, |s| s.poll_interval_secs);
+    ctx.store
+        .write(move |txn| {
+            let Some(mut repo) = txn.repository(&id)? else {
+                return Ok(Outcome::default());
+            };
+            let silent = !repo.poll.synced
+                && repo
+                    .remote
+                    .as_ref()
+                    .is_some_and(|s| s.initial_sync == InitialSync::Silent);
+            let mut tags = store::repos::Tags::open(txn)?;
+            let known = tags.of(&id)?;
+            let changes = diff::compare(&known, &listed, &observed);
+            let now = Timestamp::now();
+            let reference = RepositoryRef {
+                id: repo.id.clone(),
+                name: repo.name.clone(),
+                registry: repo.registry.clone(),
+            };
+            let mut events = Vec::new();
+            for change in &changes {
+                let (kind, tag, digest, previous) = match change {
+                    Change::New { tag, digest } => {
+                        tags.put(
+                            &id,
+                            tag,
+                            &KnownTag {
+                                digest: digest.clone(),
+                                media_type: None,
+                                updated_at: now,
+                            },
+                        )?;
+                        (EventType::ImagePushed, tag, digest, None)
+                    }
+                    Change::Moved {
+                        tag,
+                        digest,
+                        previous,
+                    } => {
+                        tags.put(
+                            &id,
+                            tag,
+                            &KnownTag {
+                                digest: digest.clone(),
+                                media_type: None,
+                                updated_at: now,
+                            },
+                        )?;
+                        (EventType::ImagePushed, tag, digest, Some(previous.clone()))
+                    }
+                    Change::Gone { tag, digest } => {
+                        tags.remove(&id, tag)?;
+                        (EventType::ImageDeleted, tag, digest, None)
+                    }
+                };
+                if !silent {
+                    events.push(Event {
+                        id: new_id("evt"),
+                        kind,
+                        source: Source::Remote,
+                        repository: reference.clone(),
+                        tag: Some(tag.clone()),
+                        digest: Some(digest.clone()),
+                        previous_digest: previous,
+                        media_type: None,
+                        size: None,
+                        actor: None,
+                        occurred_at: now,
+                    });
+                }
+            }
+            drop(tags);
+            let mut log = store::events::Log::open(txn)?;
+            for e in &events {
+                log.append(e, None)?;
+            }
+            drop(log);
+            repo.poll.synced = true;
+            repo.poll.last_poll_at = Some(now);
+            repo.poll.last_duration_ms = Some(started.elapsed().as_millis() as u64);
+            repo.poll.last_error = None;
+            repo.poll.consecutive_errors = 0;
+            repo.poll.next_poll_at = Some(Timestamp::from_unix_millis(
+                now.unix_millis() + interval as i64 * 1000,
+            ));
+            store::repos::put_repository(txn, &repo)?;
+            Ok(Outcome {
+                events: events.len(),
+                tags: 0,
+            })
+        })
+        .await
 }

@@ -15,7 +15,7 @@ use crate::deliver::{self, target::Policy};
 use crate::fanout::{self, Fanout};
 use crate::metrics::Metrics;
 use crate::plugin::{HostDirs, PluginHost};
-use crate::poll::Poller;
+use crate::poll::{self, Poller};
 use crate::store::{self, Store};
 
 /// Everything a request handler may need.
@@ -143,18 +143,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         warm,
         stopped(stop_rx.clone()),
     );
-    let (poll_tx, mut poll_rx) = tokio::sync::mpsc::unbounded_channel();
-    let poller = Poller::new(poll_tx);
-    let poll_stop = stopped(stop_rx.clone());
-    let poll_task = tokio::spawn(async move {
-        tokio::pin!(poll_stop);
-        loop {
-            tokio::select! {
-                _ = &mut poll_stop => return,
-                command = poll_rx.recv() => if command.is_none() { return },
-            }
-        }
-    });
+    let (poller, poll_task) = poll::spawn(
+        poll::Context {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            policy: policy.clone(),
+            fanout: fanout.clone(),
+            config: config.poll.clone(),
+        },
+        stopped(stop_rx.clone()),
+    );
 
     let listener = TcpListener::bind(config.listen)
         .await

@@ -10,6 +10,7 @@ mod ingest;
 mod openapi;
 mod plugin_host;
 mod registry_push;
+mod remote;
 
 /// A compiled-plugin cache shared by every test (and every run), so that
 /// each test's plugin host does not compile the built-ins again. Entries are
