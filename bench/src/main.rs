@@ -6,7 +6,10 @@
 //!   against the same server's `/healthz` requests/s;
 //! - deliver: 10,000 events ingested to 10,000 webhooks received, per
 //!   second, against wrk posting straight to the same receiver; and the
-//!   sender alone, draining 10,000 queued deliveries (a replay).
+//!   sender alone, draining 10,000 queued deliveries (a replay);
+//! - poll: a remote repository of 1,000 tags on a local docker-registry:
+//!   the first sync and an unchanged poll, time and registry requests,
+//!   against the same requests made by a bare HTTP client.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,6 +53,9 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if wanted("ingest") {
         rows.push(ingest(&binary).await?);
+    }
+    if wanted("poll") {
+        rows.extend(poll(&binary).await?);
     }
     if wanted("deliver") {
         rows.push(deliver(&binary).await?);
@@ -493,4 +499,161 @@ async fn drain(binary: &Path) -> anyhow::Result<Row> {
             elapsed.as_secs_f64()
         ),
     })
+}
+
+/// The gateway's count of requests made to registries.
+async fn poll_requests(http: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("callisto_poll_requests_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no callisto_poll_requests_total in /metrics")
+}
+
+/// Polls until the repository's `last_poll_at` moves past `after`.
+async fn wait_polled(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    after: Option<String>,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let repo: Value = http
+            .get(format!("{url}/api/v1/repositories/{id}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let at = repo["poll"]["last_poll_at"].as_str().map(str::to_owned);
+        if at.is_some() && at > after {
+            anyhow::ensure!(
+                repo["poll"]["last_error"].is_null(),
+                "poll failed: {}",
+                repo["poll"]["last_error"]
+            );
+            return Ok(repo);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the repository was never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A remote repository of 1,000 tags: the first sync and an unchanged poll.
+async fn poll(binary: &Path) -> anyhow::Result<Vec<Row>> {
+    use callisto_tests::oci::{ImageLayout, RegistryClient};
+    use callisto_tests::registry::Registry;
+    const TAGS: usize = 1000;
+    let registry = Registry::builder().start().await?;
+    let client = RegistryClient::new(&registry.host(), None);
+    let layout = ImageLayout::new("bench")?;
+    client.push_image("bench/many", "t0000", &layout).await?;
+    for i in 1..TAGS {
+        client
+            .put_manifest("bench/many", &format!("t{i:04}"), &layout)
+            .await?;
+    }
+
+    // Baseline: the same requests from a bare client, 8 at a time, as the
+    // poller makes them (one tag list, one manifest HEAD per tag).
+    let bare = callisto_tests::oci::http_client();
+    let started = Instant::now();
+    let list: Value = bare
+        .get(format!("{}/v2/bench/many/tags/list?n=1000", registry.url()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tags: Vec<String> = list["tags"]
+        .as_array()
+        .context("tags")?
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (bare, next, tags, base) = (bare.clone(), next.clone(), tags.clone(), registry.url());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(tag) = tags.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                let r = bare
+                    .head(format!("{base}/v2/bench/many/manifests/{tag}"))
+                    .header("accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.headers().contains_key("docker-content-digest"), "no digest for {tag}");
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    let bare_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let bare_requests = 1.0 + tags.len() as f64;
+
+    let gw = Gateway::start(binary, &[("CALLISTO_POLL__REQUESTS_PER_MINUTE", "1000000")]).await?;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/api/v1/repositories", gw.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "bench/many", "registry": registry.host(), "kind": "remote", "insecure": true,
+                      "initial_sync": "silent", "poll_interval_secs": 3600}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().context("the repository")?.to_owned();
+    let first = wait_polled(&http, &gw.url, &id, None).await?;
+    let first_ms = first["poll"]["last_duration_ms"]
+        .as_f64()
+        .context("duration")?;
+    let first_requests = poll_requests(&http, &gw.url).await?;
+    anyhow::ensure!(
+        first["poll"]["tags_known"] == TAGS,
+        "learned {} tags",
+        first["poll"]["tags_known"]
+    );
+
+    http.post(format!("{}/api/v1/repositories/{id}/poll", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?;
+    let second = wait_polled(
+        &http,
+        &gw.url,
+        &id,
+        first["poll"]["last_poll_at"].as_str().map(str::to_owned),
+    )
+    .await?;
+    let unchanged_ms = second["poll"]["last_duration_ms"]
+        .as_f64()
+        .context("duration")?;
+    let unchanged_requests = poll_requests(&http, &gw.url).await? - first_requests;
+    gw.stop().await;
+    Ok(vec![
+        Row {
+            name: "first sync, 1,000 tags",
+            value: first_ms,
+            unit: "ms",
+            baseline_name: "same requests, bare client",
+            baseline: bare_ms,
+            note: format!("{first_requests} registry requests (bare client: {bare_requests})"),
+        },
+        Row {
+            name: "unchanged poll, 1,000 tags",
+            value: unchanged_requests,
+            unit: "requests",
+            baseline_name: "one list + one HEAD per tag",
+            baseline: bare_requests,
+            note: format!("{unchanged_ms} ms (bare client: {bare_ms:.0} ms)"),
+        },
+    ])
 }

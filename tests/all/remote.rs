@@ -80,7 +80,8 @@ async fn a_hundred_tags_make_a_hundred_webhooks_then_changes_and_deletes_follow(
     let base = ImageLayout::new("base").unwrap();
     let digest = push_tags(&client, "team/app", &base, 100).await;
 
-    let gw = crate::gateway().await;
+    // Pages of 40: the listing takes more than one page.
+    let gw = crate::gateway_with(|c| c.poll.page_size = 40).await;
     let receiver = Receiver::start().await;
     let repo = remote(
         &gw,
@@ -123,6 +124,25 @@ async fn a_hundred_tags_make_a_hundred_webhooks_then_changes_and_deletes_follow(
             .unwrap()
             .len(),
         100
+    );
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let requests: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("callisto_poll_requests_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the request counter");
+    // One HEAD per tag (no tag asked twice), plus a few pages of the list.
+    assert!(
+        (101..=103).contains(&requests),
+        "{requests} registry requests for 100 tags"
     );
 
     // t005 re-pushed with another image: one event, with the previous digest.

@@ -137,9 +137,14 @@ impl RegistryClient {
         )
     }
 
-    async fn spend(&self) {
+    async fn spend(&self, what: &str) {
         self.budget.take(&self.registry).await;
         self.metrics.poll_requests.inc();
+        tracing::trace!(
+            registry = self.registry,
+            repository = self.repository,
+            "{what}"
+        );
     }
 
     /// Every tag, following pagination (`n` and `last`) to the end.
@@ -147,8 +152,9 @@ impl RegistryClient {
         let reference = self.reference("latest");
         let mut all: Vec<String> = Vec::new();
         let mut last: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         loop {
-            self.spend().await;
+            self.spend("tag list").await;
             let page = self
                 .client
                 .list_tags(
@@ -161,21 +167,26 @@ impl RegistryClient {
                 .map_err(|e| classify(e, &self.repository))?;
             let count = page.tags.len();
             let next = page.tags.last().cloned();
-            all.extend(page.tags);
-            // A short page is the last; a registry that ignores `last` and
-            // repeats itself is stopped too.
-            if count < self.page_size || next.is_none() || next == last {
+            let before = all.len();
+            for tag in page.tags {
+                if seen.insert(tag.clone()) {
+                    all.push(tag);
+                }
+            }
+            // A short page is the last. Some registries (Distribution 2.8
+            // among them) answer a `last` past the end with the first page
+            // again: a page with nothing new ends the listing too.
+            if count < self.page_size || next.is_none() || all.len() == before {
                 break;
             }
             last = next;
         }
-        all.dedup();
         Ok(all)
     }
 
     /// The digest `tag` points to, or `None` if the tag is gone.
     pub async fn digest(&self, tag: &str) -> Result<Option<String>, PollError> {
-        self.spend().await;
+        self.spend(tag).await;
         match self
             .client
             .fetch_manifest_digest(&self.reference(tag), &self.auth)
