@@ -48,6 +48,8 @@ pub enum StoreError {
     Batch(String),
     #[error("the store has stopped accepting writes")]
     WriterGone,
+    #[error("the store is recovering from a storage failure (a full disk?); retry shortly")]
+    Unavailable,
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
@@ -64,6 +66,7 @@ impl StoreError {
                 | StoreError::Corrupt { .. }
                 | StoreError::Batch(_)
                 | StoreError::WriterGone
+                | StoreError::Unavailable
         )
     }
 
@@ -97,9 +100,36 @@ from_redb!(
 pub struct Store {
     // Dropped before `writer`, whose last handle joins the thread holding
     // the other reference: the file is closed when the last `Store` goes.
-    db: Arc<Database>,
+    db: Arc<Handle>,
     writer: Writer,
     path: PathBuf,
+}
+
+/// The open database, shared by readers and the writer. After an I/O
+/// failure (a full disk) redb refuses every later write until the file is
+/// reopened; the writer then takes the database out of the handle, reopens
+/// it once the disk takes writes again, and puts it back. Meanwhile reads
+/// and writes fail fast, as unavailable, rather than hang.
+pub(crate) struct Handle {
+    db: std::sync::RwLock<Option<Arc<Database>>>,
+}
+
+impl Handle {
+    fn current(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Unavailable)
+    }
+
+    fn take(&self) -> Option<Arc<Database>> {
+        self.db.write().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, db: Arc<Database>) {
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
+    }
 }
 
 impl Store {
@@ -127,11 +157,25 @@ impl Store {
         // this way; it is checked right after recovery instead.
         if existed {
             match redb::ReadOnlyDatabase::open(path) {
-                Ok(db) => check_version(
-                    path,
-                    schema_version(&db).map_err(|e| open_err(e.to_string()))?,
-                    &db,
-                )?,
+                Ok(db) => {
+                    let found = schema_version(&db).map_err(|e| open_err(e.to_string()))?;
+                    check_version(path, found, &db)?;
+                    // redb asserts on some damaged pages rather than
+                    // erroring: that, too, is a damaged file.
+                    let verified =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify(&db)))
+                            .unwrap_or_else(|_| {
+                                Err(StoreError::Corrupt {
+                                    table: "a table",
+                                    reason: "unreadable pages".into(),
+                                })
+                            });
+                    verified.map_err(|e| {
+                        open_err(format!(
+                            "the file is damaged ({e}); it was left as it is: restore it from a backup"
+                        ))
+                    })?;
+                }
                 Err(redb::DatabaseError::RepairAborted) => {}
                 Err(e) => return Err(open_err(describe(e))),
             }
@@ -147,10 +191,12 @@ impl Store {
             found => check_version(path, found, &db)?,
         }
 
-        let db = Arc::new(db);
+        let handle = Arc::new(Handle {
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+        });
         Ok(Self {
-            writer: Writer::start(db.clone()),
-            db,
+            writer: Writer::start(handle.clone(), path.to_owned()),
+            db: handle,
             path: path.to_owned(),
         })
     }
@@ -203,13 +249,81 @@ impl Store {
 
     /// A consistent snapshot to read from.
     pub fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.db.begin_read()?)
+        Ok(self.db.current()?.begin_read()?)
     }
 }
 
 fn has_tables(db: &impl ReadableDatabase) -> Result<bool, StoreError> {
     let read = db.begin_read()?;
     Ok(read.list_tables()?.next().is_some())
+}
+
+/// Reads every record of every table and decodes it: damage in the file
+/// shows up here, at start, rather than as a failing request later. It
+/// changes nothing (the file is opened read-only), so a damaged file is
+/// refused as it is, never repaired or reset behind the operator's back.
+fn verify(db: &impl ReadableDatabase) -> Result<(), StoreError> {
+    fn all<K: redb::Key + 'static, V: redb::Value + 'static>(
+        txn: &ReadTransaction,
+        name: &'static str,
+        def: redb::TableDefinition<K, V>,
+        check: impl Fn(V::SelfType<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let table = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut previous: Option<Vec<u8>> = None;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            // Keys must come out in order: a damaged page often breaks it.
+            let key = K::as_bytes(&k.value()).as_ref().to_vec();
+            if let Some(p) = &previous
+                && K::compare(p, &key) != std::cmp::Ordering::Less
+            {
+                return Err(StoreError::Corrupt {
+                    table: name,
+                    reason: "keys out of order".into(),
+                });
+            }
+            previous = Some(key);
+            check(v.value())?;
+        }
+        Ok(())
+    }
+    let txn = db.begin_read()?;
+    all(&txn, "events", schema::EVENTS, |v| {
+        records::decode::<StoredEvent>("events", v).map(drop)
+    })?;
+    all(&txn, "event_ids", schema::EVENT_IDS, |_| Ok(()))?;
+    all(&txn, "dedupe", schema::DEDUPE, |_| Ok(()))?;
+    all(&txn, "repositories", schema::REPOSITORIES, |v| {
+        records::decode::<Repository>("repositories", v).map(drop)
+    })?;
+    all(&txn, "tags", schema::TAGS, |v| {
+        records::decode::<KnownTag>("tags", v).map(drop)
+    })?;
+    all(&txn, "webhooks", schema::WEBHOOKS, |v| {
+        records::decode::<Webhook>("webhooks", v).map(drop)
+    })?;
+    all(&txn, "deliveries", schema::DELIVERIES, |v| {
+        records::decode::<Delivery>("deliveries", v).map(drop)
+    })?;
+    all(&txn, "due", schema::DUE, |_| Ok(()))?;
+    all(
+        &txn,
+        "webhook_deliveries",
+        schema::WEBHOOK_DELIVERIES,
+        |_| Ok(()),
+    )?;
+    all(&txn, "event_deliveries", schema::EVENT_DELIVERIES, |_| {
+        Ok(())
+    })?;
+    all(&txn, "attempts", schema::ATTEMPTS, |v| {
+        records::decode::<Attempt>("attempts", v).map(drop)
+    })?;
+    Ok(())
 }
 
 /// The schema version a file records, if any.

@@ -304,12 +304,12 @@ async fn gone_disables_the_webhook_and_a_spent_schedule_is_dead_but_redeliverabl
     .await;
 }
 
-/// A receiver that hangs holds only its own webhook's slots.
+/// A receiver that hangs for a minute holds only its own webhook's slots.
 #[tokio::test]
 async fn a_slow_receiver_does_not_delay_other_webhooks() {
-    let gw = crate::gateway_with(|c| c.delivery.timeout_secs = 30).await;
+    let gw = crate::gateway_with(|c| c.delivery.timeout_secs = 90).await;
     let (slow, fast) = (Receiver::start().await, Receiver::start().await);
-    slow.set_delay(Duration::from_secs(20));
+    slow.set_delay(Duration::from_secs(60));
     repository(
         &gw,
         json!([{"url": slow.url("/slow")}, {"url": fast.url("/fast")}]),

@@ -6,6 +6,7 @@ mod cli_admin;
 mod cli_plugin;
 mod delivery;
 mod durability;
+mod faults;
 mod ingest;
 mod openapi;
 mod plugin_host;

@@ -13,7 +13,12 @@
 //! A job must check before it writes: a job that returns a domain error must
 //! not have written anything, because the transaction it shares with other
 //! jobs still commits. A storage error fails the whole batch.
+//!
+//! After a storage failure (a full disk) redb refuses every later write on
+//! that handle; the writer takes the database out of service, answers
+//! `Unavailable` to everyone, and reopens the file once it can.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::{Handle, StoreError};
 
 /// Jobs taken into one transaction at most, so that a flood cannot make one
 /// commit arbitrarily large.
@@ -31,11 +36,16 @@ const MAX_BATCH: usize = 4096;
 /// How long lazy writes may stay unsynced.
 pub(crate) const LAZY_WINDOW: Duration = Duration::from_millis(200);
 
+/// How often a failed store tries to reopen its file.
+const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
+
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Apply = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, StoreError> + Send>;
+/// Runs a job in a transaction, or, given none, answers its caller that the
+/// store is unavailable.
+type Run = Box<dyn FnOnce(Option<&WriteTransaction>) -> Result<Completion, StoreError> + Send>;
 
 struct Job {
-    apply: Apply,
+    run: Run,
     durable: bool,
 }
 
@@ -62,11 +72,11 @@ impl Drop for Inner {
 }
 
 impl Writer {
-    pub fn start(db: Arc<Database>) -> Self {
+    pub fn start(handle: Arc<Handle>, path: std::path::PathBuf) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&db, &queue))
+            .spawn(move || run(&handle, &path, &queue))
             .expect("start the store writer thread");
         Self {
             inner: Arc::new(Inner {
@@ -84,25 +94,37 @@ impl Writer {
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let apply: Apply = Box::new(move |txn| match f(txn) {
-            Err(e) if e.is_storage() => Err(e),
-            result => Ok(Box::new(move |commit: Result<(), StoreError>| {
-                let _ = tx.send(commit.and(result));
-            })),
+        let run: Run = Box::new(move |txn| {
+            let Some(txn) = txn else {
+                let _ = tx.send(Err(StoreError::Unavailable));
+                return Ok(Box::new(|_| {}));
+            };
+            match f(txn) {
+                Err(e) if e.is_storage() => Err(e),
+                result => Ok(Box::new(move |commit: Result<(), StoreError>| {
+                    let _ = tx.send(commit.and(result));
+                })),
+            }
         });
         // A closed queue drops the job and with it `tx`: the caller sees the
         // writer as gone.
         if let Some(jobs) = &self.inner.jobs {
-            let _ = jobs.send(Job { apply, durable });
+            let _ = jobs.send(Job { run, durable });
         }
         rx
     }
 }
 
-fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
+fn run(handle: &Handle, path: &Path, queue: &mpsc::Receiver<Job>) {
     // When the oldest unsynced lazy commit was made.
     let mut unsynced: Option<Instant> = None;
     loop {
+        let Ok(db) = handle.current() else {
+            if !recover(handle, path, queue) {
+                return;
+            }
+            continue;
+        };
         let first = match unsynced {
             None => match queue.recv() {
                 Ok(job) => job,
@@ -111,12 +133,14 @@ fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
             Some(since) => match queue.recv_timeout(LAZY_WINDOW.saturating_sub(since.elapsed())) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    sync(db);
                     unsynced = None;
+                    if !sync(&db) {
+                        fail(handle, db);
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    sync(db);
+                    sync(&db);
                     return;
                 }
             },
@@ -130,19 +154,66 @@ fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
         }
         let durable =
             batch.iter().any(|j| j.durable) || unsynced.is_some_and(|t| t.elapsed() >= LAZY_WINDOW);
-        if commit_batch(db, batch, durable) {
-            unsynced = if durable {
-                None
-            } else {
-                unsynced.or(Some(Instant::now()))
-            };
+        match commit_batch(&db, batch, durable) {
+            Ok(()) if durable => unsynced = None,
+            Ok(()) => unsynced = unsynced.or(Some(Instant::now())),
+            Err(Failure::Storage) => {
+                // Lazy commits since the last sync may go with the handle:
+                // they are the kind that is redone.
+                unsynced = None;
+                fail(handle, db);
+            }
+            Err(Failure::Job) => {}
         }
     }
 }
 
+/// Takes the database out of service after a storage failure.
+fn fail(handle: &Handle, db: Arc<Database>) {
+    tracing::error!("storage failed; writes are refused until the file can be reopened");
+    drop(handle.take());
+    drop(db);
+}
+
+/// Answers queued jobs `Unavailable` and tries to reopen the file until it
+/// works. Returns false when the store is being dropped.
+fn recover(handle: &Handle, path: &Path, queue: &mpsc::Receiver<Job>) -> bool {
+    loop {
+        loop {
+            match queue.try_recv() {
+                Ok(job) => reject(job),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
+            }
+        }
+        // Readers still holding the old handle keep the file locked for a
+        // moment, and a disk still full fails the reopen: both pass.
+        match Database::open(path) {
+            Ok(db) => {
+                handle.put(Arc::new(db));
+                tracing::info!("storage recovered: the store takes writes again");
+                return true;
+            }
+            Err(e) => tracing::debug!("store not reopened yet: {e}"),
+        }
+        match queue.recv_timeout(RECOVERY_INTERVAL) {
+            Ok(job) => reject(job),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Answers a job `Unavailable` without running it.
+fn reject(job: Job) {
+    if let Ok(done) = (job.run)(None) {
+        done(Ok(()));
+    }
+}
+
 /// Makes every earlier lazy commit durable: an empty durable commit syncs
-/// the file.
-fn sync(db: &Database) {
+/// the file. Returns whether it worked.
+fn sync(db: &Database) -> bool {
     let result = db
         .begin_write()
         .map_err(redb::Error::from)
@@ -151,21 +222,34 @@ fn sync(db: &Database) {
                 .map_err(redb::Error::from)?;
             txn.commit().map_err(redb::Error::from)
         });
-    if let Err(e) = result {
-        tracing::error!("syncing lazy writes failed: {e}");
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("syncing lazy writes failed: {e}");
+            false
+        }
     }
 }
 
-/// Applies and commits a batch; returns whether it committed.
-fn commit_batch(db: &Database, batch: Vec<Job>, durable: bool) -> bool {
+/// Why a batch did not commit.
+enum Failure {
+    /// The storage failed: the handle must be reopened.
+    Storage,
+    /// A job failed on its own (a record that does not decode); the
+    /// database is fine.
+    Job,
+}
+
+/// Applies and commits a batch, answering every job.
+fn commit_batch(db: &Database, batch: Vec<Job>, durable: bool) -> Result<(), Failure> {
     let started = Instant::now();
     let jobs = batch.len();
     let mut txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
-            // Dropping the jobs tells their callers; log the cause once.
             tracing::error!("cannot begin a write transaction: {e}");
-            return false;
+            batch.into_iter().for_each(reject);
+            return Err(Failure::Storage);
         }
     };
     let durability = if durable {
@@ -175,11 +259,13 @@ fn commit_batch(db: &Database, batch: Vec<Job>, durable: bool) -> bool {
     };
     if let Err(e) = txn.set_durability(durability) {
         tracing::error!("cannot set durability: {e}");
-        return false;
+        batch.into_iter().for_each(reject);
+        return Err(Failure::Storage);
     }
     let mut completions = Vec::with_capacity(batch.len());
-    for job in batch {
-        match (job.apply)(&txn) {
+    let mut jobs_left = batch.into_iter();
+    for job in jobs_left.by_ref() {
+        match (job.run)(Some(&txn)) {
             Ok(done) => completions.push(done),
             Err(e) => {
                 tracing::error!("write failed, abandoning its batch: {e}");
@@ -188,7 +274,11 @@ fn commit_batch(db: &Database, batch: Vec<Job>, durable: bool) -> bool {
                 for done in completions {
                     done(Err(StoreError::Batch(message.clone())));
                 }
-                return false;
+                jobs_left.for_each(reject);
+                return Err(match e {
+                    StoreError::Storage(_) => Failure::Storage,
+                    _ => Failure::Job,
+                });
             }
         }
     }
@@ -203,12 +293,15 @@ fn commit_batch(db: &Database, batch: Vec<Job>, durable: bool) -> bool {
         commit_us = (started.elapsed() - applied).as_micros() as u64,
         "write batch"
     );
-    if let Err(e) = &committed {
-        tracing::error!("commit failed: {e}");
-    }
-    let ok = committed.is_ok();
+    let result = match &committed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::error!("commit failed: {e}");
+            Err(Failure::Storage)
+        }
+    };
     for done in completions {
         done(committed.clone());
     }
-    ok
+    result
 }
