@@ -65,6 +65,10 @@ pub struct Config {
     /// Bearer token registries send with their notifications. Generated into
     /// `<data_dir>/ingest.token` on first start when unset.
     pub ingest_token: Option<String>,
+    /// The key (32 bytes, base64) that encrypts webhook secrets and registry
+    /// passwords in the database. Generated into `<data_dir>/secret.key` on
+    /// first start when unset; keep a copy apart from the data.
+    pub secret_key: Option<String>,
     /// Deliver to loopback, private, link-local and other non-public
     /// addresses. Off by default: a webhook URL must not reach into the
     /// gateway's own network.
@@ -175,6 +179,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             admin_token: None,
             ingest_token: None,
+            secret_key: None,
             allow_private_targets: false,
             allowed_networks: Vec::new(),
             log: "info".to_owned(),
@@ -360,6 +365,7 @@ impl Config {
         Self {
             admin_token: Some(String::new()),
             ingest_token: Some(String::new()),
+            secret_key: Some(String::new()),
             allowed_networks: vec![String::new()],
             plugins: PluginConfig {
                 cache_dir: Some(PathBuf::new()),
@@ -483,7 +489,7 @@ impl Tokens {
 
 /// Writes a file only its owner can read, created that way (no window in
 /// which it is world-readable).
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

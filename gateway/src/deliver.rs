@@ -71,6 +71,7 @@ pub struct Context {
     pub policy: Arc<Policy>,
     pub config: DeliveryConfig,
     pub metrics: Arc<Metrics>,
+    pub sealer: crate::seal::Sealer,
 }
 
 /// Starts the sender. It runs until `shutdown` resolves, then lets attempts
@@ -368,19 +369,31 @@ async fn attempt_delivery(
         return (None, false);
     };
     let number = delivery.attempts + 1;
-    let sent = attempt::send(
-        &ctx.client,
-        &ctx.policy,
-        Outbound {
-            url: &webhook.url,
-            request,
-            secret: webhook.secret.as_deref(),
-            message_id: &delivery.id,
-        },
-        number,
-        ctx.config.response_body_limit,
-    )
-    .await;
+    let secret = webhook
+        .secret
+        .as_ref()
+        .map(|s| ctx.sealer.open(s))
+        .transpose();
+    let sent = match secret {
+        Ok(secret) => {
+            attempt::send(
+                &ctx.client,
+                &ctx.policy,
+                Outbound {
+                    url: &webhook.url,
+                    request,
+                    secret: secret.as_deref(),
+                    message_id: &delivery.id,
+                },
+                number,
+                ctx.config.response_body_limit,
+            )
+            .await
+        }
+        // Unsigned would be worse than unsent: recorded as a failed
+        // attempt, and retried on the schedule like a receiver that is down.
+        Err(e) => attempt::not_sent(&webhook.url, number, e.to_string()),
+    };
     slot.release();
     let result = if sent.attempt.succeeded {
         "success"

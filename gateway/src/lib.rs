@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod plugin;
 pub mod poll;
+pub mod seal;
 pub mod server;
 pub mod store;
 #[cfg(any(test, feature = "test-util"))]

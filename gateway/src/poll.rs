@@ -67,6 +67,7 @@ pub struct Context {
     pub policy: Arc<Policy>,
     pub fanout: Fanout,
     pub config: PollConfig,
+    pub sealer: crate::seal::Sealer,
 }
 
 /// What one poll did.
@@ -298,14 +299,23 @@ pub async fn poll(ctx: &Context, budget: &Budget, repo: &Repository) -> Result<O
         .clone()
         .unwrap_or_else(|| reference::DOCKER_HUB.to_owned());
     check_address(&ctx.policy, &registry).await?;
+    let password = settings
+        .password
+        .as_ref()
+        .map(|p| ctx.sealer.open(p))
+        .transpose()
+        .map_err(|e| PollError::Refused(format!("registry password: {e}")))?;
     let client = RegistryClient::new(
         &registry,
         &repo.name,
         settings,
-        budget.clone(),
-        ctx.metrics.clone(),
-        ctx.config.page_size,
-        Duration::from_secs(ctx.config.timeout_secs),
+        password.as_deref(),
+        registry::Manners {
+            budget: budget.clone(),
+            metrics: ctx.metrics.clone(),
+            page_size: ctx.config.page_size,
+            timeout: Duration::from_secs(ctx.config.timeout_secs),
+        },
     );
     let listed = client.tags().await?;
     let selected = diff::select(&listed, settings);

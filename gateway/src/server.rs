@@ -16,6 +16,7 @@ use crate::fanout::{self, Fanout};
 use crate::metrics::Metrics;
 use crate::plugin::{HostDirs, PluginHost};
 use crate::poll::{self, Poller};
+use crate::seal::Sealer;
 use crate::store::{self, Store};
 
 /// Everything a request handler may need.
@@ -31,6 +32,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub client: reqwest::Client,
     pub policy: Arc<Policy>,
+    pub sealer: Sealer,
     pub ready: AtomicBool,
 }
 
@@ -48,6 +50,8 @@ pub enum ServeError {
     Plugins(#[from] crate::plugin::LoadError),
     #[error("tokens: {0}")]
     Tokens(std::io::Error),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     #[error(transparent)]
     Client(#[from] deliver::client::ClientError),
     #[error("invalid configuration: {0}")]
@@ -103,6 +107,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .await
         .expect("opening the store does not panic")?;
     let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;
+    let sealer = Sealer::load(&config.data_dir, config.secret_key.as_deref())?;
 
     let limits = config.plugins.limits();
     let mut dirs = HostDirs::in_data_dir(&config.data_dir);
@@ -129,6 +134,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             policy: policy.clone(),
             config: config.delivery.clone(),
             metrics: metrics.clone(),
+            sealer: sealer.clone(),
         },
         stopped(stop_rx.clone()),
     );
@@ -150,6 +156,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             policy: policy.clone(),
             fanout: fanout.clone(),
             config: config.poll.clone(),
+            sealer: sealer.clone(),
         },
         stopped(stop_rx.clone()),
     );
@@ -180,6 +187,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics,
         client,
         policy,
+        sealer,
         ready: AtomicBool::new(false),
     });
     let retention_task = tokio::spawn(retention(store, retention_days, stopped(stop_rx.clone())));

@@ -137,6 +137,18 @@ impl Store {
     /// schema version, or one redb finds damaged, is refused with a message
     /// saying so, and is not modified.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // redb asserts, rather than errors, on some damaged pages: that,
+        // too, is a damaged file. The checks below read before anything
+        // writes, so the file is still as it was.
+        std::panic::catch_unwind(|| Self::open_checked(path)).unwrap_or_else(|_| {
+            Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: "the file is damaged (its pages cannot be read); it was left as it is: restore it from a backup".into(),
+            })
+        })
+    }
+
+    fn open_checked(path: &Path) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: path.to_owned(),
             reason,
@@ -160,17 +172,7 @@ impl Store {
                 Ok(db) => {
                     let found = schema_version(&db).map_err(|e| open_err(e.to_string()))?;
                     check_version(path, found, &db)?;
-                    // redb asserts on some damaged pages rather than
-                    // erroring: that, too, is a damaged file.
-                    let verified =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify(&db)))
-                            .unwrap_or_else(|_| {
-                                Err(StoreError::Corrupt {
-                                    table: "a table",
-                                    reason: "unreadable pages".into(),
-                                })
-                            });
-                    verified.map_err(|e| {
+                    verify(&db).map_err(|e| {
                         open_err(format!(
                             "the file is damaged ({e}); it was left as it is: restore it from a backup"
                         ))

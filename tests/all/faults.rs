@@ -367,3 +367,88 @@ async fn a_full_disk_answers_503_and_the_gateway_recovers() {
     }
     gw.stop().await;
 }
+
+/// Secrets at rest: the redb file holds no webhook secret or registry
+/// password, and a copy of it without the key yields none.
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_useless_without_the_key() {
+    let receiver = Receiver::start().await;
+    let secret = "plain-webhook-secret-at-rest-123";
+    let password = "registry-password-at-rest-456";
+    let gw = crate::gateway().await;
+    let repo = repository(&gw, json!([{"url": receiver.url("/h"), "secret": secret}])).await;
+    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let r = gw
+        .api(Method::POST, "/repositories")
+        .json(
+            &json!({"name": "127.0.0.1:9/team/app", "kind": "remote", "insecure": true,
+                      "credentials": {"username": "robot", "password": password}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    ingest(&gw, &push_envelope("v1")).await;
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    crate::delivery::verify_standard(&got[0], secret);
+    let mut config = gw.app().config.clone();
+    let data = gw.stop().await;
+
+    let file = config.data_dir.join("callisto.redb");
+    let raw = std::fs::read(&file).unwrap();
+    for needle in [secret, password] {
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "`{needle}` is in the database file in clear"
+        );
+    }
+
+    // The database copied without its key: the gateway starts (with a new
+    // key) but can read no secret, and so signs nothing with it.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&file, copy.path().join("callisto.redb")).unwrap();
+    config.data_dir = copy.path().to_owned();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let stolen = TestGateway::start_in(copy, config.clone()).await;
+    let r = stolen
+        .api(Method::POST, &format!("/webhooks/{webhook}/test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be decrypted"),
+        "{body}"
+    );
+    let deliveries = get(&stolen, &format!("/webhooks/{webhook}/deliveries")).await;
+    let delivery = deliveries["items"][0]["id"].as_str().unwrap().to_owned();
+    let r = stolen
+        .api(Method::POST, &format!("/deliveries/{delivery}/redeliver"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let detail = crate::delivery::eventually(&stolen, &format!("/deliveries/{delivery}"), |d| {
+        d["attempt_log"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let last = &detail["attempt_log"][1];
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be decrypted"),
+        "{last}"
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "nothing was sent without the secret"
+    );
+    stolen.stop().await;
+    drop(data);
+}

@@ -66,6 +66,7 @@ pub async fn create(
                 .map_err(ApiError::bad_request)?;
             input::validate_repository_name(&name)?;
             let settings = remote_settings(
+                &app.sealer,
                 RemoteSettings {
                     poll_interval_secs: DEFAULT_POLL_INTERVAL,
                     initial_sync: InitialSync::Notify,
@@ -162,6 +163,7 @@ fn kind_name(kind: RepositoryKind) -> &'static str {
 
 /// Applies a patch to remote settings, validating as it goes.
 fn remote_settings(
+    sealer: &crate::seal::Sealer,
     mut s: RemoteSettings,
     patch: RepositoryPatch,
 ) -> Result<RemoteSettings, ApiError> {
@@ -187,7 +189,7 @@ fn remote_settings(
                 ));
             }
             s.username = Some(c.username.trim().to_owned());
-            s.password = Some(c.password);
+            s.password = Some(sealer.seal(&c.password));
         }
         Some(None) => {
             s.username = None;
@@ -307,7 +309,7 @@ pub async fn patch(
                 .remote
                 .clone()
                 .expect("remote repositories have settings");
-            repo.remote = Some(remote_settings(current, patch)?);
+            repo.remote = Some(remote_settings(&app.sealer, current, patch)?);
         }
     }
     repo.updated_at = Timestamp::now();

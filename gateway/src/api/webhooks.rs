@@ -25,9 +25,11 @@ use crate::store::{
     StoreError, Webhook,
 };
 
-/// A validated webhook, and the secret to show once if it was generated.
+/// A validated webhook, its secret in clear (to test it before it is
+/// saved), and the secret to show once if it was generated.
 pub struct NewWebhook {
     pub webhook: Webhook,
+    pub secret: Option<String>,
     pub generated_secret: Option<String>,
 }
 
@@ -69,7 +71,7 @@ pub async fn prepare_webhook(
             id: new_id("wh"),
             repository_id: repository_id.to_owned(),
             url,
-            secret,
+            secret: secret.as_deref().map(|s| app.sealer.seal(s)),
             plugin,
             config,
             enabled: input.enabled.unwrap_or(true),
@@ -78,6 +80,7 @@ pub async fn prepare_webhook(
             created_at: now,
             updated_at: now,
         },
+        secret,
         generated_secret,
     })
 }
@@ -200,12 +203,12 @@ pub async fn patch(
     match patch.secret {
         Some(Some(s)) if s == "generate" => {
             let s = signature::generate_secret();
-            webhook.secret = Some(s.clone());
+            webhook.secret = Some(app.sealer.seal(&s));
             generated = Some(s);
         }
         Some(Some(s)) => {
             input::validate_secret(&s)?;
-            webhook.secret = Some(s);
+            webhook.secret = Some(app.sealer.seal(&s));
         }
         Some(None) => webhook.secret = None,
         None => {}
@@ -317,6 +320,7 @@ async fn run_test(
     app: &App,
     repo: &Repository,
     webhook: &Webhook,
+    secret: Option<&str>,
     message_id: &str,
 ) -> Result<
     (
@@ -359,7 +363,7 @@ async fn run_test(
         Outbound {
             url: &webhook.url,
             request: &request,
-            secret: webhook.secret.as_deref(),
+            secret,
             message_id,
         },
         1,
@@ -406,7 +410,14 @@ pub async fn test_saved(
         .repository(&webhook.repository_id)?
         .ok_or_else(|| ApiError::not_found("repository", &webhook.repository_id))?;
     let delivery_id = new_id("dlv");
-    let (mut result, sent) = run_test(&app, &repo, &webhook, &delivery_id).await?;
+    let secret = webhook
+        .secret
+        .as_ref()
+        .map(|s| app.sealer.open(s))
+        .transpose()
+        .map_err(|e| ApiError::conflict(e.to_string()))?;
+    let (mut result, sent) =
+        run_test(&app, &repo, &webhook, secret.as_deref(), &delivery_id).await?;
     let now = Timestamp::now();
     let mut delivery = Delivery {
         id: delivery_id.clone(),
@@ -467,7 +478,14 @@ pub async fn test_unsaved(
         .repository(&repo_id)?
         .ok_or_else(|| ApiError::not_found("repository", &repo_id))?;
     let new = prepare_webhook(&app, &repo_id, input).await?;
-    let (result, _) = run_test(&app, &repo, &new.webhook, &new_id("dlv")).await?;
+    let (result, _) = run_test(
+        &app,
+        &repo,
+        &new.webhook,
+        new.secret.as_deref(),
+        &new_id("dlv"),
+    )
+    .await?;
     Ok(Json(result))
 }
 

@@ -33,6 +33,23 @@ impl Sent {
     }
 }
 
+/// An attempt that could not be made at all (the secret cannot be read).
+pub fn not_sent(url: &str, number: u32, error: String) -> Sent {
+    Sent {
+        attempt: Attempt {
+            number,
+            started_at: Timestamp::now(),
+            duration_ms: 0,
+            url: url.to_owned(),
+            request_headers: Vec::new(),
+            response: None,
+            error: Some(error),
+            succeeded: false,
+        },
+        retry_after: None,
+    }
+}
+
 /// Sends one attempt. Never fails: a failure is recorded in the attempt.
 pub async fn send(
     client: &reqwest::Client,

@@ -93,16 +93,28 @@ pub struct RegistryClient {
     page_size: usize,
 }
 
+/// How every registry is spoken to, whichever repository it is for.
+pub struct Manners {
+    pub budget: Budget,
+    pub metrics: Arc<Metrics>,
+    pub page_size: usize,
+    pub timeout: Duration,
+}
+
 impl RegistryClient {
     pub fn new(
         registry: &str,
         repository: &str,
         settings: &RemoteSettings,
-        budget: Budget,
-        metrics: Arc<Metrics>,
-        page_size: usize,
-        timeout: Duration,
+        password: Option<&str>,
+        manners: Manners,
     ) -> Self {
+        let Manners {
+            budget,
+            metrics,
+            page_size,
+            timeout,
+        } = manners;
         let config = ClientConfig {
             protocol: if settings.insecure {
                 ClientProtocol::HttpsExcept(vec![registry.to_owned()])
@@ -114,8 +126,8 @@ impl RegistryClient {
             user_agent: concat!("Callisto/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        let auth = match (&settings.username, &settings.password) {
-            (Some(user), Some(password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+        let auth = match (&settings.username, password) {
+            (Some(user), Some(password)) => RegistryAuth::Basic(user.clone(), password.to_owned()),
             _ => RegistryAuth::Anonymous,
         };
         Self {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::event::{Event, Timestamp};
 use crate::plugin::Request;
+use crate::seal::Sealed;
 
 use super::StoreError;
 
@@ -72,9 +73,9 @@ pub struct RemoteSettings {
     pub insecure: bool,
     #[serde(default)]
     pub username: Option<String>,
-    /// Write-only in the API.
+    /// Write-only in the API; encrypted at rest.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Sealed>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
@@ -121,8 +122,8 @@ pub struct Webhook {
     pub id: String,
     pub repository_id: String,
     pub url: String,
-    /// Write-only in the API.
-    pub secret: Option<String>,
+    /// Write-only in the API; encrypted at rest.
+    pub secret: Option<Sealed>,
     pub plugin: String,
     pub config: Vec<(String, String)>,
     pub enabled: bool,

@@ -1,0 +1,159 @@
+//! Secrets at rest: webhook secrets and registry passwords are stored
+//! encrypted (ChaCha20-Poly1305) with a key kept outside the redb file, so
+//! that a copy of the database (a backup, a support bundle) yields none of
+//! them without the key.
+//!
+//! The key is 32 random bytes: `CALLISTO_SECRET_KEY` (base64) when set,
+//! otherwise `<data dir>/secret.key`, made on first start with mode 0600.
+//! Losing it means re-entering the secrets; back it up apart from the data.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use serde::{Deserialize, Serialize};
+
+const PREFIX: &str = "enc:v1:";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SealError {
+    #[error(
+        "the secret cannot be decrypted: the key does not match this database (was the data directory copied without secret.key?)"
+    )]
+    WrongKey,
+    #[error("the stored secret is not in a known format")]
+    Format,
+    #[error("secret key: {0}")]
+    Key(String),
+}
+
+/// A secret as stored: encrypted. It can only be read back with the
+/// [`Sealer`] that made it, which keeps plaintext out of records by type.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sealed(String);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealed(..)")
+    }
+}
+
+/// Encrypts and decrypts secrets with the gateway's key.
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(..)")
+    }
+}
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+        }
+    }
+
+    /// The gateway's key: `env` (base64) if given, else the key file in
+    /// `data_dir`, created if missing.
+    pub fn load(data_dir: &Path, env: Option<&str>) -> Result<Self, SealError> {
+        let bytes = match env {
+            Some(b64) => STANDARD
+                .decode(b64.trim())
+                .map_err(|e| SealError::Key(format!("CALLISTO_SECRET_KEY is not base64: {e}")))?,
+            None => {
+                let path = data_dir.join("secret.key");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => STANDARD.decode(text.trim()).map_err(|e| {
+                        SealError::Key(format!("{} is not base64: {e}", path.display()))
+                    })?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let mut key = [0u8; 32];
+                        crate::deliver::signature::fill_random(&mut key);
+                        crate::config::write_private(&path, &STANDARD.encode(key)).map_err(
+                            |e| SealError::Key(format!("creating {}: {e}", path.display())),
+                        )?;
+                        key.to_vec()
+                    }
+                    Err(e) => return Err(SealError::Key(format!("{}: {e}", path.display()))),
+                }
+            }
+        };
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| SealError::Key("the secret key must be 32 bytes".into()))?;
+        Ok(Self::new(&key))
+    }
+
+    pub fn seal(&self, plaintext: &str) -> Sealed {
+        let mut nonce = [0u8; 12];
+        crate::deliver::signature::fill_random(&mut nonce);
+        let ciphertext = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
+            .expect("encryption with a valid key cannot fail");
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&ciphertext);
+        Sealed(format!("{PREFIX}{}", STANDARD.encode(blob)))
+    }
+
+    pub fn open(&self, sealed: &Sealed) -> Result<String, SealError> {
+        let b64 = sealed.0.strip_prefix(PREFIX).ok_or(SealError::Format)?;
+        let blob = STANDARD.decode(b64).map_err(|_| SealError::Format)?;
+        if blob.len() < 12 {
+            return Err(SealError::Format);
+        }
+        let (nonce, ciphertext) = blob.split_at(12);
+        let plaintext = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .map_err(|_| SealError::WrongKey)?;
+        String::from_utf8(plaintext).map_err(|_| SealError::Format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_hides_the_plaintext() {
+        let sealer = Sealer::new(&[7u8; 32]);
+        let sealed = sealer.seal("whsec_abc");
+        assert!(!sealed.0.contains("whsec_abc"));
+        assert_ne!(sealer.seal("whsec_abc"), sealed, "fresh nonce each time");
+        assert_eq!(sealer.open(&sealed).unwrap(), "whsec_abc");
+        assert_eq!(format!("{sealed:?}"), "Sealed(..)");
+    }
+
+    #[test]
+    fn another_key_opens_nothing() {
+        let sealed = Sealer::new(&[7u8; 32]).seal("whsec_abc");
+        let err = Sealer::new(&[8u8; 32]).open(&sealed).unwrap_err();
+        assert!(matches!(err, SealError::WrongKey));
+    }
+
+    #[test]
+    fn the_key_file_is_made_once_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = Sealer::load(dir.path(), None).unwrap();
+        let mode = std::fs::metadata(dir.path().join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = Sealer::load(dir.path(), None).unwrap();
+        assert_eq!(b.open(&a.seal("x")).unwrap(), "x");
+        let env = STANDARD.encode([9u8; 32]);
+        let c = Sealer::load(dir.path(), Some(&env)).unwrap();
+        assert!(c.open(&a.seal("x")).is_err(), "the environment's key wins");
+        assert!(Sealer::load(dir.path(), Some("short")).is_err());
+    }
+}
