@@ -86,6 +86,18 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub plugins: PluginConfig,
     pub poll: PollConfig,
+    /// Serve HTTPS instead of HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The listener's certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// Polling remote repositories.
@@ -153,6 +165,9 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     /// Response bodies are recorded up to this many bytes.
     pub response_body_limit: usize,
+    /// PEM certificates trusted for HTTPS receivers, beyond the system's
+    /// and webpki's roots (a private CA).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// The plugin sandbox.
@@ -189,6 +204,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             plugins: PluginConfig::default(),
             poll: PollConfig::default(),
+            tls: None,
         }
     }
 }
@@ -213,6 +229,7 @@ impl Default for DeliveryConfig {
             concurrency_per_webhook: 4,
             max_in_flight: 256,
             response_body_limit: 64 << 10,
+            ca_bundle: None,
         }
     }
 }
@@ -371,6 +388,14 @@ impl Config {
                 cache_dir: Some(PathBuf::new()),
                 ..PluginConfig::default()
             },
+            delivery: DeliveryConfig {
+                ca_bundle: Some(PathBuf::new()),
+                ..DeliveryConfig::default()
+            },
+            tls: Some(TlsConfig {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            }),
             ..Self::default()
         }
     }

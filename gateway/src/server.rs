@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod tls;
+
 use crate::config::{Config, Tokens};
 use crate::deliver::{self, target::Policy};
 use crate::fanout::{self, Fanout};
@@ -123,7 +125,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         Policy::new(config.allow_private_targets, &config.allowed_networks)
             .map_err(ServeError::Config)?,
     );
-    let client = deliver::client::build(&config.delivery, policy.clone(), &[])?;
+    let ca_bundle = match &config.delivery.ca_bundle {
+        Some(path) => std::fs::read(path).map_err(|e| {
+            ServeError::Config(format!("delivery.ca_bundle {}: {e}", path.display()))
+        })?,
+        None => Vec::new(),
+    };
+    let client = deliver::client::build(&config.delivery, policy.clone(), &ca_bundle)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| tls::server_config(&t.cert, &t.key))
+        .transpose()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
 
     let (stop_workers, stop_rx) = watch::channel(false);
@@ -195,14 +209,28 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let router = crate::api::router(app.clone());
     let (stop_http, http_rx) = watch::channel(false);
     let http_stop = stopped(http_rx);
-    let http_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(http_stop)
-            .await
-        {
-            tracing::error!("HTTP server failed: {e}");
+    let http_task = match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await
+            {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        }),
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls)
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(http_stop)
+                    .await
+                {
+                    tracing::error!("HTTPS server failed: {e}");
+                }
+            })
         }
-    });
+    };
     app.ready.store(true, Ordering::Release);
     Ok(Running {
         addr,
