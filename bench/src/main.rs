@@ -7,6 +7,10 @@
 //! - deliver: 10,000 events ingested to 10,000 webhooks received, per
 //!   second, against wrk posting straight to the same receiver; and the
 //!   sender alone, draining 10,000 queued deliveries (a replay);
+//! - plugin: filter + format per event through the sandbox (warm instance),
+//!   against the same formatting done natively;
+//! - memory: resident memory idle and with 100,000 pending deliveries;
+//!   startup: from start to ready with the built-in plugins cached;
 //! - poll: a remote repository of 1,000 tags on a local docker-registry:
 //!   the first sync and an unchanged poll, time and registry requests,
 //!   against the same requests made by a bare HTTP client.
@@ -53,6 +57,12 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if wanted("ingest") {
         rows.push(ingest(&binary).await?);
+    }
+    if wanted("plugin") {
+        rows.extend(plugins());
+    }
+    if wanted("memory") || wanted("startup") {
+        rows.extend(memory_and_startup(&binary).await?);
     }
     if wanted("poll") {
         rows.extend(poll(&binary).await?);
@@ -654,6 +664,209 @@ async fn poll(binary: &Path) -> anyhow::Result<Vec<Row>> {
             baseline_name: "one list + one HEAD per tag",
             baseline: bare_requests,
             note: format!("{unchanged_ms} ms (bare client: {bare_ms:.0} ms)"),
+        },
+    ])
+}
+
+/// Median nanoseconds per call of `f` over `rounds` batches of `batch`.
+fn median_ns(rounds: usize, batch: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..batch {
+        f();
+    }
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..batch {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / batch as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Filter + format through the sandbox (a warm instance, as fan-out uses)
+/// against the plugin crate called natively.
+fn plugins() -> Vec<Row> {
+    use callisto::event::{Event, EventType, RepositoryRef, Source, Timestamp};
+    use callisto::plugin::{EventInput, HostDirs, Limits, PluginHost, Runner, WebhookInput};
+    use callisto_plugin_sdk::{Plugin, testing};
+    let host = PluginHost::new(Limits::default(), HostDirs::default()).expect("plugin host");
+    let event = Event {
+        id: "evt_01KB5ZJ0GA0000000000000000".into(),
+        kind: EventType::ImagePushed,
+        source: Source::Local,
+        repository: RepositoryRef {
+            id: "repo_1".into(),
+            name: "demo/app".into(),
+            registry: Some("127.0.0.1:5000".into()),
+        },
+        tag: Some("v1".into()),
+        digest: Some(testing::DIGEST.into()),
+        previous_digest: None,
+        media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+        size: Some(401),
+        actor: None,
+        occurred_at: Timestamp::from_unix_seconds(1_795_897_552),
+    };
+    let input = EventInput::from(&event);
+    let config = vec![("tags".to_owned(), "v*".to_owned())];
+    let webhook = WebhookInput::new("wh_bench", "https://example.com/hook", &config);
+    let sdk_event = testing::pushed("demo/app", "v1");
+    let sdk_webhook = testing::webhook(&[("tags", "v*")]);
+    let mut rows = Vec::new();
+    for name in ["default", "slack"] {
+        let plugin = host.get(name).unwrap();
+        let mut runner = Runner::new(4);
+        let sandboxed = median_ns(31, 2000, || {
+            std::hint::black_box(runner.run(&plugin, &input, &webhook).unwrap());
+        });
+        let native = median_ns(31, 2000, || {
+            let e = std::hint::black_box(&sdk_event);
+            let r = if name == "default" {
+                callisto_plugin_default::DefaultPlugin::filter(e, &sdk_webhook)
+                    .then(|| callisto_plugin_default::DefaultPlugin::format(e, &sdk_webhook))
+            } else {
+                callisto_plugin_slack::Slack::filter(e, &sdk_webhook)
+                    .then(|| callisto_plugin_slack::Slack::format(e, &sdk_webhook))
+            };
+            std::hint::black_box(r);
+        });
+        rows.push(Row {
+            name: if name == "default" {
+                "plugin default, sandboxed"
+            } else {
+                "plugin slack, sandboxed"
+            },
+            value: sandboxed / 1000.0,
+            unit: "µs/event",
+            baseline_name: "the same formatting, native",
+            baseline: native / 1000.0,
+            note: String::new(),
+        });
+    }
+    rows
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+/// Resident memory idle and with 100,000 deliveries pending; time from start
+/// to ready with the built-in plugins already compiled and cached.
+async fn memory_and_startup(binary: &Path) -> anyhow::Result<Vec<Row>> {
+    const PENDING: u64 = 100_000;
+    let data = tempfile::tempdir()?;
+    let start = |data: &Path| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .env("CALLISTO_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CALLISTO_DATA_DIR", data)
+            .env("CALLISTO_ADMIN_TOKEN", ADMIN)
+            .env("CALLISTO_INGEST_TOKEN", INGEST)
+            .env("CALLISTO_ALLOW_PRIVATE_TARGETS", "true")
+            .env("CALLISTO_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        (cmd, format!("http://127.0.0.1:{port}"))
+    };
+    let http = reqwest::Client::new();
+    let ready = |url: String| {
+        let http = http.clone();
+        async move {
+            let t = Instant::now();
+            while http
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .ok()
+                != Some(true)
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            t.elapsed()
+        }
+    };
+    // First start compiles the plugins; the second finds them cached.
+    let (mut cmd, url) = start(data.path());
+    let mut child = cmd.spawn()?;
+    let cold = ready(url.clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(child.id().context("pid")?)?;
+    child.kill().await?;
+    let (mut cmd, url) = start(data.path());
+    let t = Instant::now();
+    let mut child = cmd.spawn()?;
+    ready(url.clone()).await;
+    let warm = t.elapsed();
+
+    // 100,000 deliveries pending: a webhook to a port where nothing
+    // listens, with a long retry schedule.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let created = http
+        .post(format!("{url}/api/v1/repositories"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "demo/app", "webhooks": [{"url": format!("http://127.0.0.1:{closed}/x"), "retry_schedule_secs": [86400]}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(created.status().is_success(), "creating the repository");
+    post_events(&http, &url, PENDING, "pending").await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let pending: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("callisto_deliveries_pending "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if pending >= PENDING as f64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {pending} deliveries pending"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = rss_kib(child.id().context("pid")?)?;
+    child.kill().await?;
+    Ok(vec![
+        Row {
+            name: "resident memory, 100,000 pending",
+            value: loaded / 1024.0,
+            unit: "MiB",
+            baseline_name: "resident memory, idle",
+            baseline: idle / 1024.0,
+            note: String::new(),
+        },
+        Row {
+            name: "start to ready, plugins cached",
+            value: warm.as_secs_f64() * 1000.0,
+            unit: "ms",
+            baseline_name: "first start, compiling plugins",
+            baseline: cold.as_secs_f64() * 1000.0,
+            note: String::new(),
         },
     ])
 }

@@ -26,8 +26,7 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
     }
     println!("cargo:rerun-if-env-changed=CALLISTO_GUEST_TARGET_DIR");
 
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo_for_guests(&workspace);
     cmd.current_dir(&workspace)
         .arg("build")
         .arg("--target")
@@ -76,6 +75,41 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
             path
         })
         .collect()
+}
+
+/// The guests are built with the toolchain `rust-toolchain.toml` pins (it
+/// lists the wasm32-wasip2 target), even when the host build uses another
+/// one, e.g. nightly for `cargo fuzz`; without rustup, with the cargo that
+/// runs this build.
+fn cargo_for_guests(workspace: &Path) -> Command {
+    let pinned = std::fs::read_to_string(workspace.join("rust-toolchain.toml"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix("channel"))
+                .map(|rest| {
+                    rest.trim_start_matches([' ', '='])
+                        .trim()
+                        .trim_matches('"')
+                        .to_owned()
+                })
+        });
+    let rustup = Command::new("rustup")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match pinned {
+        Some(channel) if rustup => {
+            let mut cmd = Command::new("rustup");
+            cmd.args(["run", &channel, "cargo"]);
+            // The outer build's toolchain choice must not leak in.
+            cmd.env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("RUSTC")
+                .env_remove("RUSTDOC");
+            cmd
+        }
+        _ => Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
+    }
 }
 
 /// Watches a guest crate's sources.

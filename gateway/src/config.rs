@@ -82,6 +82,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Events and finished deliveries older than this are pruned.
     pub retention_days: u32,
+    /// Memory for the database's page cache, in MiB. More keeps more of the
+    /// log in memory; the operating system caches the file as well.
+    pub store_cache_mib: usize,
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
     pub plugins: PluginConfig,
@@ -200,6 +203,7 @@ impl Default for Config {
             log: "info".to_owned(),
             log_format: LogFormat::Text,
             retention_days: 30,
+            store_cache_mib: 64,
             ingest: IngestConfig::default(),
             delivery: DeliveryConfig::default(),
             plugins: PluginConfig::default(),

@@ -19,6 +19,8 @@ pub mod config;
 pub mod deliver;
 pub mod event;
 pub mod fanout;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
 pub mod plugin;

@@ -105,7 +105,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     create_private_dir(&config.data_dir)?;
     let store_path = config.redb_path();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+    let cache = config.store_cache_mib.max(1) << 20;
+    let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&store_path, cache))
         .await
         .expect("opening the store does not panic")?;
     let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;

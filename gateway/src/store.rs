@@ -137,10 +137,15 @@ impl Store {
     /// schema version, or one redb finds damaged, is refused with a message
     /// saying so, and is not modified.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, 64 << 20)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         // redb asserts, rather than errors, on some damaged pages: that,
         // too, is a damaged file. The checks below read before anything
         // writes, so the file is still as it was.
-        std::panic::catch_unwind(|| Self::open_checked(path)).unwrap_or_else(|_| {
+        std::panic::catch_unwind(|| Self::open_checked(path, cache_bytes)).unwrap_or_else(|_| {
             Err(StoreError::Open {
                 path: path.to_owned(),
                 reason: "the file is damaged (its pages cannot be read); it was left as it is: restore it from a backup".into(),
@@ -148,7 +153,7 @@ impl Store {
         })
     }
 
-    fn open_checked(path: &Path) -> Result<Self, StoreError> {
+    fn open_checked(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: path.to_owned(),
             reason,
@@ -182,10 +187,12 @@ impl Store {
                 Err(e) => return Err(open_err(describe(e))),
             }
         }
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(cache_bytes);
         let db = if existed {
-            Database::open(path)
+            builder.open(path)
         } else {
-            Database::create(path)
+            builder.create(path)
         }
         .map_err(|e| open_err(describe(e)))?;
         match schema_version(&db).map_err(|e| open_err(e.to_string()))? {
@@ -197,7 +204,7 @@ impl Store {
             db: std::sync::RwLock::new(Some(Arc::new(db))),
         });
         Ok(Self {
-            writer: Writer::start(handle.clone(), path.to_owned()),
+            writer: Writer::start(handle.clone(), path.to_owned(), cache_bytes),
             db: handle,
             path: path.to_owned(),
         })

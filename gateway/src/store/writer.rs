@@ -72,11 +72,11 @@ impl Drop for Inner {
 }
 
 impl Writer {
-    pub fn start(handle: Arc<Handle>, path: std::path::PathBuf) -> Self {
+    pub fn start(handle: Arc<Handle>, path: std::path::PathBuf, cache_bytes: usize) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(&handle, &path, &queue))
+            .spawn(move || run(&handle, &path, cache_bytes, &queue))
             .expect("start the store writer thread");
         Self {
             inner: Arc::new(Inner {
@@ -115,12 +115,12 @@ impl Writer {
     }
 }
 
-fn run(handle: &Handle, path: &Path, queue: &mpsc::Receiver<Job>) {
+fn run(handle: &Handle, path: &Path, cache_bytes: usize, queue: &mpsc::Receiver<Job>) {
     // When the oldest unsynced lazy commit was made.
     let mut unsynced: Option<Instant> = None;
     loop {
         let Ok(db) = handle.current() else {
-            if !recover(handle, path, queue) {
+            if !recover(handle, path, cache_bytes, queue) {
                 return;
             }
             continue;
@@ -177,7 +177,7 @@ fn fail(handle: &Handle, db: Arc<Database>) {
 
 /// Answers queued jobs `Unavailable` and tries to reopen the file until it
 /// works. Returns false when the store is being dropped.
-fn recover(handle: &Handle, path: &Path, queue: &mpsc::Receiver<Job>) -> bool {
+fn recover(handle: &Handle, path: &Path, cache_bytes: usize, queue: &mpsc::Receiver<Job>) -> bool {
     loop {
         loop {
             match queue.try_recv() {
@@ -188,7 +188,7 @@ fn recover(handle: &Handle, path: &Path, queue: &mpsc::Receiver<Job>) -> bool {
         }
         // Readers still holding the old handle keep the file locked for a
         // moment, and a disk still full fails the reopen: both pass.
-        match Database::open(path) {
+        match redb::Builder::new().set_cache_size(cache_bytes).open(path) {
             Ok(db) => {
                 handle.put(Arc::new(db));
                 tracing::info!("storage recovered: the store takes writes again");
