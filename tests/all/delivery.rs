@@ -324,3 +324,41 @@ async fn a_slow_receiver_does_not_delay_other_webhooks() {
     // The slow one has its concurrency cap (4) in flight, no more.
     assert_eq!(slow.requests().len(), 4, "the cap per webhook is 4");
 }
+
+/// `Retry-After` is honoured (here sooner than the schedule says), and a
+/// redirect is an answer, not a place to follow.
+#[tokio::test]
+async fn retry_after_is_honoured_and_redirects_are_not_followed() {
+    let gw = crate::gateway().await;
+    let (busy, moved, target) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    busy.respond_with_headers(503, &[("retry-after", "1")]);
+    moved.respond_with_headers(302, &[("location", &target.url("/elsewhere"))]);
+    repository(
+        &gw,
+        json!([
+            {"url": busy.url("/busy"), "retry_schedule_secs": [3600]},
+            {"url": moved.url("/moved"), "retry_schedule_secs": []},
+        ]),
+    )
+    .await;
+    ingest(&gw, &push_envelope("v1")).await;
+    let started = std::time::Instant::now();
+    let got = busy.wait_for(2, Duration::from_secs(15)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the schedule said an hour"
+    );
+    let gap = got[1].at.duration_since(got[0].at);
+    assert!(
+        gap >= Duration::from_millis(900),
+        "retried after {gap:?}, before Retry-After"
+    );
+
+    moved.wait_for(1, WAIT).await;
+    target.wait_quiet(Duration::from_millis(700)).await;
+    assert!(target.requests().is_empty(), "a redirect was followed");
+}
