@@ -311,41 +311,7 @@ async fn deliver(binary: &Path) -> anyhow::Result<Row> {
     );
 
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut posters = Vec::new();
-    for _ in 0..64 {
-        let (http, url, next) = (
-            http.clone(),
-            format!("{}/ingest/distribution", gw.url),
-            next.clone(),
-        );
-        posters.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= EVENTS {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                let body = PUSH.replace(
-                    "20337bb7-412d-48f2-a1cc-b3747b9596dc",
-                    &format!("bench-{i}"),
-                );
-                let r = http
-                    .post(&url)
-                    .bearer_auth(INGEST)
-                    .header(
-                        "content-type",
-                        "application/vnd.docker.distribution.events.v1+json",
-                    )
-                    .body(body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status() == 202, "ingest answered {}", r.status());
-            }
-        }));
-    }
-    for p in posters {
-        p.await??;
-    }
+    post_events(&http, &gw.url, EVENTS, "bench").await?;
     let ingested = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(300);
     while count.load(Ordering::Relaxed) < EVENTS {

@@ -42,7 +42,7 @@ mod bindings {
         path: "../wit",
         world: "callisto:plugin/plugin@0.1.0",
     });
-    pub use callisto::plugin::types as wit;
+    pub use self::callisto::plugin::types as wit;
 }
 
 use bindings::wit;

@@ -419,39 +419,24 @@ async fn record(
             let mut events = Vec::new();
             for change in &changes {
                 let (kind, tag, digest, previous) = match change {
-                    Change::New { tag, digest } => {
-                        tags.put(
-                            &id,
-                            tag,
-                            &KnownTag {
-                                digest: digest.clone(),
-                                media_type: None,
-                                updated_at: now,
-                            },
-                        )?;
-                        (EventType::ImagePushed, tag, digest, None)
-                    }
+                    Change::New { tag, digest } => (EventType::ImagePushed, tag, digest, None),
                     Change::Moved {
                         tag,
                         digest,
                         previous,
-                    } => {
-                        tags.put(
-                            &id,
-                            tag,
-                            &KnownTag {
-                                digest: digest.clone(),
-                                media_type: None,
-                                updated_at: now,
-                            },
-                        )?;
-                        (EventType::ImagePushed, tag, digest, Some(previous.clone()))
-                    }
-                    Change::Gone { tag, digest } => {
-                        tags.remove(&id, tag)?;
-                        (EventType::ImageDeleted, tag, digest, None)
-                    }
+                    } => (EventType::ImagePushed, tag, digest, Some(previous.clone())),
+                    Change::Gone { tag, digest } => (EventType::ImageDeleted, tag, digest, None),
                 };
+                if kind == EventType::ImageDeleted {
+                    tags.remove(&id, tag)?;
+                } else {
+                    let known = KnownTag {
+                        digest: digest.clone(),
+                        media_type: None,
+                        updated_at: now,
+                    };
+                    tags.put(&id, tag, &known)?;
+                }
                 if !silent {
                     events.push(Event {
                         id: new_id("evt"),
