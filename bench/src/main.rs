@@ -194,12 +194,19 @@ fn ingest_script(dir: &Path) -> anyhow::Result<PathBuf> {
     let envelope: Value = serde_json::from_str(PUSH)?;
     let body =
         serde_json::to_string(&envelope)?.replace("20337bb7-412d-48f2-a1cc-b3747b9596dc", "%s");
+    // Each run gets its own ids: Lua's unseeded random would repeat the
+    // last run's, and the gateway would rightly answer them as duplicates.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
     let lua = format!(
         r#"
 local counter = 0
 local template = [==[{body}]==]
+local threads = 0
 function setup(thread)
-  thread:set("prefix", tostring(math.random(1, 1e9)))
+  threads = threads + 1
+  thread:set("prefix", "{run}-" .. threads)
 end
 request = function()
   counter = counter + 1
