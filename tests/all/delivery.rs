@@ -222,6 +222,29 @@ async fn a_failing_receiver_gets_retried_until_it_succeeds() {
 }
 
 #[tokio::test]
+async fn a_long_response_body_is_recorded_up_to_64_kib() {
+    let gw = crate::gateway().await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with_body(200, "x".repeat(200 << 10));
+    let repo = repository(&gw, json!([{"url": receiver.url("/hook")}])).await;
+    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    ingest(&gw, &push_envelope("v1")).await;
+
+    let page = eventually(&gw, &format!("/webhooks/{webhook}/deliveries"), |p| {
+        p["items"][0]["state"] == "succeeded"
+    })
+    .await;
+    let delivery = page["items"][0]["id"].as_str().unwrap();
+    let detail = get(&gw, &format!("/deliveries/{delivery}")).await;
+    let response = &detail["attempt_log"][0]["response"];
+    assert_eq!(response["status"], 200);
+    assert_eq!(response["truncated"], true);
+    let kept = response["body"]["data"].as_str().unwrap();
+    assert_eq!(kept.len(), 64 << 10, "the first 64 KiB, no more");
+    assert!(kept.bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test]
 async fn a_receiver_down_while_the_gateway_restarts_gets_the_delivery_once_up() {
     let gw = crate::gateway_with(|c| c.delivery.retry_schedule_secs = vec![1; 30]).await;
     let mut receiver = Receiver::start().await;

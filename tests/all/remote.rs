@@ -209,6 +209,57 @@ async fn silent_first_sync_then_later_changes_notify() {
 }
 
 #[tokio::test]
+async fn tag_selection_keeps_unwanted_tags_out_of_polls_and_events() {
+    let registry = registry().await;
+    let client = RegistryClient::new(&registry.host(), None);
+    let layout = ImageLayout::new("picky").unwrap();
+    // t000..t011; wanted: t00*, not t000, and only the newest three.
+    push_tags(&client, "team/picky", &layout, 12).await;
+    let gw = crate::gateway().await;
+    let receiver = Receiver::start().await;
+    let repo = remote(
+        &gw,
+        json!({"name": "team/picky", "registry": registry.host(), "kind": "remote", "insecure": true,
+               "tags": ["t00*"], "exclude_tags": ["t000"], "max_tags": 3,
+               "poll_interval_secs": 3600, "webhooks": [{"url": receiver.url("/h")}]}),
+    )
+    .await;
+    let id = repo["id"].as_str().unwrap().to_owned();
+    let view = polled(&gw, &id, None).await;
+    assert_eq!(view["poll"]["tags_known"], 3, "{view}");
+
+    receiver.wait_for(3, WAIT).await;
+    receiver.wait_quiet(Duration::from_millis(1000)).await;
+    let mut tags: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["tag"].as_str().unwrap().to_owned())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["t007", "t008", "t009"]);
+    let known = get(&gw, &format!("/repositories/{id}/tags")).await;
+    let mut known: Vec<&str> = known
+        .as_array()
+        .expect("a list of tags")
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    known.sort();
+    assert_eq!(known, ["t007", "t008", "t009"]);
+
+    // A change to a tag outside the selection makes no event.
+    client
+        .push_image("team/picky", "t010", &ImageLayout::new("other").unwrap())
+        .await
+        .unwrap();
+    let before = view["poll"]["last_poll_at"].as_str().unwrap().to_owned();
+    poll_now(&gw, &id).await;
+    polled(&gw, &id, Some(&before)).await;
+    receiver.wait_quiet(Duration::from_millis(1000)).await;
+    assert_eq!(receiver.requests().len(), 3);
+}
+
+#[tokio::test]
 async fn credentials_open_an_htpasswd_registry_and_their_absence_is_reported() {
     let registry = Registry::builder()
         .htpasswd("robot", "s3cret-pass")

@@ -72,6 +72,8 @@ impl Received {
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
+    /// The body, when not the usual `ok` or `scripted <status>`.
+    body: Option<String>,
 }
 
 /// What the receiver records and how it answers, shared with its handler.
@@ -127,6 +129,7 @@ impl Receiver {
                 default: Reply {
                     status: 200,
                     headers: Vec::new(),
+                    body: None,
                 },
                 delay: Duration::ZERO,
             }),
@@ -205,6 +208,7 @@ impl Receiver {
             script.queue.push_back(Reply {
                 status,
                 headers: Vec::new(),
+                body: None,
             });
         }
     }
@@ -215,12 +219,21 @@ impl Receiver {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.shared
-            .script
-            .lock()
-            .unwrap()
-            .queue
-            .push_back(Reply { status, headers });
+        self.shared.script.lock().unwrap().queue.push_back(Reply {
+            status,
+            headers,
+            body: None,
+        });
+    }
+
+    /// Queues one reply with this body, e.g. one larger than the gateway
+    /// keeps.
+    pub fn respond_with_body(&self, status: u16, body: impl Into<String>) {
+        self.shared.script.lock().unwrap().queue.push_back(Reply {
+            status,
+            headers: Vec::new(),
+            body: Some(body.into()),
+        });
     }
 
     /// The status of every reply that is not queued.
@@ -228,6 +241,7 @@ impl Receiver {
         self.shared.script.lock().unwrap().default = Reply {
             status,
             headers: Vec::new(),
+            body: None,
         };
     }
 
@@ -357,7 +371,11 @@ async fn record_and_answer(State(handler): State<Handler>, request: Request) -> 
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stopping.wait_for(|stopping| *stopping) => {
-                return build_response(Reply { status: 503, headers: Vec::new() });
+                return build_response(Reply {
+                    status: 503,
+                    headers: Vec::new(),
+                    body: None,
+                });
             }
         }
     }
@@ -366,7 +384,9 @@ async fn record_and_answer(State(handler): State<Handler>, request: Request) -> 
 
 fn build_response(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = if status.is_success() {
+    let body = if let Some(body) = reply.body {
+        body
+    } else if status.is_success() {
         "ok".to_owned()
     } else {
         format!("scripted {}", status.as_u16())
