@@ -158,6 +158,8 @@ async fn the_cli_drives_repositories_webhooks_tests_and_history() {
                 && l.contains("v1")),
         "{events}"
     );
+    let deleted = ok(&cli(&gw, &["events", "--type", "image.deleted"]).await);
+    assert!(!deleted.contains("image.pushed"), "{deleted}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let delivery = loop {
         let list = ok(&cli(&gw, &["deliveries", &webhook, "--state", "succeeded"]).await);

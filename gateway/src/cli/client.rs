@@ -447,13 +447,15 @@ fn print_exchange(r: &Value) {
 
 pub fn events(conn: Connection, args: EventsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(conn)?;
-    let mut path = format!("/events?limit={}", args.limit);
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &args.limit.to_string());
     if let Some(r) = &args.repository {
-        path.push_str(&format!("&repository={r}"));
+        query.append_pair("repository", r);
     }
     if let Some(t) = &args.kind {
-        path.push_str(&format!("&type={t}"));
+        query.append_pair("type", t);
     }
+    let path = format!("/events?{}", query.finish());
     let page = client.call(reqwest::Method::GET, &path, None)?;
     client.print(&page, |p| {
         let rows = p["items"]
@@ -482,10 +484,13 @@ pub fn events(conn: Connection, args: EventsArgs) -> anyhow::Result<ExitCode> {
 
 pub fn deliveries(conn: Connection, args: DeliveriesArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(conn)?;
-    let mut path = format!("/webhooks/{}/deliveries?limit={}", args.webhook, args.limit);
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &args.limit.to_string());
     if let Some(state) = &args.state {
-        path.push_str(&format!("&state={state}"));
+        query.append_pair("state", state);
     }
+    let webhook: String = url::form_urlencoded::byte_serialize(args.webhook.as_bytes()).collect();
+    let path = format!("/webhooks/{webhook}/deliveries?{}", query.finish());
     let page = client.call(reqwest::Method::GET, &path, None)?;
     client.print(&page, |p| {
         let rows = p["items"]
