@@ -427,7 +427,7 @@ async fn record(
                     } => (EventType::ImagePushed, tag, digest, Some(previous.clone())),
                     Change::Gone { tag, digest } => (EventType::ImageDeleted, tag, digest, None),
                 };
-                if kind == EventType::ImageDeleted {
+                if let Change::Gone { .. } = change {
                     tags.remove(&id, tag)?;
                 } else {
                     let known = KnownTag {
