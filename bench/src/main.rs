@@ -320,15 +320,7 @@ async fn deliver(binary: &Path) -> anyhow::Result<Row> {
     let started = Instant::now();
     post_events(&http, &gw.url, EVENTS, "bench").await?;
     let ingested = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while count.load(Ordering::Relaxed) < EVENTS {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {EVENTS} delivered",
-            count.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_received(&count, EVENTS).await?;
     let elapsed = started.elapsed();
     gw.stop().await;
     Ok(Row {
@@ -343,6 +335,21 @@ async fn deliver(binary: &Path) -> anyhow::Result<Row> {
             elapsed.as_secs_f64()
         ),
     })
+}
+
+/// Waits until the receiver has counted `expected` webhooks (five minutes
+/// at most).
+async fn wait_received(count: &AtomicU64, expected: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count.load(Ordering::Relaxed) < expected {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {expected} delivered",
+            count.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// Posts `count` distinct push envelopes from 64 connections.
@@ -459,15 +466,7 @@ async fn drain(binary: &Path) -> anyhow::Result<Row> {
         .await?;
     anyhow::ensure!(replay.status() == 202, "replay: {}", replay.text().await?);
     let queued = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while count.load(Ordering::Relaxed) < EVENTS {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {EVENTS} delivered",
-            count.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_received(&count, EVENTS).await?;
     let elapsed = started.elapsed();
     gw.stop().await;
     Ok(Row {

@@ -78,6 +78,18 @@ impl TestGateway {
             .bearer_auth(&self.admin_token)
     }
 
+    /// The Prometheus text of `/metrics` (which needs no token).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
     /// Stops gracefully and hands back the data directory, for a restart.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(running) = self.running.take() {

@@ -829,15 +829,7 @@ async fn metrics_speak_prometheus() {
     receiver.wait_for(1, Duration::from_secs(10)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let text = gw
-            .http
-            .get(format!("{}/metrics", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics().await;
         let ready = text.contains("callisto_deliveries_total{outcome=\"succeeded\"} 1");
         if ready || tokio::time::Instant::now() > deadline {
             for needle in [

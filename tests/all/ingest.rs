@@ -126,15 +126,7 @@ async fn blobs_and_pulls_are_acknowledged_and_ignored() {
         assert_eq!(r["ignored"], 1);
     }
     assert!(events(&gw).await.is_empty());
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("callisto_ingest_ignored_total{reason=\"blob_push\"} 1"),
         "{metrics}"

@@ -125,15 +125,7 @@ async fn a_hundred_tags_make_a_hundred_webhooks_then_changes_and_deletes_follow(
             .len(),
         100
     );
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let requests: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("callisto_poll_requests_total "))
