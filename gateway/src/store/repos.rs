@@ -77,17 +77,7 @@ macro_rules! impl_reader {
             }
 
             fn tags_of(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError> {
-                let table = self.open_table(TAGS)?;
-                let mut out = Vec::new();
-                for row in table.range((repository_id, "")..)? {
-                    let (k, v) = row?;
-                    let (repo, tag) = k.value();
-                    if repo != repository_id {
-                        break;
-                    }
-                    out.push((tag.to_owned(), decode("tags", v.value())?));
-                }
-                Ok(out)
+                tags_in(&self.open_table(TAGS)?, repository_id)
             }
         }
     };
@@ -212,17 +202,25 @@ impl<'txn> Tags<'txn> {
 
     /// Every known tag of the repository, by tag.
     pub fn of(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError> {
-        let mut out = Vec::new();
-        for row in self.table.range((repository_id, "")..)? {
-            let (k, v) = row?;
-            let (repo, tag) = k.value();
-            if repo != repository_id {
-                break;
-            }
-            out.push((tag.to_owned(), decode("tags", v.value())?));
-        }
-        Ok(out)
+        tags_in(&self.table, repository_id)
     }
+}
+
+/// Every known tag of `repository_id` in the tags table, by tag.
+fn tags_in(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    repository_id: &str,
+) -> Result<Vec<(String, KnownTag)>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.range((repository_id, "")..)? {
+        let (k, v) = row?;
+        let (repo, tag) = k.value();
+        if repo != repository_id {
+            break;
+        }
+        out.push((tag.to_owned(), decode("tags", v.value())?));
+    }
+    Ok(out)
 }
 
 /// The local repository a registry's notification is for: one named
