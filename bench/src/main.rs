@@ -41,7 +41,7 @@ struct Row {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    callisto::deliver::client::install_crypto_provider();
+    callisto::net::client::install_crypto_provider();
     let mut args = std::env::args().skip(1);
     let mut binary = None;
     let mut filter = Vec::new();
@@ -661,27 +661,11 @@ fn median_ns(rounds: usize, batch: usize, mut f: impl FnMut()) -> f64 {
 /// Filter + format through the sandbox (a warm instance, as fan-out uses)
 /// against the plugin crate called natively.
 fn plugins() -> Vec<Row> {
-    use callisto::event::{Event, EventType, RepositoryRef, Source, Timestamp};
     use callisto::plugin::{EventInput, HostDirs, Limits, PluginHost, Runner, WebhookInput};
     use callisto_plugin_sdk::{Plugin, testing};
     let host = PluginHost::new(Limits::default(), HostDirs::default()).expect("plugin host");
-    let event = Event {
-        id: "evt_01KB5ZJ0GA0000000000000000".into(),
-        kind: EventType::ImagePushed,
-        source: Source::Local,
-        repository: RepositoryRef {
-            id: "repo_1".into(),
-            name: "demo/app".into(),
-            registry: Some("127.0.0.1:5000".into()),
-        },
-        tag: Some("v1".into()),
-        digest: Some(testing::DIGEST.into()),
-        previous_digest: None,
-        media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
-        size: Some(401),
-        actor: None,
-        occurred_at: Timestamp::from_unix_seconds(1_795_897_552),
-    };
+    // The SDK's sample push is the very `Event` the host passes to plugins.
+    let event = testing::pushed("demo/app", "v1");
     let input = EventInput::from(&event);
     let config = vec![("tags".to_owned(), "v*".to_owned())];
     let webhook = WebhookInput::new("wh_bench", "https://example.com/hook", &config);

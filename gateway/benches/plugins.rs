@@ -11,31 +11,16 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use callisto::event::{Event, EventType, RepositoryRef, Source, Timestamp};
+use callisto::event::Event;
 use callisto::plugin::{EventInput, HostDirs, Limits, PluginHost, Runner, WebhookInput};
 use callisto_plugin_default::DefaultPlugin;
 use callisto_plugin_sdk::{Plugin, testing};
 use callisto_plugin_slack::Slack;
 use criterion::Criterion;
 
+/// The SDK's sample push: the same `Event` the host passes to plugins.
 fn event() -> Event {
-    Event {
-        id: "evt_01KB5ZJ0GA0000000000000000".into(),
-        kind: EventType::ImagePushed,
-        source: Source::Local,
-        repository: RepositoryRef {
-            id: "repo_01KB5ZHZ000000000000000000".into(),
-            name: "demo/app".into(),
-            registry: Some("127.0.0.1:5000".into()),
-        },
-        tag: Some("v1".into()),
-        digest: Some(testing::DIGEST.into()),
-        previous_digest: None,
-        media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
-        size: Some(401),
-        actor: None,
-        occurred_at: Timestamp::from_unix_seconds(1_795_897_552),
-    }
+    testing::pushed("demo/app", "v1")
 }
 
 fn bench(c: &mut Criterion) {

@@ -2,10 +2,12 @@
 //! `/api/v1` (bearer admin token). Every error has one shape, built in
 //! [`ApiError`]; the OpenAPI document is generated from the handlers.
 
+mod app;
 pub mod auth;
 pub mod deliveries;
 mod error;
 pub mod events;
+pub mod ingest;
 pub mod input;
 pub mod plugins;
 pub mod repositories;
@@ -21,16 +23,15 @@ use axum::routing::{get, post, put};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+pub use app::App;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-
-use crate::server::App;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Callisto", description = "A webhook gateway for container registries"),
     paths(
         system::healthz, system::readyz, system::metrics,
-        crate::ingest::distribution,
+        ingest::distribution,
         repositories::create, repositories::list, repositories::get, repositories::patch,
         repositories::delete, repositories::tags, repositories::poll,
         webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
@@ -120,7 +121,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
-        .route("/ingest/distribution", post(crate::ingest::distribution))
+        .route("/ingest/distribution", post(ingest::distribution))
         .route("/api/v1/openapi.json", get(openapi_json))
         .nest("/api/v1", admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })

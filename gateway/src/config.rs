@@ -9,11 +9,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use crate::plugin::Limits;
 
 /// `CALLISTO_*` variables that are not settings of `serve`.
 const NOT_SETTINGS: [&str; 5] = [
@@ -240,25 +237,12 @@ impl Default for DeliveryConfig {
 
 impl Default for PluginConfig {
     fn default() -> Self {
-        let limits = Limits::default();
         Self {
-            deadline_ms: limits.deadline.as_millis() as u64,
-            memory_mib: limits.memory >> 20,
-            max_body_kib: limits.max_body >> 10,
-            instances: limits.instances,
+            deadline_ms: 100,
+            memory_mib: 16,
+            max_body_kib: 1024,
+            instances: 256,
             cache_dir: None,
-        }
-    }
-}
-
-impl PluginConfig {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            deadline: Duration::from_millis(self.deadline_ms),
-            memory: self.memory_mib << 20,
-            max_body: self.max_body_kib << 10,
-            instances: self.instances,
-            ..Limits::default()
         }
     }
 }
@@ -374,8 +358,12 @@ impl Config {
             }
         }
         for net in &self.allowed_networks {
-            crate::deliver::target::Network::parse(net)
-                .map_err(|e| ConfigError::Invalid(format!("allowed_networks: {e}")))?;
+            let net = net.trim();
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                return invalid(&format!(
+                    "allowed_networks: `{net}` is not an address or CIDR network"
+                ));
+            }
         }
         Ok(())
     }
@@ -502,8 +490,8 @@ impl Tokens {
                     path.display()
                 ))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let token = crate::deliver::signature::random_token();
-                    write_private(&path, &token)?;
+                    let token = crate::secrets::random_token();
+                    crate::secrets::write_private(&path, &token)?;
                     generated.push(path);
                     Ok(token)
                 }
@@ -514,21 +502,6 @@ impl Tokens {
         let ingest = get(&config.ingest_token, "ingest.token")?;
         Ok((Tokens { admin, ingest }, generated))
     }
-}
-
-/// Writes a file only its owner can read, created that way (no window in
-/// which it is world-readable).
-pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
 }
 
 #[cfg(test)]

@@ -12,10 +12,9 @@
 //! is sent again, with the same `webhook-id`.
 
 pub mod attempt;
-pub mod client;
 pub mod retry;
 pub mod signature;
-pub mod target;
+pub mod test;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,14 +26,12 @@ use tokio::task::JoinSet;
 use crate::config::DeliveryConfig;
 use crate::event::Timestamp;
 use crate::metrics::Metrics;
-use crate::store::{self, Delivery, Next, Reader, Store};
+use crate::net::Policy;
+use crate::records::Delivery;
+use crate::store::{Due, Next, Store};
 use attempt::Outbound;
-use target::Policy;
 
 enum Message {
-    /// A webhook has a delivery due at this time (fan-out, redelivery, a
-    /// re-enabled webhook).
-    Due { webhook: String, at_ms: u64 },
     /// An attempt's HTTP exchange is over: its webhook has a free slot
     /// again, even while the attempt is still being recorded.
     Released { webhook: String },
@@ -48,22 +45,6 @@ enum Message {
     },
 }
 
-/// A handle to the sender. Cheap to clone.
-#[derive(Clone)]
-pub struct Sender {
-    inbox: mpsc::UnboundedSender<Message>,
-}
-
-impl Sender {
-    /// Tells the sender that `webhook` has a delivery due at `at`.
-    pub fn due(&self, webhook: &str, at: Timestamp) {
-        let _ = self.inbox.send(Message::Due {
-            webhook: webhook.to_owned(),
-            at_ms: at.unix_millis().max(0) as u64,
-        });
-    }
-}
-
 /// What the sender needs from the rest of the gateway.
 pub struct Context {
     pub store: Store,
@@ -74,16 +55,16 @@ pub struct Context {
     pub sealer: crate::seal::Sealer,
 }
 
-/// Starts the sender. It runs until `shutdown` resolves, then lets attempts
-/// in flight finish (bounded by the request timeout) and returns.
+/// Starts the sender. It learns of due deliveries from the store's
+/// announcements, runs until `shutdown` resolves, then lets attempts in
+/// flight finish (bounded by the request timeout) and returns.
 pub fn spawn(
     ctx: Context,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> (Sender, tokio::task::JoinHandle<()>) {
+) -> tokio::task::JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let sender = Sender { inbox: tx.clone() };
-    let task = tokio::spawn(run(Arc::new(ctx), tx, rx, shutdown));
-    (sender, task)
+    let due = ctx.store.subscribe_due();
+    tokio::spawn(run(Arc::new(ctx), tx, rx, due, shutdown))
 }
 
 struct Scheduler {
@@ -100,6 +81,7 @@ async fn run(
     ctx: Arc<Context>,
     tx: mpsc::UnboundedSender<Message>,
     mut rx: mpsc::UnboundedReceiver<Message>,
+    mut due: mpsc::UnboundedReceiver<Due>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let mut sched = Scheduler {
@@ -109,11 +91,7 @@ async fn run(
         total: 0,
     };
     // What was pending when the gateway stopped is due again now.
-    match ctx
-        .store
-        .read()
-        .and_then(|txn| store::deliveries::webhooks_due(&txn))
-    {
+    match ctx.store.webhooks_with_due().await {
         Ok(due) => sched.next_due.extend(due),
         Err(e) => tracing::error!("cannot read pending deliveries: {e}"),
     }
@@ -122,8 +100,8 @@ async fn run(
 
     loop {
         let now = now_ms();
-        dispatch(&ctx, &tx, &mut sched, &mut attempts, now);
-        refresh_pending_gauge(&ctx);
+        dispatch(&ctx, &tx, &mut sched, &mut attempts, now).await;
+        refresh_pending_gauge(&ctx).await;
 
         let sleep_until = sched
             .next_due
@@ -141,6 +119,12 @@ async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(sleep) => {}
+            Some(d) = due.recv() => {
+                sched.due(&d);
+                while let Ok(d) = due.try_recv() {
+                    sched.due(&d);
+                }
+            }
             message = rx.recv() => match message {
                 Some(message) => {
                     apply(&mut sched, message);
@@ -168,12 +152,16 @@ async fn run(
     }
 }
 
+impl Scheduler {
+    fn due(&mut self, due: &Due) {
+        let at_ms = due.at.unix_millis().max(0) as u64;
+        let entry = self.next_due.entry(due.webhook.clone()).or_insert(at_ms);
+        *entry = (*entry).min(at_ms);
+    }
+}
+
 fn apply(sched: &mut Scheduler, message: Message) {
     match message {
-        Message::Due { webhook, at_ms } => {
-            let entry = sched.next_due.entry(webhook).or_insert(at_ms);
-            *entry = (*entry).min(at_ms);
-        }
         Message::Released { webhook } => {
             sched.total = sched.total.saturating_sub(1);
             if let Some(n) = sched.in_flight.get_mut(&webhook) {
@@ -211,7 +199,7 @@ fn apply(sched: &mut Scheduler, message: Message) {
 
 /// Starts attempts for every webhook that has something due and room for
 /// it, and works out when each of them is due next.
-fn dispatch(
+async fn dispatch(
     ctx: &Arc<Context>,
     tx: &mpsc::UnboundedSender<Message>,
     sched: &mut Scheduler,
@@ -228,13 +216,6 @@ fn dispatch(
     if ready.is_empty() {
         return;
     }
-    let txn = match ctx.store.read() {
-        Ok(txn) => txn,
-        Err(e) => {
-            tracing::error!("cannot read due deliveries: {e}");
-            return;
-        }
-    };
     for webhook in ready {
         if sched.total >= ctx.config.max_in_flight {
             return;
@@ -246,7 +227,10 @@ fn dispatch(
         // Enough to fill the free slots past the held ones, and one more to
         // learn when the next is due.
         let held = sched.held.get(&webhook).map_or(0, HashSet::len);
-        let due = match store::deliveries::due_for(&txn, &webhook, u64::MAX, cap - busy + held + 1)
+        let due = match ctx
+            .store
+            .due_deliveries(&webhook, cap - busy + held + 1)
+            .await
         {
             Ok(due) => due,
             Err(e) => {
@@ -310,12 +294,8 @@ fn dispatch(
     }
 }
 
-fn refresh_pending_gauge(ctx: &Context) {
-    if let Ok(n) = ctx
-        .store
-        .read()
-        .and_then(|t| store::deliveries::pending_count(&t))
-    {
+async fn refresh_pending_gauge(ctx: &Context) {
+    if let Ok(n) = ctx.store.pending_count().await {
         ctx.metrics.pending.set(n as i64);
     }
 }
@@ -349,12 +329,8 @@ async fn attempt_delivery(
     webhook_id: &str,
     id: &str,
 ) -> (Option<u64>, bool) {
-    let loaded = ctx
-        .store
-        .read()
-        .and_then(|txn| Ok((store::deliveries::get(&txn, id)?, txn.webhook(webhook_id)?)));
-    let (delivery, webhook) = match loaded {
-        Ok((Some(d), Some(w))) => (d, w),
+    let (delivery, webhook) = match ctx.store.delivery_to_send(id, webhook_id).await {
+        Ok(Some(pair)) => pair,
         Ok(_) => return (None, false),
         Err(e) => {
             tracing::error!(delivery = id, "cannot load delivery: {e}");
@@ -445,20 +421,13 @@ async fn attempt_delivery(
         );
     }
 
-    let attempt = sent.attempt;
-    let (delivery_id, webhook_key) = (id.to_owned(), webhook_id.to_owned());
-    // Lazy: if a crash loses this record, the delivery is still pending and
-    // is sent again with the same webhook-id (at least once). A 410 disables
+    // If a crash loses this record, the delivery is still pending and is
+    // sent again with the same webhook-id (at least once). A 410 disables
     // the webhook in the same write.
+    let disable = gone.then(|| "the receiver answered 410 Gone".to_owned());
     let recorded = ctx
         .store
-        .write_lazy(move |txn| {
-            let updated = store::deliveries::record_attempt(txn, &delivery_id, &attempt, &next)?;
-            if gone {
-                disable_webhook(txn, &webhook_key, "the receiver answered 410 Gone")?;
-            }
-            Ok(updated)
-        })
+        .record_attempt(id, sent.attempt, next, disable)
         .await;
     match recorded {
         Ok(Some(Delivery {
@@ -473,23 +442,6 @@ async fn attempt_delivery(
             (Some(now_ms() + 5_000), false)
         }
     }
-}
-
-/// Turns a webhook off, saying why; its pending deliveries wait for it to
-/// be enabled again.
-pub(crate) fn disable_webhook(
-    txn: &redb::WriteTransaction,
-    id: &str,
-    reason: &str,
-) -> Result<(), store::StoreError> {
-    if let Some(mut webhook) = txn.webhook(id)? {
-        webhook.enabled = false;
-        webhook.disabled_reason = Some(format!("{reason} at {}", Timestamp::now()));
-        webhook.updated_at = Timestamp::now();
-        tracing::warn!(webhook = id, "webhook disabled: {reason}");
-        store::repos::put_webhook(txn, &webhook)?;
-    }
-    Ok(())
 }
 
 fn now_ms() -> u64 {

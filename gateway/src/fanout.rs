@@ -3,22 +3,20 @@
 //! writes one delivery per (event, webhook) holding the exact request.
 //!
 //! Creating a batch's deliveries and moving the cursor past its events is
-//! one transaction: after a crash the batch is either entirely done or not
-//! at all, so nothing is skipped and nothing is doubled. Plugins are
-//! deterministic, so running a batch again gives the same requests.
+//! one transaction (`Store::plan_deliveries`): after a crash the batch is
+//! either entirely done or not at all, so nothing is skipped and nothing is
+//! doubled. Plugins are deterministic, so running a batch again gives the
+//! same requests. The store announces the deliveries it made due; the
+//! sender hears of them from there.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
-use crate::deliver;
-use crate::event::{Event, Timestamp, new_id};
+use crate::event::{Event, Timestamp};
 use crate::metrics::Metrics;
 use crate::plugin::{EventInput, PluginHost, Runner, WebhookInput};
-use crate::store::{
-    self, Delivery, DeliveryKind, DeliveryState, Reader, Store, StoreError, Webhook,
-};
+use crate::records::{Delivery, DeliveryKind, Webhook};
+use crate::store::{PlanBatch, Store, StoreError};
 
 /// Events taken per transaction.
 const BATCH: usize = 256;
@@ -26,62 +24,33 @@ const BATCH: usize = 256;
 pub struct Context {
     pub store: Store,
     pub plugins: Arc<PluginHost>,
-    pub sender: deliver::Sender,
     pub metrics: Arc<Metrics>,
 }
 
-/// A handle to wake fan-out when events were appended. Cheap to clone.
-#[derive(Clone)]
-pub struct Fanout {
-    wake: Arc<Notify>,
-}
-
-impl Fanout {
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-}
-
+/// Starts fan-out. It wakes when the store announces appended events, and
+/// runs until `shutdown`; a batch under way is finished first (it is short).
 pub fn spawn(
     ctx: Context,
     warm_instances: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> (Fanout, tokio::task::JoinHandle<()>) {
-    let wake = Arc::new(Notify::new());
-    let handle = Fanout { wake: wake.clone() };
-    let task = tokio::spawn(run(Arc::new(ctx), wake, warm_instances, shutdown));
-    (handle, task)
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(Arc::new(ctx), warm_instances, shutdown))
 }
 
 async fn run(
     ctx: Arc<Context>,
-    wake: Arc<Notify>,
     warm_instances: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let mut appended = ctx.store.subscribe_events();
     let mut runner = Some(Runner::new(warm_instances));
     tokio::pin!(shutdown);
     loop {
-        // Drain: one batch per blocking call, until caught up. A batch is
-        // never abandoned half-way at shutdown; it is short.
+        // Drain, one batch at a time, until caught up.
         loop {
-            let ctx2 = ctx.clone();
-            let mut r = runner
-                .take()
-                .expect("the runner is put back after each batch");
-            let joined = tokio::task::spawn_blocking(move || {
-                let result = process_batch(&ctx2, &mut r);
-                (r, result)
-            })
-            .await;
-            let (r, result) = match joined {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::error!("fan-out batch panicked: {e}");
-                    (Runner::new(warm_instances), Ok(0))
-                }
-            };
-            runner = Some(r);
+            let r = runner.take().unwrap_or_else(|| Runner::new(warm_instances));
+            let (r, result) = process_batch(&ctx, r).await;
+            runner = r;
             match result {
                 Ok(0) => break,
                 Ok(_) => continue,
@@ -94,66 +63,142 @@ async fn run(
         }
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = wake.notified() => {}
-            // A safety net: events appended by a path that forgot to wake us.
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            changed = appended.changed() => if changed.is_err() { return },
         }
     }
 }
 
-/// Fans out the next batch of events. Returns how many events it covered.
-fn process_batch(ctx: &Context, runner: &mut Runner) -> Result<usize, StoreError> {
-    let txn = ctx.store.read()?;
-    let cursor = store::fanout_cursor(&txn)?;
-    let events = store::events::after(&txn, cursor, BATCH)?;
-    let Some(&(last, _)) = events.last() else {
-        return Ok(0);
+/// Fans out the next batch of events. Returns the runner (unless a plugin
+/// call panicked) and how many events the batch covered.
+async fn process_batch(
+    ctx: &Arc<Context>,
+    mut runner: Runner,
+) -> (Option<Runner>, Result<usize, StoreError>) {
+    let batch = match ctx.store.next_to_plan(BATCH).await {
+        Ok(batch) if batch.events.is_empty() => return (Some(runner), Ok(0)),
+        Ok(batch) => batch,
+        Err(e) => return (Some(runner), Err(e)),
     };
-    let mut deliveries = Vec::new();
-    for (_, event) in &events {
-        let webhooks: Vec<Webhook> = txn
-            .webhooks_of(&event.repository.id)?
-            .into_iter()
-            .filter(|w| w.enabled)
-            .collect();
-        deliveries.extend(plan(
-            &ctx.plugins,
-            runner,
-            &ctx.metrics,
-            event,
-            &webhooks,
-            DeliveryKind::Event,
-        ));
-    }
-    drop(txn);
-
+    let PlanBatch {
+        cursor,
+        last,
+        events,
+        webhooks,
+    } = batch;
     let count = events.len();
-    let due: Vec<(String, Timestamp)> = deliveries
-        .iter()
-        .filter_map(|d| Some((d.webhook_id.clone(), d.next_attempt_at?)))
-        .collect();
-    // Deliveries must be durable before the sender may send them (a lost
-    // one would come back with another id); a cursor that made none may be
-    // lost and redone.
-    let durable = !deliveries.is_empty();
-    ctx.store.write_blocking(durable, move |txn| {
-        // Only this task moves the cursor; a mismatch means the log changed
-        // under us (a restore?), and the batch is simply redone.
-        let now = store::fanout_cursor(txn)?;
-        if now != cursor {
-            return Err(StoreError::Conflict(format!(
-                "fan-out cursor moved from {cursor} to {now} during a batch"
-            )));
+    let planner = ctx.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        let mut deliveries = Vec::new();
+        for event in &events {
+            let hooks = webhooks
+                .get(&event.repository.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            deliveries.extend(plan(
+                &planner.plugins,
+                &mut runner,
+                &planner.metrics,
+                event,
+                hooks,
+                DeliveryKind::Event,
+            ));
         }
-        for delivery in &deliveries {
-            store::deliveries::create(txn, delivery)?;
+        (runner, deliveries)
+    })
+    .await;
+    let (runner, deliveries) = match planned {
+        Ok(pair) => pair,
+        Err(e) => {
+            // Nothing was written: the batch is planned again.
+            tracing::error!("fan-out batch panicked: {e}");
+            return (None, Ok(0));
         }
-        store::set_fanout_cursor(txn, last)
-    })?;
-    for (webhook, at) in due {
-        ctx.sender.due(&webhook, at);
+    };
+    let written = ctx.store.plan_deliveries(cursor, last, deliveries).await;
+    (Some(runner), written.map(|()| count))
+}
+
+/// Events a replay covers at most per request.
+pub const MAX_REPLAY: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("event {event} belongs to another repository than webhook {webhook}")]
+    OtherRepository { event: String, webhook: String },
+    #[error(
+        "{count} events from {since}: replay at most {MAX_REPLAY} at a time (pick a later event)"
+    )]
+    TooMany { count: usize, since: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("replaying: {0}")]
+    Panicked(String),
+}
+
+/// What a replay did.
+#[derive(Debug)]
+pub struct Replayed {
+    /// Events of the repository from `since` on.
+    pub events: usize,
+    /// New deliveries (pending, or failed when the plugin failed).
+    pub deliveries: Vec<String>,
+    /// Events the webhook's filter declined.
+    pub filtered: usize,
+}
+
+/// Runs fan-out again for one webhook, from event `since` on: new
+/// deliveries (new ids) for every event the webhook wants.
+pub async fn replay(
+    store: &Store,
+    plugins: &Arc<PluginHost>,
+    metrics: &Arc<Metrics>,
+    webhook: Webhook,
+    since: &str,
+) -> Result<Replayed, ReplayError> {
+    let events = store.events_from(since).await?;
+    if events
+        .first()
+        .is_some_and(|e| e.repository.id != webhook.repository_id)
+    {
+        return Err(ReplayError::OtherRepository {
+            event: since.to_owned(),
+            webhook: webhook.id,
+        });
     }
-    Ok(count)
+    if events.len() > MAX_REPLAY {
+        return Err(ReplayError::TooMany {
+            count: events.len(),
+            since: since.to_owned(),
+        });
+    }
+    let count = events.len();
+    let (plugins, metrics, hook) = (plugins.clone(), metrics.clone(), webhook.clone());
+    let deliveries = tokio::task::spawn_blocking(move || {
+        let mut runner = Runner::new(1);
+        events
+            .iter()
+            .flat_map(|e| {
+                plan(
+                    &plugins,
+                    &mut runner,
+                    &metrics,
+                    e,
+                    std::slice::from_ref(&hook),
+                    DeliveryKind::Event,
+                )
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ReplayError::Panicked(e.to_string()))?;
+    let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
+    let filtered = count - deliveries.len();
+    store.add_deliveries(&webhook.id, deliveries).await?;
+    Ok(Replayed {
+        events: count,
+        deliveries: ids,
+        filtered,
+    })
 }
 
 /// The deliveries `event` makes for `webhooks`: one per webhook whose plugin
@@ -171,28 +216,13 @@ pub fn plan(
     let now = Timestamp::now();
     let mut out = Vec::new();
     for webhook in webhooks {
-        let base = |state: DeliveryState| Delivery {
-            id: new_id("dlv"),
-            kind,
-            event_id: event.id.clone(),
-            webhook_id: webhook.id.clone(),
-            repository_id: webhook.repository_id.clone(),
-            plugin: webhook.plugin.clone(),
-            state,
-            request: None,
-            attempts: 0,
-            next_attempt_at: None,
-            last_error: None,
-            last_status: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let delivery = |request| Delivery::new(kind, &event.id, webhook, request, now);
         let Some(plugin) = plugins.get(&webhook.plugin) else {
             Metrics::count(&metrics.deliveries, "outcome", "plugin_error");
-            out.push(Delivery {
-                last_error: Some(format!("plugin {} is not installed", webhook.plugin)),
-                ..base(DeliveryState::Failed)
-            });
+            out.push(delivery(Err(format!(
+                "plugin {} is not installed",
+                webhook.plugin
+            ))));
             continue;
         };
         let started = Instant::now();
@@ -206,11 +236,7 @@ pub fn plan(
             .get_or_create(&vec![("plugin", webhook.plugin.clone())])
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(Some(request)) => out.push(Delivery {
-                request: Some(request),
-                next_attempt_at: Some(now),
-                ..base(DeliveryState::Pending)
-            }),
+            Ok(Some(request)) => out.push(delivery(Ok(request))),
             Ok(None) => Metrics::count(&metrics.deliveries, "outcome", "filtered"),
             Err(e) => {
                 tracing::warn!(webhook = webhook.id, event = event.id, "{e}");
@@ -222,10 +248,7 @@ pub fn plan(
                     ])
                     .inc();
                 Metrics::count(&metrics.deliveries, "outcome", "plugin_error");
-                out.push(Delivery {
-                    last_error: Some(e.to_string()),
-                    ..base(DeliveryState::Failed)
-                });
+                out.push(delivery(Err(e.to_string())));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Built only with the `fuzzing` feature.
 
 use crate::config::{Config, Flags};
-use crate::ingest::distribution::{Accepted, Envelope, classify};
+use crate::ingest::distribution::{Envelope, accept, classify};
 
 /// A registry's notification body: parsed, classified and prepared as the
 /// ingest route does. Must never panic; what it accepts must be coherent.
@@ -13,7 +13,7 @@ pub fn envelope(bytes: &[u8]) {
     };
     for n in &envelope.events {
         if let Ok(change) = classify(n) {
-            let accepted = Accepted::new(n, change);
+            let accepted = accept(n, change);
             assert!(accepted.dedupe_key.contains(&n.id));
             assert_eq!(accepted.repository, n.target.repository);
         }

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod deliver;
@@ -23,9 +24,12 @@ pub mod fanout;
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
+pub mod net;
 pub mod plugin;
 pub mod poll;
+pub mod records;
 pub mod seal;
+pub mod secrets;
 pub mod server;
 pub mod store;
 #[cfg(any(test, feature = "test-util"))]

@@ -14,6 +14,7 @@
 mod cache;
 mod check;
 pub mod error;
+mod instance;
 mod output;
 mod runtime;
 mod sandbox;
@@ -27,15 +28,16 @@ use wasmtime::component::ComponentExportIndex;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use crate::records::{Request, SignatureScheme};
 pub use error::{CallError, Fault, LoadError};
-pub use output::{Request, SignatureScheme};
 pub use runtime::Limits;
 
 use cache::ArtifactCache;
+use instance::Instance;
 use runtime::Runtime;
-use sandbox::{Instance, Sandbox};
+use sandbox::Sandbox;
 
-use crate::event::{Event, EventType, Source};
+use crate::event::{Event, EventSource, EventType};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -135,8 +137,8 @@ impl From<&Event> for EventInput {
                 EventType::WebhookTest => wit::EventType::WebhookTest,
             },
             source: match e.source {
-                Source::Local => wit::EventSource::Local,
-                Source::Remote => wit::EventSource::Remote,
+                EventSource::Local => wit::EventSource::Local,
+                EventSource::Remote => wit::EventSource::Remote,
             },
             repository: wit::Repository {
                 id: e.repository.id.clone(),
@@ -328,11 +330,6 @@ impl Runner {
             self.slots.remove(key);
         }
         result
-    }
-
-    /// Drops the warm instance of a webhook (deleted, or its plugin changed).
-    pub fn forget(&mut self, webhook_id: &str) {
-        self.slots.remove(webhook_id);
     }
 
     pub fn len(&self) -> usize {

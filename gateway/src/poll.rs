@@ -20,14 +20,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::config::PollConfig;
-use crate::deliver::target::Policy;
-use crate::event::{Event, EventType, RepositoryRef, Source, Timestamp, new_id};
-use crate::fanout::Fanout;
+use crate::event::Timestamp;
 use crate::metrics::Metrics;
-use crate::store::{
-    self, InitialSync, KnownTag, Reader, Repository, RepositoryKind, Store, StoreError,
-};
-use diff::Change;
+use crate::net::Policy;
+use crate::records::{RemoteSettings, Repository, RepositoryKind};
+use crate::store::Store;
 use registry::{Budget, PollError, RegistryClient};
 
 /// What the API asks of the poller.
@@ -65,7 +62,6 @@ pub struct Context {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub policy: Arc<Policy>,
-    pub fanout: Fanout,
     pub config: PollConfig,
     pub sealer: crate::seal::Sealer,
 }
@@ -94,11 +90,7 @@ async fn run(
     let budget = Budget::new(ctx.config.requests_per_minute);
     // Repository id → when it is due.
     let mut due: HashMap<String, Instant> = HashMap::new();
-    match ctx
-        .store
-        .read()
-        .and_then(|t| store::repos::list_repositories(&t))
-    {
+    match ctx.store.repositories().await {
         Ok(repos) => {
             for r in repos.iter().filter(|r| r.kind == RepositoryKind::Remote) {
                 // After a restart, respect the schedule the last run left.
@@ -160,7 +152,7 @@ async fn run(
                 if let Ok((id, next)) = done {
                     in_progress.remove(&id);
                     // A repository deleted meanwhile is not scheduled again.
-                    if ctx.store.read().and_then(|t| t.repository(&id)).ok().flatten().is_some() {
+                    if ctx.store.repository(&id).await.ok().flatten().is_some() {
                         due.entry(id).or_insert(next);
                     }
                 }
@@ -184,7 +176,7 @@ async fn run(
 /// Polls a repository, records the outcome, and says when to poll it next.
 async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str) -> Instant {
     let started = Instant::now();
-    let repo = match ctx.store.read().and_then(|t| t.repository(id)) {
+    let repo = match ctx.store.repository(id).await {
         Ok(Some(repo)) if repo.kind == RepositoryKind::Remote => repo,
         Ok(_) => return Instant::now() + Duration::from_secs(86_400),
         Err(e) => {
@@ -233,25 +225,14 @@ async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str) -> Instant {
             );
         }
     }
-    if error.is_some() {
+    if let Some(error) = error {
         // A successful poll recorded its status with its events.
-        let id = id.to_owned();
         let next_at = Timestamp::from_unix_millis(
             Timestamp::now().unix_millis() + next_in.as_millis() as i64,
         );
         let recorded = ctx
             .store
-            .write_lazy(move |txn| {
-                let Some(mut repo) = txn.repository(&id)? else {
-                    return Ok(());
-                };
-                repo.poll.last_poll_at = Some(Timestamp::now());
-                repo.poll.last_duration_ms = Some(elapsed.as_millis() as u64);
-                repo.poll.last_error = error;
-                repo.poll.consecutive_errors += 1;
-                repo.poll.next_poll_at = Some(next_at);
-                store::repos::put_repository(txn, &repo)
-            })
+            .record_poll_failure(id, error, elapsed.as_millis() as u64, next_at)
             .await;
         if let Err(e) = recorded {
             tracing::error!(repository = repo.name, "cannot record a failed poll: {e}");
@@ -265,7 +246,7 @@ async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str) -> Instant {
 /// waits at least a minute.
 fn backoff(
     config: &PollConfig,
-    settings: &store::RemoteSettings,
+    settings: &RemoteSettings,
     errors: u32,
     error: &PollError,
 ) -> Duration {
@@ -351,17 +332,23 @@ pub async fn poll(ctx: &Context, budget: &Budget, repo: &Repository) -> Result<O
         .filter(|t| !vanished.contains(t))
         .collect();
     let tags = observed.len();
-    let outcome = record(ctx, repo, listed, observed, started)
+    let events = ctx
+        .store
+        .apply_poll(
+            &repo.id,
+            listed,
+            observed,
+            started.elapsed().as_millis() as u64,
+        )
         .await
         .map_err(|e| PollError::Registry(format!("recording the poll: {e}")))?;
-    if outcome.events > 0 {
+    if events > 0 {
         ctx.metrics
             .events
             .get_or_create(&vec![("source", "remote".to_owned())])
-            .inc_by(outcome.events as u64);
-        ctx.fanout.wake();
+            .inc_by(events as u64);
     }
-    Ok(Outcome { tags, ..outcome })
+    Ok(Outcome { events, tags })
 }
 
 /// Refuses a registry on a non-public address unless allowed, as webhook
@@ -383,95 +370,4 @@ async fn check_address(policy: &Policy, registry: &str) -> Result<(), PollError>
             "refused to poll {registry}: it resolves to non-public addresses only (set allow_private_targets or allowed_networks to permit it)"
         )))
     }
-}
-
-/// Writes what a poll found, in one transaction with the known tags and the
-/// repository's poll status. The comparison is made inside the transaction,
-/// against the known tags as they are at commit time.
-async fn record(
-    ctx: &Context,
-    repo: &Repository,
-    listed: HashSet<String>,
-    observed: BTreeMap<String, String>,
-    started: Instant,
-) -> Result<Outcome, StoreError> {
-    let id = repo.id.clone();
-    let interval = repo.remote.as_ref().map_or(60, |s| s.poll_interval_secs);
-    ctx.store
-        .write(move |txn| {
-            let Some(mut repo) = txn.repository(&id)? else {
-                return Ok(Outcome::default());
-            };
-            let silent = !repo.poll.synced
-                && repo
-                    .remote
-                    .as_ref()
-                    .is_some_and(|s| s.initial_sync == InitialSync::Silent);
-            let mut tags = store::repos::Tags::open(txn)?;
-            let known = tags.of(&id)?;
-            let changes = diff::compare(&known, &listed, &observed);
-            let now = Timestamp::now();
-            let reference = RepositoryRef {
-                id: repo.id.clone(),
-                name: repo.name.clone(),
-                registry: repo.registry.clone(),
-            };
-            let mut events = Vec::new();
-            for change in &changes {
-                let (kind, tag, digest, previous) = match change {
-                    Change::New { tag, digest } => (EventType::ImagePushed, tag, digest, None),
-                    Change::Moved {
-                        tag,
-                        digest,
-                        previous,
-                    } => (EventType::ImagePushed, tag, digest, Some(previous.clone())),
-                    Change::Gone { tag, digest } => (EventType::ImageDeleted, tag, digest, None),
-                };
-                if let Change::Gone { .. } = change {
-                    tags.remove(&id, tag)?;
-                } else {
-                    let known = KnownTag {
-                        digest: digest.clone(),
-                        media_type: None,
-                        updated_at: now,
-                    };
-                    tags.put(&id, tag, &known)?;
-                }
-                if !silent {
-                    events.push(Event {
-                        id: new_id("evt"),
-                        kind,
-                        source: Source::Remote,
-                        repository: reference.clone(),
-                        tag: Some(tag.clone()),
-                        digest: Some(digest.clone()),
-                        previous_digest: previous,
-                        media_type: None,
-                        size: None,
-                        actor: None,
-                        occurred_at: now,
-                    });
-                }
-            }
-            drop(tags);
-            let mut log = store::events::Log::open(txn)?;
-            for e in &events {
-                log.append(e, None)?;
-            }
-            drop(log);
-            repo.poll.synced = true;
-            repo.poll.last_poll_at = Some(now);
-            repo.poll.last_duration_ms = Some(started.elapsed().as_millis() as u64);
-            repo.poll.last_error = None;
-            repo.poll.consecutive_errors = 0;
-            repo.poll.next_poll_at = Some(Timestamp::from_unix_millis(
-                now.unix_millis() + interval as i64 * 1000,
-            ));
-            store::repos::put_repository(txn, &repo)?;
-            Ok(Outcome {
-                events: events.len(),
-                tags: 0,
-            })
-        })
-        .await
 }

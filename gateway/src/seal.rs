@@ -9,11 +9,11 @@
 
 use std::path::Path;
 
+use crate::records::Sealed;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use serde::{Deserialize, Serialize};
 
 const PREFIX: &str = "enc:v1:";
 
@@ -27,18 +27,6 @@ pub enum SealError {
     Format,
     #[error("secret key: {0}")]
     Key(String),
-}
-
-/// A secret as stored: encrypted. It can only be read back with the
-/// [`Sealer`] that made it, which keeps plaintext out of records by type.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Sealed(String);
-
-impl std::fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sealed(..)")
-    }
 }
 
 /// Encrypts and decrypts secrets with the gateway's key.
@@ -75,8 +63,8 @@ impl Sealer {
                     })?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         let mut key = [0u8; 32];
-                        crate::deliver::signature::fill_random(&mut key);
-                        crate::config::write_private(&path, &STANDARD.encode(key)).map_err(
+                        crate::secrets::fill_random(&mut key);
+                        crate::secrets::write_private(&path, &STANDARD.encode(key)).map_err(
                             |e| SealError::Key(format!("creating {}: {e}", path.display())),
                         )?;
                         key.to_vec()
@@ -93,18 +81,21 @@ impl Sealer {
 
     pub fn seal(&self, plaintext: &str) -> Sealed {
         let mut nonce = [0u8; 12];
-        crate::deliver::signature::fill_random(&mut nonce);
+        crate::secrets::fill_random(&mut nonce);
         let ciphertext = self
             .cipher
             .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
             .expect("encryption with a valid key cannot fail");
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ciphertext);
-        Sealed(format!("{PREFIX}{}", STANDARD.encode(blob)))
+        Sealed::from_stored(format!("{PREFIX}{}", STANDARD.encode(blob)))
     }
 
     pub fn open(&self, sealed: &Sealed) -> Result<String, SealError> {
-        let b64 = sealed.0.strip_prefix(PREFIX).ok_or(SealError::Format)?;
+        let b64 = sealed
+            .as_stored()
+            .strip_prefix(PREFIX)
+            .ok_or(SealError::Format)?;
         let blob = STANDARD.decode(b64).map_err(|_| SealError::Format)?;
         if blob.len() < 12 {
             return Err(SealError::Format);
@@ -126,7 +117,7 @@ mod tests {
     fn round_trips_and_hides_the_plaintext() {
         let sealer = Sealer::new(&[7u8; 32]);
         let sealed = sealer.seal("whsec_abc");
-        assert!(!sealed.0.contains("whsec_abc"));
+        assert!(!sealed.as_stored().contains("whsec_abc"));
         assert_ne!(sealer.seal("whsec_abc"), sealed, "fresh nonce each time");
         assert_eq!(sealer.open(&sealed).unwrap(), "whsec_abc");
         assert_eq!(format!("{sealed:?}"), "Sealed(..)");

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,31 +13,16 @@ use tokio::task::JoinHandle;
 
 mod tls;
 
+use crate::api::App;
 use crate::config::{Config, Tokens};
-use crate::deliver::{self, target::Policy};
-use crate::fanout::{self, Fanout};
+use crate::deliver;
+use crate::fanout;
 use crate::metrics::Metrics;
+use crate::net::{self, Policy};
 use crate::plugin::{HostDirs, PluginHost};
-use crate::poll::{self, Poller};
+use crate::poll;
 use crate::seal::Sealer;
 use crate::store::{self, Store};
-
-/// Everything a request handler may need.
-pub struct App {
-    pub config: Config,
-    pub tokens: Tokens,
-    pub store: Store,
-    pub plugins: Arc<PluginHost>,
-    pub fanout: Fanout,
-    pub recorder: crate::ingest::Recorder,
-    pub sender: deliver::Sender,
-    pub poller: Poller,
-    pub metrics: Arc<Metrics>,
-    pub client: reqwest::Client,
-    pub policy: Arc<Policy>,
-    pub sealer: Sealer,
-    pub ready: AtomicBool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -55,7 +41,7 @@ pub enum ServeError {
     #[error(transparent)]
     Seal(#[from] crate::seal::SealError),
     #[error(transparent)]
-    Client(#[from] deliver::client::ClientError),
+    Client(#[from] net::client::ClientError),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -112,7 +98,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;
     let sealer = Sealer::load(&config.data_dir, config.secret_key.as_deref())?;
 
-    let limits = config.plugins.limits();
+    let limits = crate::plugin::Limits::from(&config.plugins);
     let mut dirs = HostDirs::in_data_dir(&config.data_dir);
     if let Some(cache) = &config.plugins.cache_dir {
         dirs.cache = Some(cache.clone());
@@ -132,7 +118,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         })?,
         None => Vec::new(),
     };
-    let client = deliver::client::build(&config.delivery, policy.clone(), &ca_bundle)?;
+    let client = net::client::build(&config.delivery, policy.clone(), &ca_bundle)?;
     let tls = config
         .tls
         .as_ref()
@@ -142,7 +128,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
 
     let (stop_workers, stop_rx) = watch::channel(false);
-    let (sender, sender_task) = deliver::spawn(
+    let sender_task = deliver::spawn(
         deliver::Context {
             store: store.clone(),
             client: client.clone(),
@@ -154,11 +140,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stopped(stop_rx.clone()),
     );
     let warm = (config.plugins.instances as usize / 2).max(1);
-    let (fanout, fanout_task) = fanout::spawn(
+    let fanout_task = fanout::spawn(
         fanout::Context {
             store: store.clone(),
             plugins: plugins.clone(),
-            sender: sender.clone(),
             metrics: metrics.clone(),
         },
         warm,
@@ -169,7 +154,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             store: store.clone(),
             metrics: metrics.clone(),
             policy: policy.clone(),
-            fanout: fanout.clone(),
             config: config.poll.clone(),
             sealer: sealer.clone(),
         },
@@ -188,16 +172,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
 
     let retention_days = config.retention_days;
-    let (recorder, recorder_task) =
-        crate::ingest::Recorder::spawn(store.clone(), stopped(stop_rx.clone()));
     let app = Arc::new(App {
         config,
         tokens,
-        recorder,
         store: store.clone(),
         plugins,
-        fanout,
-        sender,
         poller,
         metrics,
         client,
@@ -240,13 +219,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stop_http,
         http: http_task,
         stop_workers,
-        workers: vec![
-            recorder_task,
-            fanout_task,
-            sender_task,
-            retention_task,
-            poll_task,
-        ],
+        workers: vec![fanout_task, sender_task, retention_task, poll_task],
     })
 }
 
@@ -275,10 +248,7 @@ async fn retention(
             let cutoff = crate::event::Timestamp::from_unix_millis(
                 crate::event::Timestamp::now().unix_millis() - i64::from(days) * 86_400_000,
             );
-            match store
-                .write(move |txn| store::retention::prune(txn, cutoff, 1000))
-                .await
-            {
+            match store.prune(cutoff, 1000).await {
                 Ok(pruned) if pruned.is_empty() => break,
                 Ok(pruned) => tracing::info!(
                     events = pruned.events,

@@ -1,16 +1,26 @@
-//! The durable state of the gateway, in one redb file: the event log and
-//! every record around it (repositories, webhooks, deliveries, attempts,
-//! known tags, the fan-out cursor).
+//! The durable state of the gateway: the event log and every record around
+//! it (repositories, webhooks, deliveries, attempts, known tags, the
+//! fan-out cursor).
 //!
-//! Reads go straight to redb (MVCC: they never wait for writers). Writes go
-//! through [`Store::write`], which group-commits them (see `writer`).
+//! The rest of the gateway speaks to it in the domain's words: append what a
+//! registry reported, apply a poll, plan deliveries and move the fan-out
+//! cursor, record an attempt. No engine type crosses this boundary. After
+//! each commit the store announces what it committed (events appended,
+//! deliveries due), and fan-out and the sender wake from that.
+//!
+//! The engine is one redb file. Reads go straight to redb (MVCC: they never
+//! wait for writers); writes are group-committed by one writer thread (see
+//! `writer`), and ingest requests are batched before that (see `ingest`).
 
-pub mod deliveries;
-pub mod events;
-pub mod records;
-pub mod repos;
-pub mod retention;
-pub mod schema;
+mod announce;
+mod api;
+mod deliveries;
+mod events;
+mod ingest;
+mod records;
+mod repos;
+mod retention;
+mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -18,11 +28,15 @@ use std::sync::Arc;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
+pub use announce::Due;
+pub use api::PlanBatch;
 pub use deliveries::{DueDelivery, Next};
 pub use events::EventFilter;
-pub use records::*;
-pub use repos::Reader;
 pub use retention::Pruned;
+
+use crate::records::{Attempt, Delivery, KnownTag, Repository, Webhook};
+use announce::Announcer;
+use records::StoredEvent;
 
 use schema::{META, SCHEMA_VERSION};
 use writer::Writer;
@@ -98,11 +112,15 @@ from_redb!(
 /// The gateway's store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    // Dropped before `writer`, whose last handle joins the thread holding
-    // the other reference: the file is closed when the last `Store` goes.
+    // Fields drop in order: the ingest batcher's thread is joined first (it
+    // holds a writer handle), then `db`, then `writer`, whose last handle
+    // joins the writer thread: the file is closed when the last `Store`
+    // goes.
+    ingest: ingest::Batcher,
     db: Arc<Handle>,
     writer: Writer,
     path: PathBuf,
+    announce: Announcer,
 }
 
 /// The open database, shared by readers and the writer. After an I/O
@@ -203,10 +221,14 @@ impl Store {
         let handle = Arc::new(Handle {
             db: std::sync::RwLock::new(Some(Arc::new(db))),
         });
+        let writer = Writer::start(handle.clone(), path.to_owned(), cache_bytes);
+        let announce = Announcer::default();
         Ok(Self {
-            writer: Writer::start(handle.clone(), path.to_owned(), cache_bytes),
+            ingest: ingest::Batcher::start(writer.clone(), announce.clone()),
+            writer,
             db: handle,
             path: path.to_owned(),
+            announce,
         })
     }
 
@@ -217,7 +239,7 @@ impl Store {
     /// Runs `f` in a write transaction shared with other writers queued at
     /// the same time, and returns its result once the transaction is durably
     /// committed. `f` must check before it writes (see `writer`).
-    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
@@ -232,7 +254,7 @@ impl Store {
     /// after one (an attempt's record, a cursor that made no delivery): it
     /// is visible at once and on disk within a fraction of a second, without
     /// waiting for a sync of its own.
-    pub async fn write_lazy<R, F>(&self, f: F) -> Result<R, StoreError>
+    async fn write_lazy<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
@@ -243,21 +265,8 @@ impl Store {
             .unwrap_or(Err(StoreError::WriterGone))
     }
 
-    /// [`Store::write`] (or, not `durable`, [`Store::write_lazy`]) for
-    /// threads outside the async runtime.
-    pub fn write_blocking<R, F>(&self, durable: bool, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
-    {
-        self.writer
-            .submit(durable, f)
-            .blocking_recv()
-            .unwrap_or(Err(StoreError::WriterGone))
-    }
-
     /// A consistent snapshot to read from.
-    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db.current()?.begin_read()?)
     }
 }
@@ -401,18 +410,18 @@ fn init(db: &Database) -> Result<(), StoreError> {
 
 /// Reads the fan-out cursor: the sequence number of the last event fanned
 /// out.
-pub fn fanout_cursor(txn: &impl MetaRead) -> Result<u64, StoreError> {
+fn fanout_cursor(txn: &impl MetaRead) -> Result<u64, StoreError> {
     txn.meta_u64("fanout_cursor")
 }
 
-pub fn set_fanout_cursor(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
+fn set_fanout_cursor(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
     txn.open_table(META)?
         .insert("fanout_cursor", seq.to_le_bytes().as_slice())?;
     Ok(())
 }
 
 /// Reading meta counters from either kind of transaction.
-pub trait MetaRead {
+trait MetaRead {
     fn meta_u64(&self, key: &str) -> Result<u64, StoreError>;
 }
 

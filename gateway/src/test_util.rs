@@ -67,7 +67,7 @@ impl TestGateway {
         }
     }
 
-    pub fn app(&self) -> &std::sync::Arc<crate::server::App> {
+    pub fn app(&self) -> &std::sync::Arc<crate::api::App> {
         &self.running.as_ref().expect("running").app
     }
 

@@ -47,15 +47,16 @@ mod glob;
 mod log;
 mod request;
 pub mod testing;
-mod timestamp;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
+/// The repository an event belongs to ([`RepositoryRef`]).
+pub use callisto_event::RepositoryRef as Repository;
+pub use callisto_event::{Event, EventSource, EventType, RepositoryRef, Timestamp};
 pub use config::{Config, ConfigError, STANDARD_KEYS};
-pub use event::{Event, EventSource, EventType, Repository, Webhook};
+pub use event::Webhook;
 pub use log::{LogLevel, log};
 pub use request::{Request, SignatureScheme};
-pub use timestamp::Timestamp;
 
 /// Who a plugin is and which configuration keys it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

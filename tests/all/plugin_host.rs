@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use callisto::deliver::signature;
-use callisto::event::{Event, EventType, RepositoryRef, Source, Timestamp};
 use callisto::plugin::{
     CallError, EventInput, Fault, HostDirs, Limits, LoadError, PluginHost, Runner, SignatureScheme,
     WebhookInput,
@@ -32,37 +31,6 @@ fn host_with(limits: Limits) -> PluginHost {
 
 fn data_host(data: &std::path::Path) -> PluginHost {
     PluginHost::new(Limits::default(), HostDirs::in_data_dir(data)).expect("plugin host starts")
-}
-
-/// The gateway's event equal to an SDK test event, nanoseconds included.
-fn from_sdk(e: &sdk::Event) -> Event {
-    Event {
-        id: e.id.clone(),
-        kind: match e.kind {
-            sdk::EventType::ImagePushed => EventType::ImagePushed,
-            sdk::EventType::ImageDeleted => EventType::ImageDeleted,
-            sdk::EventType::WebhookTest => EventType::WebhookTest,
-        },
-        source: match e.source {
-            sdk::EventSource::Local => Source::Local,
-            sdk::EventSource::Remote => Source::Remote,
-        },
-        repository: RepositoryRef {
-            id: e.repository.id.clone(),
-            name: e.repository.name.clone(),
-            registry: e.repository.registry.clone(),
-        },
-        tag: e.tag.clone(),
-        digest: e.digest.clone(),
-        previous_digest: e.previous_digest.clone(),
-        media_type: e.media_type.clone(),
-        size: e.size,
-        actor: e.actor.clone(),
-        occurred_at: Timestamp::from_unix_nanos(
-            i128::from(e.occurred_at.seconds) * 1_000_000_000
-                + i128::from(e.occurred_at.nanoseconds),
-        ),
-    }
 }
 
 fn webhook(id: &str, config: &[(&str, &str)]) -> WebhookInput {
@@ -193,7 +161,7 @@ fn builtins_in_the_sandbox_match_their_golden_files() {
             .get(plugin)
             .unwrap()
             .run(
-                &EventInput::from(&from_sdk(&event)),
+                &EventInput::from(&event),
                 &webhook(&sdk_webhook.id, &config),
             )
             .unwrap_or_else(|e| panic!("{plugin}/{case}: {e}"))
@@ -205,7 +173,7 @@ fn builtins_in_the_sandbox_match_their_golden_files() {
 /// The default plugin's body is the API's JSON of the same event.
 #[test]
 fn default_body_is_the_events_api_json() {
-    let event = from_sdk(&sdk::testing::pushed("demo/app", "v1"));
+    let event = sdk::testing::pushed("demo/app", "v1");
     let request = host()
         .get("default")
         .unwrap()
@@ -217,7 +185,7 @@ fn default_body_is_the_events_api_json() {
 
 #[test]
 fn europa_signature_matches_an_independent_hmac() {
-    let event = from_sdk(&sdk::testing::pushed("demo/app", "v1"));
+    let event = sdk::testing::pushed("demo/app", "v1");
     let request = host()
         .get("europa")
         .unwrap()
@@ -252,10 +220,7 @@ fn standard_filter_keys_apply_through_the_host() {
         let mut event = sdk::testing::pushed("demo/app", tag);
         event.kind = kind;
         plugin
-            .run(
-                &EventInput::from(&from_sdk(&event)),
-                &webhook("wh_1", config),
-            )
+            .run(&EventInput::from(&event), &webhook("wh_1", config))
             .unwrap()
             .is_some()
     };
@@ -294,7 +259,7 @@ fn hostile(host: &PluginHost) -> callisto::plugin::Plugin {
 }
 
 fn run_mode(host: &PluginHost, mode: &str) -> Result<Option<callisto::plugin::Request>, CallError> {
-    let event = from_sdk(&sdk::testing::pushed("demo/app", "v1"));
+    let event = sdk::testing::pushed("demo/app", "v1");
     hostile(host).run(
         &EventInput::from(&event),
         &webhook("wh_1", &[("mode", mode)]),
@@ -303,7 +268,7 @@ fn run_mode(host: &PluginHost, mode: &str) -> Result<Option<callisto::plugin::Re
 
 /// After a hostile call, the same host still serves other plugins.
 fn still_serves(host: &PluginHost) {
-    let event = from_sdk(&sdk::testing::pushed("demo/app", "v1"));
+    let event = sdk::testing::pushed("demo/app", "v1");
     let ok = host
         .get("default")
         .unwrap()
@@ -415,7 +380,7 @@ fn errors_faults_and_bad_output_stay_distinct() {
 #[test]
 fn a_fault_in_filter_is_caught_too() {
     let host = host();
-    let event = from_sdk(&sdk::testing::pushed("demo/app", "v1"));
+    let event = sdk::testing::pushed("demo/app", "v1");
     let err = hostile(&host)
         .run(
             &EventInput::from(&event),
@@ -493,7 +458,7 @@ fn installed_plugins_persist_and_replace_atomically() {
     let held = host.get("hostile").unwrap();
     let replaced = host.install("hostile", guests::HOSTILE).unwrap();
     assert!(!Arc::ptr_eq(&held, &replaced));
-    let event = from_sdk(&sdk::testing::pushed("demo/app", "v1"));
+    let event = sdk::testing::pushed("demo/app", "v1");
     assert!(
         held.run(&EventInput::from(&event), &webhook("wh_1", &[]))
             .unwrap()
@@ -530,7 +495,7 @@ fn a_broken_installed_plugin_is_skipped_not_fatal() {
 fn runner_reuses_instances_per_webhook_and_never_across_webhooks() {
     let host = host();
     let plugin = Arc::new(hostile(&host));
-    let event = EventInput::from(&from_sdk(&sdk::testing::pushed("demo/app", "v1")));
+    let event = EventInput::from(&sdk::testing::pushed("demo/app", "v1"));
     let a = webhook("wh_a", &[("mode", "count")]);
     let b = webhook("wh_b", &[("mode", "count")]);
     let mut runner = Runner::new(16);
@@ -549,7 +514,7 @@ fn runner_reuses_instances_per_webhook_and_never_across_webhooks() {
 fn runner_recycles_after_a_fault_and_evicts_beyond_capacity() {
     let host = host();
     let plugin = Arc::new(hostile(&host));
-    let event = EventInput::from(&from_sdk(&sdk::testing::pushed("demo/app", "v1")));
+    let event = EventInput::from(&sdk::testing::pushed("demo/app", "v1"));
     let mut runner = Runner::new(2);
     let trap = webhook("wh_t", &[("mode", "trap")]);
     assert_eq!(

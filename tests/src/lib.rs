@@ -16,7 +16,7 @@ pub mod registry;
 /// process's rustls provider first, as the gateway does: reqwest is built
 /// without a default one.
 pub fn http() -> reqwest::Client {
-    callisto::deliver::client::install_crypto_provider();
+    callisto::net::client::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(std::time::Duration::from_secs(30))

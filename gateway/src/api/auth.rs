@@ -9,7 +9,7 @@ use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::server::App;
+use super::App;
 
 /// Whether `Authorization: Bearer <token>` carries `expected`. The
 /// comparison takes the same time wherever the first difference is.

@@ -6,12 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::App;
 use super::input::ApiPath;
 use super::views::{AttemptView, DeliveryView};
 use super::{ApiError, ErrorBody};
-use crate::event::Timestamp;
-use crate::server::App;
-use crate::store;
 
 /// One delivery with every attempt: the request sent (headers and body) and
 /// the response (status, headers, body), or the error.
@@ -23,15 +21,20 @@ pub async fn get(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeliveryView>, ApiError> {
-    let txn = app.store.read()?;
-    let delivery =
-        store::deliveries::get(&txn, &id)?.ok_or_else(|| ApiError::not_found("delivery", &id))?;
+    let delivery = app
+        .store
+        .delivery(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery", &id))?;
     let body = delivery
         .request
         .as_ref()
         .map(|r| r.body.as_slice())
         .unwrap_or_default();
-    let attempts = store::deliveries::attempts(&txn, &id)?
+    let attempts = app
+        .store
+        .attempts(&id)
+        .await?
         .iter()
         .map(|a| AttemptView::new(a, body))
         .collect();
@@ -48,11 +51,7 @@ pub async fn redeliver(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
-    let delivery = app
-        .store
-        .write(move |txn| store::deliveries::redeliver(txn, &id, Timestamp::now()))
-        .await?;
-    app.sender.due(&delivery.webhook_id, Timestamp::now());
+    let delivery = app.store.redeliver(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(DeliveryView::new(&delivery, None)),

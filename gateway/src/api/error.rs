@@ -6,6 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::deliver::test::TestError;
+use crate::fanout::ReplayError;
 use crate::plugin::{CallError, LoadError};
 use crate::store::StoreError;
 
@@ -116,6 +118,28 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable(format!("storage is failing, nothing was written: {other}"))
             }
             other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<TestError> for ApiError {
+    fn from(e: TestError) -> Self {
+        match e {
+            TestError::PluginMissing { .. } => ApiError::bad_request(e.to_string()),
+            TestError::Store(e) => e.into(),
+            TestError::Panicked(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::OtherRepository { .. } | ReplayError::TooMany { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
+            ReplayError::Store(e) => e.into(),
+            ReplayError::Panicked(_) => ApiError::internal(e.to_string()),
         }
     }
 }

@@ -6,12 +6,12 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 
+use super::App;
 use super::input::{ApiPath, ApiQuery};
 use super::views::{DeliveryView, EventWithDeliveries, Page, PageQuery};
 use super::{ApiError, ErrorBody};
 use crate::event::{Event, EventType, Timestamp};
-use crate::server::App;
-use crate::store::{self, EventFilter};
+use crate::store::EventFilter;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -74,8 +74,7 @@ pub async fn list(
         }
         .limit(),
     };
-    let txn = app.store.read()?;
-    let (items, more) = store::events::list(&txn, &filter).map_err(|e| match e {
+    let (items, more) = app.store.events(&filter).await.map_err(|e| match e {
         crate::store::StoreError::NotFound { id, .. } => {
             ApiError::bad_request(format!("before `{id}` is not the id of an event"))
         }
@@ -94,10 +93,15 @@ pub async fn get(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventWithDeliveries>, ApiError> {
-    let txn = app.store.read()?;
-    let (_, event) =
-        store::events::by_id(&txn, &id)?.ok_or_else(|| ApiError::not_found("event", &id))?;
-    let deliveries = store::deliveries::for_event(&txn, &id)?
+    let event = app
+        .store
+        .event(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event", &id))?;
+    let deliveries = app
+        .store
+        .deliveries_of_event(&id)
+        .await?
         .iter()
         .map(|d| DeliveryView::new(d, None))
         .collect();

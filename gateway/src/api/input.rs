@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::Body;
 use axum::extract::{FromRequest, Request};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::store::{InitialSync, RepositoryKind};
+use crate::records::{InitialSync, RepositoryKind};
 
 /// Largest JSON body of the admin API.
 pub const MAX_JSON_BODY: usize = 1 << 20;
@@ -35,7 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ));
             }
         }
-        let bytes = crate::ingest::read_body(req.into_body(), MAX_JSON_BODY).await?;
+        let bytes = read_body(req.into_body(), MAX_JSON_BODY).await?;
         let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
             bytes::Bytes::from_static(b"{}")
         } else {
@@ -337,4 +339,18 @@ pub fn validate_secret(secret: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Reads a body up to `limit` bytes: `413` beyond.
+pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::too_large(limit))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+    }
 }

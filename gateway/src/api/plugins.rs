@@ -9,11 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::App;
 use super::input::ApiPath;
 use super::{ApiError, ErrorBody};
 use crate::plugin::{ConfigKey, Plugin};
-use crate::server::App;
-use crate::store;
 
 /// Largest component accepted.
 pub const MAX_PLUGIN_BYTES: usize = 32 << 20;
@@ -96,7 +95,7 @@ pub async fn put(
             format!("upload the component as application/wasm, not `{ct}`"),
         ));
     }
-    let wasm = crate::ingest::read_body(body, MAX_PLUGIN_BYTES).await?;
+    let wasm = super::input::read_body(body, MAX_PLUGIN_BYTES).await?;
     let existed = app.plugins.get(&name).is_some();
     let plugins = app.plugins.clone();
     let installed = tokio::task::spawn_blocking(move || plugins.install(&name, &wasm))
@@ -119,7 +118,10 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let users: Vec<String> = store::repos::list_webhooks(&app.store.read()?)?
+    let users: Vec<String> = app
+        .store
+        .webhooks()
+        .await?
         .into_iter()
         .filter(|w| w.plugin == name)
         .map(|w| w.id)

@@ -6,16 +6,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::App;
 use super::input::{self, ApiJson, ApiPath, RepositoryInput, RepositoryPatch};
 use super::views::{RepositoryView, TagView, WebhookView};
 use super::webhooks::{NewWebhook, prepare_webhook};
 use super::{ApiError, ErrorBody};
 use crate::event::{Timestamp, new_id};
 use crate::poll::reference;
-use crate::server::App;
-use crate::store::{
-    self, InitialSync, Reader, RemoteSettings, Repository, RepositoryKind, StoreError,
-};
+use crate::records::{InitialSync, RemoteSettings, Repository, RepositoryKind};
 
 pub const MIN_POLL_INTERVAL: u64 = 10;
 pub const DEFAULT_POLL_INTERVAL: u64 = 60;
@@ -30,10 +28,35 @@ pub const DEFAULT_POLL_INTERVAL: u64 = 60;
     security(("admin_token" = [])))]
 pub async fn create(
     State(app): State<Arc<App>>,
-    ApiJson(input): ApiJson<RepositoryInput>,
+    ApiJson(mut input): ApiJson<RepositoryInput>,
 ) -> Result<(StatusCode, Json<RepositoryView>), ApiError> {
+    let webhook_inputs = std::mem::take(&mut input.webhooks);
+    let repo = new_repository(&app, input)?;
+    let mut webhooks = Vec::with_capacity(webhook_inputs.len());
+    for (i, w) in webhook_inputs.into_iter().enumerate() {
+        let prepared = prepare_webhook(&app, &repo.id, w)
+            .await
+            .map_err(|e| ApiError {
+                message: format!("webhooks[{i}]: {}", e.message),
+                ..e
+            })?;
+        webhooks.push(prepared);
+    }
+    let stored = webhooks.iter().map(|w| w.webhook.clone()).collect();
+    app.store.create_repository(repo.clone(), stored).await?;
+    if repo.kind == RepositoryKind::Remote {
+        app.poller.schedule(&repo.id);
+    }
+    let views = webhooks.iter().map(NewWebhook::view).collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(RepositoryView::new(&repo, 0, Some(views))),
+    ))
+}
+
+/// The repository `input` describes, validated; its webhooks aside.
+fn new_repository(app: &App, input: RepositoryInput) -> Result<Repository, ApiError> {
     let kind = input.kind.unwrap_or(RepositoryKind::Local);
-    let now = Timestamp::now();
     let (registry, name, remote) = match kind {
         RepositoryKind::Local => {
             for (field, given) in [
@@ -91,21 +114,9 @@ pub async fn create(
             (Some(registry), name, Some(settings))
         }
     };
-
-    let mut webhooks = Vec::with_capacity(input.webhooks.len());
-    let repo_id = new_id("repo");
-    for (i, w) in input.webhooks.into_iter().enumerate() {
-        let prepared = prepare_webhook(&app, &repo_id, w)
-            .await
-            .map_err(|e| ApiError {
-                message: format!("webhooks[{i}]: {}", e.message),
-                ..e
-            })?;
-        webhooks.push(prepared);
-    }
-
-    let repo = Repository {
-        id: repo_id,
+    let now = Timestamp::now();
+    Ok(Repository {
+        id: new_id("repo"),
         name,
         kind,
         registry,
@@ -113,52 +124,7 @@ pub async fn create(
         poll: Default::default(),
         created_at: now,
         updated_at: now,
-    };
-    let stored = repo.clone();
-    let to_store: Vec<_> = webhooks
-        .iter()
-        .map(|w: &NewWebhook| w.webhook.clone())
-        .collect();
-    app.store
-        .write(move |txn| {
-            let clash = txn
-                .repositories_named(&stored.name)?
-                .into_iter()
-                .any(|r| r.kind == stored.kind && r.registry == stored.registry);
-            if clash {
-                return Err(StoreError::Conflict(format!(
-                    "a {} repository named {} already exists{}",
-                    kind_name(stored.kind),
-                    stored.name,
-                    stored
-                        .registry
-                        .as_deref()
-                        .map(|r| format!(" on {r}"))
-                        .unwrap_or_default()
-                )));
-            }
-            store::repos::put_repository(txn, &stored)?;
-            for w in &to_store {
-                store::repos::put_webhook(txn, w)?;
-            }
-            Ok(())
-        })
-        .await?;
-    if repo.kind == RepositoryKind::Remote {
-        app.poller.schedule(&repo.id);
-    }
-    let views = webhooks.iter().map(NewWebhook::view).collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(RepositoryView::new(&repo, 0, Some(views))),
-    ))
-}
-
-fn kind_name(kind: RepositoryKind) -> &'static str {
-    match kind {
-        RepositoryKind::Local => "local",
-        RepositoryKind::Remote => "remote",
-    }
+    })
 }
 
 /// Applies a patch to remote settings, validating as it goes.
@@ -229,12 +195,11 @@ fn remote_settings(
     responses((status = 200, body = Vec<RepositoryView>), (status = 401, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<RepositoryView>>, ApiError> {
-    let txn = app.store.read()?;
-    let repos = store::repos::list_repositories(&txn)?;
+    let repos = app.store.repositories().await?;
     let mut out = Vec::with_capacity(repos.len());
     for r in &repos {
         let tags = if r.kind == RepositoryKind::Remote {
-            txn.tags_of(&r.id)?.len()
+            app.store.tags(&r.id).await?.len()
         } else {
             0
         };
@@ -243,12 +208,24 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<RepositoryView
     Ok(Json(out))
 }
 
-fn load(app: &App, id: &str) -> Result<(Repository, redb::ReadTransaction), ApiError> {
-    let txn = app.store.read()?;
-    let repo = txn
-        .repository(id)?
-        .ok_or_else(|| ApiError::not_found("repository", id))?;
-    Ok((repo, txn))
+async fn load(app: &App, id: &str) -> Result<Repository, ApiError> {
+    app.store
+        .repository(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("repository", id))
+}
+
+/// A repository with its webhooks and how many tags it knows.
+async fn full_view(app: &App, repo: &Repository) -> Result<RepositoryView, ApiError> {
+    let webhooks = app
+        .store
+        .webhooks_of(&repo.id)
+        .await?
+        .iter()
+        .map(WebhookView::from)
+        .collect();
+    let tags = app.store.tags(&repo.id).await?.len();
+    Ok(RepositoryView::new(repo, tags, Some(webhooks)))
 }
 
 /// One repository, with its webhooks.
@@ -260,14 +237,8 @@ pub async fn get(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RepositoryView>, ApiError> {
-    let (repo, txn) = load(&app, &id)?;
-    let webhooks = txn
-        .webhooks_of(&id)?
-        .iter()
-        .map(WebhookView::from)
-        .collect();
-    let tags = txn.tags_of(&id)?.len();
-    Ok(Json(RepositoryView::new(&repo, tags, Some(webhooks))))
+    let repo = load(&app, &id).await?;
+    Ok(Json(full_view(&app, &repo).await?))
 }
 
 /// Change a repository's settings.
@@ -280,7 +251,7 @@ pub async fn patch(
     ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<RepositoryPatch>,
 ) -> Result<Json<RepositoryView>, ApiError> {
-    let (mut repo, _) = load(&app, &id)?;
+    let mut repo = load(&app, &id).await?;
     match repo.kind {
         RepositoryKind::Local => {
             let remote_only = patch.poll_interval_secs.is_some()
@@ -313,37 +284,11 @@ pub async fn patch(
         }
     }
     repo.updated_at = Timestamp::now();
-    let stored = repo.clone();
-    app.store
-        .write(move |txn| {
-            if txn.repository(&stored.id)?.is_none() {
-                return Err(StoreError::not_found("repository", &stored.id));
-            }
-            // Keep what the poller wrote meanwhile.
-            let mut fresh = stored;
-            if let Some(current) = txn.repository(&fresh.id)? {
-                fresh.poll = current.poll;
-            }
-            store::repos::put_repository(txn, &fresh)
-        })
-        .await?;
+    let repo = app.store.update_repository(repo).await?;
     if repo.kind == RepositoryKind::Remote {
         app.poller.schedule(&repo.id);
     }
-    let txn = app.store.read()?;
-    let repo = txn
-        .repository(&id)?
-        .ok_or_else(|| ApiError::not_found("repository", &id))?;
-    let webhooks = txn
-        .webhooks_of(&id)?
-        .iter()
-        .map(WebhookView::from)
-        .collect();
-    Ok(Json(RepositoryView::new(
-        &repo,
-        txn.tags_of(&id)?.len(),
-        Some(webhooks),
-    )))
+    Ok(Json(full_view(&app, &repo).await?))
 }
 
 /// Delete a repository and its webhooks (their pending deliveries end). Its
@@ -356,10 +301,7 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let key = id.clone();
-    app.store
-        .write(move |txn| store::repos::delete_repository(txn, &key))
-        .await?;
+    app.store.delete_repository(&id).await?;
     app.poller.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -373,9 +315,11 @@ pub async fn tags(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<TagView>>, ApiError> {
-    let (_, txn) = load(&app, &id)?;
+    load(&app, &id).await?;
     Ok(Json(
-        txn.tags_of(&id)?
+        app.store
+            .tags(&id)
+            .await?
             .into_iter()
             .map(|(t, k)| TagView::new(t, k))
             .collect(),
@@ -391,7 +335,7 @@ pub async fn poll(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<RepositoryView>), ApiError> {
-    let (repo, txn) = load(&app, &id)?;
+    let repo = load(&app, &id).await?;
     if repo.kind != RepositoryKind::Remote {
         return Err(ApiError::conflict(format!(
             "{} is a local repository: its registry notifies Callisto, there is nothing to poll",
@@ -401,6 +345,10 @@ pub async fn poll(
     app.poller.poll_now(&id);
     Ok((
         StatusCode::ACCEPTED,
-        Json(RepositoryView::new(&repo, txn.tags_of(&id)?.len(), None)),
+        Json(RepositoryView::new(
+            &repo,
+            app.store.tags(&id).await?.len(),
+            None,
+        )),
     ))
 }

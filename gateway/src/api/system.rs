@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::server::App;
+use super::App;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::event::{Event, Timestamp};
 use crate::plugin::{Request, SignatureScheme};
-use crate::store::{
+use crate::records::{
     Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
     RepositoryKind, Webhook,
 };

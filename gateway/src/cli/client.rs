@@ -152,7 +152,7 @@ impl Client {
                     })?
             }
         };
-        crate::deliver::client::install_crypto_provider();
+        crate::net::client::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -188,7 +188,7 @@ impl Client {
                 anyhow::anyhow!(
                     "cannot reach the gateway at {}: {} (is `callisto serve` running?)",
                     self.conn.url,
-                    crate::deliver::attempt::describe(&e)
+                    crate::net::describe(&e)
                 )
             })?;
             let status = response.status();

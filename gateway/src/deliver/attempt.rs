@@ -6,10 +6,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::retry;
 use super::signature;
-use super::target::Policy;
 use crate::event::Timestamp;
+use crate::net::{Policy, describe};
 use crate::plugin::Request;
-use crate::store::{Attempt, AttemptResponse};
+use crate::records::{Attempt, AttemptResponse};
 
 /// What to send.
 pub struct Outbound<'a> {
@@ -188,31 +188,4 @@ async fn send_checked(
         body,
         truncated,
     })
-}
-
-/// A short reason a person can act on: "connection refused", "timed out".
-pub fn describe(err: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    if err.is_timeout() {
-        return "timed out".to_owned();
-    }
-    let mut source = err.source();
-    let mut innermost = None;
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused".to_owned(),
-                std::io::ErrorKind::ConnectionReset => return "connection reset".to_owned(),
-                std::io::ErrorKind::TimedOut => return "timed out".to_owned(),
-                _ => {}
-            }
-        }
-        innermost = Some(e.to_string());
-        source = e.source();
-    }
-    match innermost {
-        Some(reason) if err.is_connect() => format!("cannot connect: {reason}"),
-        Some(reason) => reason,
-        None => err.to_string(),
-    }
 }

@@ -70,28 +70,6 @@ fn hmac(key: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-/// A new Standard Webhooks secret: `whsec_` and 32 random bytes in base64.
-pub fn generate_secret() -> String {
-    let mut bytes = [0u8; 32];
-    fill_random(&mut bytes);
-    format!("whsec_{}", STANDARD.encode(bytes))
-}
-
-/// A random bearer token: 32 bytes, URL-safe base64.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    fill_random(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Cryptographically random bytes from the operating system.
-pub(crate) fn fill_random(buf: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("the OS random source is readable");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,12 +100,5 @@ mod tests {
         assert_eq!(std.len(), 2);
         assert!(headers(SignatureScheme::Europa, None, "m", 1, b"x").is_empty());
         assert!(headers(SignatureScheme::None, Some("s"), "m", 1, b"x").is_empty());
-    }
-
-    #[test]
-    fn generated_secrets_are_distinct_and_decodable() {
-        let a = generate_secret();
-        assert_ne!(a, generate_secret());
-        assert_eq!(standard_key(&a).len(), 32);
     }
 }

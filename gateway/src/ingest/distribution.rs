@@ -7,12 +7,10 @@
 //! The registry resends a notification it believes failed with the same
 //! event id: a seen id is acknowledged again and recorded once.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
-use crate::event::{Event, EventType, RepositoryRef, Source, Timestamp, new_id};
-use crate::store::{self, KnownTag, Repository, RepositoryKind, StoreError};
+use crate::changes::{self, TagChange};
+use crate::event::{EventSource, Timestamp};
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
@@ -60,26 +58,6 @@ pub struct Actor {
     pub name: Option<String>,
 }
 
-/// What a notification means for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Pushed {
-        tag: String,
-        digest: String,
-        media_type: Option<String>,
-        size: Option<u64>,
-    },
-    TagDeleted {
-        tag: String,
-    },
-    /// A manifest deleted by digest: every tag that pointed to it goes.
-    ManifestDeleted {
-        digest: String,
-    },
-    /// Distribution 3 reports a deleted repository this way.
-    RepositoryDeleted,
-}
-
 /// Why a notification made no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ignored {
@@ -122,12 +100,12 @@ fn is_manifest(target: &Target) -> bool {
             .is_some_and(|m| MANIFEST_TYPES.contains(&m))
 }
 
-pub fn classify(n: &Notification) -> Result<Change, Ignored> {
+pub fn classify(n: &Notification) -> Result<TagChange, Ignored> {
     let t = &n.target;
     match n.action.as_str() {
         "push" if !is_manifest(t) => Err(Ignored::BlobPush),
         "push" => match (&t.tag, &t.digest) {
-            (Some(tag), Some(digest)) if !tag.is_empty() => Ok(Change::Pushed {
+            (Some(tag), Some(digest)) if !tag.is_empty() => Ok(TagChange::Pushed {
                 tag: tag.clone(),
                 digest: digest.clone(),
                 media_type: t.media_type.clone(),
@@ -138,11 +116,11 @@ pub fn classify(n: &Notification) -> Result<Change, Ignored> {
         "pull" => Err(Ignored::Pull),
         "mount" => Err(Ignored::Mount),
         "delete" => Ok(match (&t.tag, &t.digest) {
-            (Some(tag), _) if !tag.is_empty() => Change::TagDeleted { tag: tag.clone() },
-            (_, Some(digest)) => Change::ManifestDeleted {
+            (Some(tag), _) if !tag.is_empty() => TagChange::TagDeleted { tag: tag.clone() },
+            (_, Some(digest)) => TagChange::ManifestDeleted {
                 digest: digest.clone(),
             },
-            _ => Change::RepositoryDeleted,
+            _ => TagChange::RepositoryDeleted,
         }),
         _ => Err(Ignored::UnknownAction),
     }
@@ -159,220 +137,29 @@ fn dedupe_key(n: &Notification) -> String {
     }
 }
 
-/// A notification that makes events, ready for the write transaction.
-#[derive(Debug, Clone)]
-pub struct Accepted {
-    pub dedupe_key: String,
-    pub repository: String,
-    pub host: Option<String>,
-    pub change: Change,
-    pub actor: Option<String>,
-    pub occurred_at: Timestamp,
-}
-
-impl Accepted {
-    pub fn new(n: &Notification, change: Change) -> Self {
-        Self {
-            dedupe_key: dedupe_key(n),
-            repository: n.target.repository.clone(),
-            host: n
-                .request
-                .as_ref()
-                .and_then(|r| r.host.clone())
-                .filter(|h| !h.is_empty()),
-            change,
-            actor: n
-                .actor
-                .as_ref()
-                .and_then(|a| a.name.clone())
-                .filter(|a| !a.is_empty()),
-            occurred_at: n
-                .timestamp
-                .as_deref()
-                .and_then(|t| Timestamp::parse_rfc3339(t).ok())
-                .unwrap_or_else(Timestamp::now),
-        }
+/// The notification as the log records it.
+pub fn accept(n: &Notification, change: TagChange) -> changes::Notification {
+    changes::Notification {
+        dedupe_key: dedupe_key(n),
+        repository: n.target.repository.clone(),
+        host: n
+            .request
+            .as_ref()
+            .and_then(|r| r.host.clone())
+            .filter(|h| !h.is_empty()),
+        change,
+        actor: n
+            .actor
+            .as_ref()
+            .and_then(|a| a.name.clone())
+            .filter(|a| !a.is_empty()),
+        occurred_at: n
+            .timestamp
+            .as_deref()
+            .and_then(|t| Timestamp::parse_rfc3339(t).ok())
+            .unwrap_or_else(Timestamp::now),
+        source: EventSource::Local,
     }
-}
-
-/// What recording a request's notifications did.
-#[derive(Debug, Default)]
-pub struct Recorded {
-    pub events: Vec<Event>,
-    pub duplicates: usize,
-}
-
-/// The mark a manifest deletion leaves for each tag it removed: Distribution
-/// follows a manifest `delete` (digest, no tag) with one `delete` per tag
-/// (tag, no digest), and the tag's deletion was already an event.
-fn deleted_mark(repository_id: &str, tag: &str) -> String {
-    format!("tag-deleted:{repository_id}:{tag}")
-}
-
-/// Records batches of accepted notifications (one batch per ingest
-/// request) in the log, inside the caller's transaction: de-duplication,
-/// the repository (created on first sight), known tags, and the events.
-/// The tables are opened once for all of them.
-pub fn record(
-    txn: &redb::WriteTransaction,
-    batches: &[Vec<Accepted>],
-) -> Result<Vec<Recorded>, StoreError> {
-    let mut log = store::events::Log::open(txn)?;
-    let mut tags = store::repos::Tags::open(txn)?;
-    let mut repos: HashMap<(String, Option<String>), Repository> = HashMap::new();
-    let mut out = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let mut recorded = Recorded::default();
-        for n in batch {
-            if log.seen(&n.dedupe_key)? {
-                recorded.duplicates += 1;
-                continue;
-            }
-            let key = (n.repository.clone(), n.host.clone());
-            let repo = match repos.get(&key) {
-                Some(repo) => repo.clone(),
-                None => {
-                    let repo = local_repository(txn, n)?;
-                    repos.insert(key, repo.clone());
-                    repo
-                }
-            };
-            let events = changes(&mut log, &mut tags, &repo, n)?;
-            for (i, e) in events.iter().enumerate() {
-                // The first event carries the key; its presence is what counts.
-                log.append(e, (i == 0).then_some(n.dedupe_key.as_str()))?;
-            }
-            recorded.events.extend(events);
-        }
-        out.push(recorded);
-    }
-    Ok(out)
-}
-
-/// The local repository a notification is for, created as a registry would
-/// on first sight.
-fn local_repository(txn: &redb::WriteTransaction, n: &Accepted) -> Result<Repository, StoreError> {
-    if let Some(repo) = store::repos::find_local(txn, &n.repository, n.host.as_deref())? {
-        return Ok(repo);
-    }
-    let now = Timestamp::now();
-    let repo = Repository {
-        id: new_id("repo"),
-        name: n.repository.clone(),
-        kind: RepositoryKind::Local,
-        registry: None,
-        remote: None,
-        poll: Default::default(),
-        created_at: now,
-        updated_at: now,
-    };
-    store::repos::put_repository(txn, &repo)?;
-    tracing::info!(repository = repo.name, id = repo.id, "new local repository");
-    Ok(repo)
-}
-
-/// The events one notification makes, with the known tags updated.
-fn changes(
-    log: &mut store::events::Log<'_>,
-    tags: &mut store::repos::Tags<'_>,
-    repo: &Repository,
-    n: &Accepted,
-) -> Result<Vec<Event>, StoreError> {
-    let reference = RepositoryRef {
-        id: repo.id.clone(),
-        name: repo.name.clone(),
-        registry: repo.registry.clone().or_else(|| n.host.clone()),
-    };
-    let event = |kind: EventType, tag: Option<String>, digest: Option<String>| Event {
-        id: new_id("evt"),
-        kind,
-        source: Source::Local,
-        repository: reference.clone(),
-        tag,
-        digest,
-        previous_digest: None,
-        media_type: None,
-        size: None,
-        actor: n.actor.clone(),
-        occurred_at: n.occurred_at,
-    };
-    let mut events = Vec::new();
-    match &n.change {
-        Change::Pushed {
-            tag,
-            digest,
-            media_type,
-            size,
-        } => {
-            let previous = tags
-                .get(&repo.id, tag)?
-                .map(|t| t.digest)
-                .filter(|d| d != digest);
-            log.take_mark(&deleted_mark(&repo.id, tag))?;
-            tags.put(
-                &repo.id,
-                tag,
-                &KnownTag {
-                    digest: digest.clone(),
-                    media_type: media_type.clone(),
-                    updated_at: n.occurred_at,
-                },
-            )?;
-            events.push(Event {
-                previous_digest: previous,
-                media_type: media_type.clone(),
-                size: *size,
-                ..event(
-                    EventType::ImagePushed,
-                    Some(tag.clone()),
-                    Some(digest.clone()),
-                )
-            });
-        }
-        Change::TagDeleted { tag } => {
-            let known = tags.get(&repo.id, tag)?;
-            let announced = log.take_mark(&deleted_mark(&repo.id, tag))?;
-            if known.is_some() || !announced {
-                tags.remove(&repo.id, tag)?;
-                events.push(event(
-                    EventType::ImageDeleted,
-                    Some(tag.clone()),
-                    known.map(|k| k.digest),
-                ));
-            }
-        }
-        Change::ManifestDeleted { digest } => {
-            let gone: Vec<String> = tags
-                .of(&repo.id)?
-                .into_iter()
-                .filter(|(_, k)| &k.digest == digest)
-                .map(|(t, _)| t)
-                .collect();
-            for tag in &gone {
-                tags.remove(&repo.id, tag)?;
-                log.mark(&deleted_mark(&repo.id, tag))?;
-                events.push(event(
-                    EventType::ImageDeleted,
-                    Some(tag.clone()),
-                    Some(digest.clone()),
-                ));
-            }
-            if gone.is_empty() {
-                events.push(event(EventType::ImageDeleted, None, Some(digest.clone())));
-            }
-        }
-        Change::RepositoryDeleted => {
-            for (tag, known) in tags.of(&repo.id)? {
-                tags.remove(&repo.id, &tag)?;
-                events.push(event(
-                    EventType::ImageDeleted,
-                    Some(tag),
-                    Some(known.digest),
-                ));
-            }
-        }
-    }
-    Ok(events)
 }
 
 #[cfg(test)]
@@ -399,7 +186,7 @@ mod tests {
         let change = classify(&n).unwrap();
         assert_eq!(
             change,
-            Change::Pushed {
+            TagChange::Pushed {
                 tag: "v1".into(),
                 digest: "sha256:a2293004e1641d49c7d7341229010c763ee4bf9d76adb835fcc8c8ba3af87582"
                     .into(),
@@ -407,7 +194,7 @@ mod tests {
                 size: Some(401),
             }
         );
-        let accepted = Accepted::new(&n, change);
+        let accepted = accept(&n, change);
         assert_eq!(accepted.host.as_deref(), Some("127.0.0.1:5000"));
         assert_eq!(accepted.repository, "demo/app");
         assert_eq!(accepted.occurred_at.to_rfc3339(), "2026-11-28T20:25:52Z");
@@ -424,10 +211,13 @@ mod tests {
     fn deletes_by_tag_digest_and_repository() {
         let mut n = first(PUSH);
         n.action = "delete".into();
-        assert_eq!(classify(&n), Ok(Change::TagDeleted { tag: "v1".into() }));
+        assert_eq!(classify(&n), Ok(TagChange::TagDeleted { tag: "v1".into() }));
         n.target.tag = None;
-        assert!(matches!(classify(&n), Ok(Change::ManifestDeleted { .. })));
+        assert!(matches!(
+            classify(&n),
+            Ok(TagChange::ManifestDeleted { .. })
+        ));
         n.target.digest = None;
-        assert_eq!(classify(&n), Ok(Change::RepositoryDeleted));
+        assert_eq!(classify(&n), Ok(TagChange::RepositoryDeleted));
     }
 }

@@ -1,30 +1,8 @@
 //! What a plugin returns, checked before the host will send it.
 
-use serde::{Deserialize, Serialize};
-
 use super::bindings::wit;
 use super::error::{CallError, Fault};
-
-/// How the host signs a request; chosen by the plugin, applied by the host
-/// with the webhook's secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum SignatureScheme {
-    StandardWebhooks,
-    Europa,
-    None,
-}
-
-/// The request a plugin formatted: always a POST to the webhook's URL.
-/// Deliveries store it as it is, so every attempt sends the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub content_type: String,
-    pub headers: Vec<(String, String)>,
-    #[serde(with = "serde_bytes")]
-    pub body: Vec<u8>,
-    pub signature: SignatureScheme,
-}
+use crate::records::{Request, SignatureScheme};
 
 /// Headers the host owns: framing, connection management and signatures. A
 /// plugin that sets one would either break the request or forge what the

@@ -42,6 +42,18 @@ impl Default for Limits {
     }
 }
 
+impl From<&crate::config::PluginConfig> for Limits {
+    fn from(config: &crate::config::PluginConfig) -> Self {
+        Self {
+            deadline: Duration::from_millis(config.deadline_ms),
+            memory: config.memory_mib << 20,
+            max_body: config.max_body_kib << 10,
+            instances: config.instances,
+            ..Limits::default()
+        }
+    }
+}
+
 impl Limits {
     /// The deadline in epoch ticks. At least two: with one, the tick already
     /// under way may end the call at once.

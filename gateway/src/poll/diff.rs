@@ -1,13 +1,11 @@
-//! What a poll learned, compared with what the log knows: pure functions,
-//! so that the rules (which tags are polled, what is new, changed or gone)
-//! are tested without a registry.
+//! Which of a registry's tags a poll asks about: pure functions, tested
+//! without a registry. What the answers change is `changes::compare`.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
 
 use callisto_plugin_sdk::filter::glob_matches;
 
-use crate::store::{KnownTag, RemoteSettings};
+use crate::records::RemoteSettings;
 
 /// The tags a repository's settings select for polling, from the
 /// registry's full list: `tags` globs (any), not `exclude_tags`, then the
@@ -66,61 +64,10 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
     &digits[start..]
 }
 
-/// A change a poll found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A tag not known before.
-    New { tag: String, digest: String },
-    /// A known tag now pointing elsewhere.
-    Moved {
-        tag: String,
-        digest: String,
-        previous: String,
-    },
-    /// A known tag the registry no longer lists.
-    Gone { tag: String, digest: String },
-}
-
-/// Compares the digests observed for the selected tags, and the registry's
-/// full list, with the known tags. A known tag that is still listed but no
-/// longer selected (out of `max_tags`, say) is neither polled nor gone.
-pub fn compare(
-    known: &[(String, KnownTag)],
-    listed: &HashSet<String>,
-    observed: &BTreeMap<String, String>,
-) -> Vec<Change> {
-    let known_map: BTreeMap<&str, &KnownTag> = known.iter().map(|(t, k)| (t.as_str(), k)).collect();
-    let mut changes = Vec::new();
-    for (tag, digest) in observed {
-        match known_map.get(tag.as_str()) {
-            None => changes.push(Change::New {
-                tag: tag.clone(),
-                digest: digest.clone(),
-            }),
-            Some(k) if &k.digest != digest => changes.push(Change::Moved {
-                tag: tag.clone(),
-                digest: digest.clone(),
-                previous: k.digest.clone(),
-            }),
-            Some(_) => {}
-        }
-    }
-    for (tag, k) in known {
-        if !listed.contains(tag) && !observed.contains_key(tag) {
-            changes.push(Change::Gone {
-                tag: tag.clone(),
-                digest: k.digest.clone(),
-            });
-        }
-    }
-    changes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Timestamp;
-    use crate::store::InitialSync;
+    use crate::records::InitialSync;
 
     fn settings(tags: &[&str], exclude: &[&str], max: Option<u32>) -> RemoteSettings {
         RemoteSettings {
@@ -160,68 +107,5 @@ mod tests {
         let mut tags = list(&["v10", "v9", "v1.10", "v1.9", "v01", "a"]);
         tags.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(tags, list(&["a", "v01", "v1.9", "v1.10", "v9", "v10"]));
-    }
-
-    #[test]
-    fn new_moved_and_gone() {
-        let known = vec![
-            (
-                "v1".to_string(),
-                KnownTag {
-                    digest: "sha256:1".into(),
-                    media_type: None,
-                    updated_at: Timestamp::now(),
-                },
-            ),
-            (
-                "v2".to_string(),
-                KnownTag {
-                    digest: "sha256:2".into(),
-                    media_type: None,
-                    updated_at: Timestamp::now(),
-                },
-            ),
-            (
-                "old".to_string(),
-                KnownTag {
-                    digest: "sha256:o".into(),
-                    media_type: None,
-                    updated_at: Timestamp::now(),
-                },
-            ),
-            (
-                "kept".to_string(),
-                KnownTag {
-                    digest: "sha256:k".into(),
-                    media_type: None,
-                    updated_at: Timestamp::now(),
-                },
-            ),
-        ];
-        let listed: HashSet<String> = list(&["v1", "v2", "v3", "kept"]).into_iter().collect();
-        let observed: BTreeMap<String, String> =
-            [("v1", "sha256:1"), ("v2", "sha256:22"), ("v3", "sha256:3")]
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect();
-        let changes = compare(&known, &listed, &observed);
-        assert_eq!(
-            changes,
-            vec![
-                Change::Moved {
-                    tag: "v2".into(),
-                    digest: "sha256:22".into(),
-                    previous: "sha256:2".into()
-                },
-                Change::New {
-                    tag: "v3".into(),
-                    digest: "sha256:3".into()
-                },
-                Change::Gone {
-                    tag: "old".into(),
-                    digest: "sha256:o".into()
-                },
-            ]
-        );
     }
 }

@@ -13,7 +13,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::metrics::Metrics;
-use crate::store::RemoteSettings;
+use crate::records::RemoteSettings;
 
 /// Why a poll failed, in words an operator can act on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -261,7 +261,7 @@ fn classify(e: OciDistributionError, repository: &str) -> PollError {
             }
         }
         OciDistributionError::RequestError(ref inner) => {
-            PollError::Unreachable(crate::deliver::attempt::describe(inner))
+            PollError::Unreachable(crate::net::describe(inner))
         }
         other => PollError::Registry(other.to_string()),
     }

@@ -3,9 +3,10 @@
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::StoreError;
-use super::records::{Attempt, Delivery, DeliveryKind, DeliveryState, decode, encode};
+use super::records::{decode, encode};
 use super::schema::{ATTEMPTS, DELIVERIES, DUE, EVENT_DELIVERIES, WEBHOOK_DELIVERIES};
 use crate::event::Timestamp;
+use crate::records::{Attempt, Delivery, DeliveryKind, DeliveryState};
 
 /// A pending delivery's place in the due index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

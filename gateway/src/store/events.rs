@@ -61,14 +61,6 @@ impl<'txn> Log<'txn> {
     }
 }
 
-/// The sequence number of the newest event (0 when empty).
-pub fn last_seq(txn: &ReadTransaction) -> Result<u64, StoreError> {
-    Ok(txn
-        .open_table(EVENTS)?
-        .last()?
-        .map_or(0, |(k, _)| k.value()))
-}
-
 /// Up to `limit` events after sequence number `after`, in order.
 pub fn after(
     txn: &ReadTransaction,

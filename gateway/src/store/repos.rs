@@ -3,8 +3,9 @@
 use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
-use super::records::{KnownTag, Repository, RepositoryKind, Webhook, decode, encode};
+use super::records::{decode, encode};
 use super::schema::{REPOSITORIES, REPOSITORY_NAMES, REPOSITORY_WEBHOOKS, TAGS, WEBHOOKS};
+use crate::records::{KnownTag, Repository, RepositoryKind, Webhook};
 
 /// Reads that work inside a write transaction as well as in a snapshot.
 pub trait Reader {
@@ -13,7 +14,6 @@ pub trait Reader {
     fn repositories_named(&self, name: &str) -> Result<Vec<Repository>, StoreError>;
     /// The repository's webhooks, in creation order.
     fn webhooks_of(&self, repository_id: &str) -> Result<Vec<Webhook>, StoreError>;
-    fn tag(&self, repository_id: &str, tag: &str) -> Result<Option<KnownTag>, StoreError>;
     /// Every known tag of the repository, by tag.
     fn tags_of(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError>;
 }
@@ -68,12 +68,6 @@ macro_rules! impl_reader {
                 // Ids are ULIDs: sorting by id is creation order.
                 out.sort_by(|a, b| a.id.cmp(&b.id));
                 Ok(out)
-            }
-
-            fn tag(&self, repository_id: &str, tag: &str) -> Result<Option<KnownTag>, StoreError> {
-                let table = self.open_table(TAGS)?;
-                let value = table.get((repository_id, tag))?;
-                value.map(|v| decode("tags", v.value())).transpose()
             }
 
             fn tags_of(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError> {
@@ -153,6 +147,20 @@ pub fn delete_webhook(txn: &WriteTransaction, id: &str) -> Result<(), StoreError
     txn.open_table(WEBHOOKS)?.remove(id)?;
     txn.open_multimap_table(REPOSITORY_WEBHOOKS)?
         .remove(webhook.repository_id.as_str(), id)?;
+    Ok(())
+}
+
+/// Turns a webhook off, saying why; its pending deliveries wait for it to
+/// be enabled again.
+pub fn disable_webhook(txn: &WriteTransaction, id: &str, reason: &str) -> Result<(), StoreError> {
+    if let Some(mut webhook) = txn.webhook(id)? {
+        let now = crate::event::Timestamp::now();
+        webhook.enabled = false;
+        webhook.disabled_reason = Some(format!("{reason} at {now}"));
+        webhook.updated_at = now;
+        tracing::warn!(webhook = id, "webhook disabled: {reason}");
+        put_webhook(txn, &webhook)?;
+    }
     Ok(())
 }
 

@@ -5,9 +5,10 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
-use super::records::{Delivery, DeliveryState, StoredEvent, decode};
+use super::records::{StoredEvent, decode};
 use super::schema::{DEDUPE, DELIVERIES, EVENT_IDS, EVENTS};
 use crate::event::Timestamp;
+use crate::records::{Delivery, DeliveryState};
 
 /// What one pruning pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

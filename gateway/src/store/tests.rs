@@ -1,12 +1,12 @@
 use super::*;
-use crate::event::{Event, EventType, RepositoryRef, Source, Timestamp, new_id};
-use crate::plugin::{Request, SignatureScheme};
+use crate::event::{Event, EventSource, EventType, RepositoryRef, Timestamp, new_id};
+use crate::records::*;
 
 fn event(repo: &str, tag: &str) -> Event {
     Event {
         id: new_id("evt"),
         kind: EventType::ImagePushed,
-        source: Source::Local,
+        source: EventSource::Local,
         repository: RepositoryRef {
             id: repo.into(),
             name: "demo/app".into(),

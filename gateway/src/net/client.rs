@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::target::{GuardedResolver, Policy};
+use super::policy::{GuardedResolver, Policy};
 use crate::config::DeliveryConfig;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,27 @@
+//! What every request handler may use: the settings, the store, the
+//! pipeline's handles and the outbound client. Built by `server` at start.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::config::{Config, Tokens};
+use crate::metrics::Metrics;
+use crate::net::Policy;
+use crate::plugin::PluginHost;
+use crate::poll::Poller;
+use crate::seal::Sealer;
+use crate::store::Store;
+
+/// Everything a request handler may need.
+pub struct App {
+    pub config: Config,
+    pub tokens: Tokens,
+    pub store: Store,
+    pub plugins: Arc<PluginHost>,
+    pub poller: Poller,
+    pub metrics: Arc<Metrics>,
+    pub client: reqwest::Client,
+    pub policy: Arc<Policy>,
+    pub sealer: Sealer,
+    pub ready: AtomicBool,
+}

@@ -1,0 +1,193 @@
+//! Test Webhook: the webhook's plugin, the signature and one attempt, run
+//! synchronously on a sample event, with the normal timeouts; never
+//! retried. The same path as a real delivery, so that a test that succeeds
+//! means the real thing will.
+
+use std::sync::Arc;
+
+use super::attempt::{self, Outbound, Sent};
+use crate::event::{Event, EventSource, EventType, Timestamp, new_event, new_id};
+use crate::net::Policy;
+use crate::plugin::{EventInput, PluginHost, WebhookInput};
+use crate::records::{Delivery, DeliveryKind, Repository, RepositoryKind, Request, Webhook};
+use crate::store::{Store, StoreError};
+
+/// The digest of the sample event when the repository knows no tag.
+const SAMPLE_DIGEST: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("plugin `{plugin}` is not installed")]
+    PluginMissing { plugin: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("running the plugin: {0}")]
+    Panicked(String),
+}
+
+/// What a test needs of the gateway.
+pub struct Tester<'a> {
+    pub store: &'a Store,
+    pub plugins: &'a Arc<PluginHost>,
+    pub client: &'a reqwest::Client,
+    pub policy: &'a Policy,
+    /// Response bodies are kept up to this many bytes.
+    pub body_limit: usize,
+}
+
+/// How a test went.
+pub enum Outcome {
+    /// The plugin refused or failed: nothing was sent.
+    PluginFailed { message: String },
+    /// One attempt was made, whatever its answer.
+    Sent {
+        event: Event,
+        request: Request,
+        sent: Sent,
+    },
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Sent { sent, .. } if sent.attempt.succeeded)
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Outcome::Sent { sent, .. } => sent.status(),
+            Outcome::PluginFailed { .. } => None,
+        }
+    }
+
+    /// The product's words: `Success (200)`, `Error (500)`, `Error:
+    /// connection refused`, `Error: plugin slack: ...`.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::PluginFailed { message } => format!("Error: {message}"),
+            Outcome::Sent { sent, .. } => match (&sent.attempt.response, &sent.attempt.error) {
+                (Some(r), _) if sent.attempt.succeeded => format!("Success ({})", r.status),
+                (Some(r), _) => format!("Error ({})", r.status),
+                (None, Some(e)) => format!("Error: {e}"),
+                (None, None) => "Error".to_owned(),
+            },
+        }
+    }
+}
+
+impl Tester<'_> {
+    /// A `webhook.test` event for `repo`: its newest known tag, if any,
+    /// makes the sample look like what the webhook will really get.
+    pub async fn sample_event(&self, repo: &Repository) -> Result<Event, StoreError> {
+        let newest = self
+            .store
+            .tags(&repo.id)
+            .await?
+            .into_iter()
+            .max_by_key(|(_, k)| k.updated_at);
+        let (tag, digest, media_type) = match newest {
+            Some((tag, known)) => (tag, known.digest, known.media_type),
+            None => ("latest".to_owned(), SAMPLE_DIGEST.to_owned(), None),
+        };
+        let source = match repo.kind {
+            RepositoryKind::Local => EventSource::Local,
+            RepositoryKind::Remote => EventSource::Remote,
+        };
+        Ok(new_event(
+            EventType::WebhookTest,
+            source,
+            repo.reference(),
+            Timestamp::now(),
+        )
+        .with_tag(tag)
+        .with_digest(digest)
+        .with_media_type(media_type))
+    }
+
+    /// Formats the sample event with the webhook's plugin and sends it once,
+    /// signed with `secret`, as message `message_id`.
+    pub async fn run(
+        &self,
+        repo: &Repository,
+        webhook: &Webhook,
+        secret: Option<&str>,
+        message_id: &str,
+    ) -> Result<Outcome, TestError> {
+        let event = self.sample_event(repo).await?;
+        let plugin = self
+            .plugins
+            .get(&webhook.plugin)
+            .ok_or_else(|| TestError::PluginMissing {
+                plugin: webhook.plugin.clone(),
+            })?;
+        let (input, hook) = (
+            EventInput::from(&event),
+            WebhookInput::new(&webhook.id, &webhook.url, &webhook.config),
+        );
+        let formatted = tokio::task::spawn_blocking(move || plugin.format(&input, &hook))
+            .await
+            .map_err(|e| TestError::Panicked(e.to_string()))?;
+        let request = match formatted {
+            Ok(request) => request,
+            Err(e) => {
+                return Ok(Outcome::PluginFailed {
+                    message: e.to_string(),
+                });
+            }
+        };
+        let sent = attempt::send(
+            self.client,
+            self.policy,
+            Outbound {
+                url: &webhook.url,
+                request: &request,
+                secret,
+                message_id,
+            },
+            1,
+            self.body_limit,
+        )
+        .await;
+        Ok(Outcome::Sent {
+            event,
+            request,
+            sent,
+        })
+    }
+
+    /// Tests a saved webhook and keeps the test in its history, as a
+    /// delivery of kind `test` (never retried). Returns the outcome and the
+    /// delivery's id.
+    pub async fn run_saved(
+        &self,
+        repo: &Repository,
+        webhook: &Webhook,
+        secret: Option<&str>,
+    ) -> Result<(Outcome, String), TestError> {
+        let message_id = new_id("dlv");
+        let outcome = self.run(repo, webhook, secret, &message_id).await?;
+        let mut delivery = Delivery::new(
+            DeliveryKind::Test,
+            "",
+            webhook,
+            Err(outcome.summary()),
+            Timestamp::now(),
+        );
+        delivery.id = message_id.clone();
+        delivery.last_status = outcome.status();
+        let attempt = match &outcome {
+            Outcome::Sent {
+                event,
+                request,
+                sent,
+            } => {
+                delivery.event_id = event.id.clone();
+                delivery.request = Some(request.clone());
+                Some(sent.attempt.clone())
+            }
+            Outcome::PluginFailed { .. } => None,
+        };
+        self.store.record_test(delivery, attempt).await?;
+        Ok((outcome, message_id))
+    }
+}

@@ -1,0 +1,308 @@
+//! The records around the event log: repositories, their webhooks and
+//! known tags, deliveries and their attempts, and the request a delivery
+//! sends. Plain data shared by every layer above; how they are stored is the
+//! store's business (MessagePack with field names in redb, so that a field
+//! added later reads as its default from older records).
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{RepositoryRef, Timestamp, new_id};
+
+/// How the host signs a request; chosen by the plugin, applied by the host
+/// with the webhook's secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureScheme {
+    StandardWebhooks,
+    Europa,
+    None,
+}
+
+/// The request a plugin formatted: always a POST to the webhook's URL.
+/// Deliveries store it as it is, so every attempt sends the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub signature: SignatureScheme,
+}
+
+/// A secret as stored: encrypted. It can only be read back with the
+/// `seal::Sealer` that made it, which keeps plaintext out of records by
+/// type.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sealed(String);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealed(..)")
+    }
+}
+
+impl Sealed {
+    /// Wraps what a `Sealer` made (or a store read back).
+    pub fn from_stored(ciphertext: String) -> Self {
+        Self(ciphertext)
+    }
+
+    /// The stored form, for the `Sealer` to open.
+    pub fn as_stored(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryKind {
+    /// The registry sends its notifications to Callisto.
+    Local,
+    /// Callisto polls the registry.
+    Remote,
+}
+
+impl RepositoryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepositoryKind::Local => "local",
+            RepositoryKind::Remote => "remote",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialSync {
+    /// One event per tag found on the first poll.
+    #[default]
+    Notify,
+    /// Learn the tags of the first poll without events.
+    Silent,
+}
+
+/// How to reach a registry Callisto polls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSettings {
+    pub poll_interval_secs: u64,
+    #[serde(default)]
+    pub initial_sync: InitialSync,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Write-only in the API; encrypted at rest.
+    #[serde(default)]
+    pub password: Option<Sealed>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub exclude_tags: Vec<String>,
+    #[serde(default)]
+    pub max_tags: Option<u32>,
+}
+
+/// The outcome of the latest polls of a remote repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollStatus {
+    #[serde(default)]
+    pub synced: bool,
+    #[serde(default)]
+    pub last_poll_at: Option<Timestamp>,
+    #[serde(default)]
+    pub last_duration_ms: Option<u64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub consecutive_errors: u32,
+    #[serde(default)]
+    pub next_poll_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub id: String,
+    pub name: String,
+    pub kind: RepositoryKind,
+    /// For a local repository, narrows which registry's notifications match
+    /// (the host the registry reports); for a remote one, the host polled.
+    pub registry: Option<String>,
+    #[serde(default)]
+    pub remote: Option<RemoteSettings>,
+    #[serde(default)]
+    pub poll: PollStatus,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Repository {
+    /// A local repository as a registry's first notification for it makes
+    /// it: named, for any registry, with no settings.
+    pub fn new_local(name: &str) -> Self {
+        let now = Timestamp::now();
+        Self {
+            id: new_id("repo"),
+            name: name.to_owned(),
+            kind: RepositoryKind::Local,
+            registry: None,
+            remote: None,
+            poll: PollStatus::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The repository as its events carry it.
+    pub fn reference(&self) -> RepositoryRef {
+        RepositoryRef {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub repository_id: String,
+    pub url: String,
+    /// Write-only in the API; encrypted at rest.
+    pub secret: Option<Sealed>,
+    pub plugin: String,
+    pub config: Vec<(String, String)>,
+    pub enabled: bool,
+    /// Delays between attempts, overriding the gateway's schedule.
+    #[serde(default)]
+    pub retry_schedule_secs: Option<Vec<u64>>,
+    /// Why the gateway disabled it (a `410 Gone`), if it did.
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    Succeeded,
+    /// Will not be attempted: the plugin failed, or the webhook is gone.
+    Failed,
+    /// Every attempt of the schedule failed; kept and redeliverable.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryKind {
+    /// Made by fan-out (or a replay) for an event of the log.
+    Event,
+    /// A Test Webhook of a saved webhook: one attempt, never retried.
+    Test,
+}
+
+/// One (event, webhook) pair: the request the plugin formatted, and where
+/// its attempts stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `dlv_...`; also the `webhook-id` header of every attempt.
+    pub id: String,
+    pub kind: DeliveryKind,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub repository_id: String,
+    pub plugin: String,
+    pub state: DeliveryState,
+    /// The request to send; absent when the plugin failed.
+    pub request: Option<Request>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    /// The plugin's error, or the last attempt's.
+    pub last_error: Option<String>,
+    pub last_status: Option<u16>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Delivery {
+    /// A delivery of `event_id` to `webhook` with a fresh id (its
+    /// `webhook-id`): pending and due now when it has a request to send,
+    /// failed with `error` when it has none.
+    pub fn new(
+        kind: DeliveryKind,
+        event_id: &str,
+        webhook: &Webhook,
+        request: Result<Request, String>,
+        now: Timestamp,
+    ) -> Self {
+        let (state, request, next_attempt_at, last_error) = match request {
+            Ok(request) => (DeliveryState::Pending, Some(request), Some(now), None),
+            Err(error) => (DeliveryState::Failed, None, None, Some(error)),
+        };
+        Self {
+            id: new_id("dlv"),
+            kind,
+            event_id: event_id.to_owned(),
+            webhook_id: webhook.id.clone(),
+            repository_id: webhook.repository_id.clone(),
+            plugin: webhook.plugin.clone(),
+            state,
+            request,
+            attempts: 0,
+            next_attempt_at,
+            last_error,
+            last_status: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// One HTTP attempt of a delivery, as sent and as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub url: String,
+    /// Every header sent, signature included. The body is the delivery's.
+    pub request_headers: Vec<(String, String)>,
+    pub response: Option<AttemptResponse>,
+    /// Why no response, or why the response was not a success.
+    pub error: Option<String>,
+    pub succeeded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Up to the recording limit (64 KiB by default).
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub truncated: bool,
+}
+
+/// What the log knows of a tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownTag {
+    pub digest: String,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    pub updated_at: Timestamp,
+}
