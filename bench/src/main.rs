@@ -24,10 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-const ADMIN: &str = "bench-admin-token-0123456789";
-const INGEST: &str = "bench-ingest-token-0123456789";
+use callisto_tests::gateway::{ADMIN_TOKEN as ADMIN, GatewayProcess, INGEST_TOKEN as INGEST};
 const PUSH: &str = include_str!("../../tests/fixtures/distribution/push-manifest-tag-v1.json");
 
 struct Row {
@@ -97,9 +96,10 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// A release gateway process with its state in a temporary directory.
+/// A release gateway process with its state in a temporary directory: the
+/// end-to-end tests' `GatewayProcess`, quieter.
 struct Gateway {
-    child: Child,
+    process: GatewayProcess,
     url: String,
     _data: tempfile::TempDir,
 }
@@ -107,49 +107,18 @@ struct Gateway {
 impl Gateway {
     async fn start(binary: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut cmd = Command::new(binary);
-        cmd.arg("serve")
-            .env("CALLISTO_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CALLISTO_DATA_DIR", data.path())
-            .env("CALLISTO_ADMIN_TOKEN", ADMIN)
-            .env("CALLISTO_INGEST_TOKEN", INGEST)
-            .env("CALLISTO_ALLOW_PRIVATE_TARGETS", "true")
-            .env("CALLISTO_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().context("starting the gateway")?;
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .ok()
-            != Some(true)
-        {
-            if Instant::now() > deadline {
-                bail!("the gateway did not get ready");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut env = env.to_vec();
+        env.push(("CALLISTO_LOG", "warn"));
+        let process = GatewayProcess::start(binary, &data.path().join("data"), &env).await;
         Ok(Self {
-            child,
-            url,
+            url: process.url.clone(),
+            process,
             _data: data,
         })
     }
 
     async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.process.kill9().await;
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod changes;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod deliver;
 pub mod event;

@@ -96,7 +96,7 @@ pub struct PluginInfo {
     pub config_keys: Vec<ConfigKey>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ConfigKey {
     pub name: String,
     pub description: String,

@@ -78,6 +78,11 @@ impl TestGateway {
             .bearer_auth(&self.admin_token)
     }
 
+    /// The typed admin API client, with the admin token.
+    pub fn client(&self) -> crate::client::Client {
+        crate::client::Client::new(&self.url, &self.admin_token, self.http.clone())
+    }
+
     /// The Prometheus text of `/metrics` (which needs no token).
     pub async fn metrics(&self) -> String {
         self.http

@@ -138,7 +138,7 @@ async fn unknown_ids_bad_urls_and_refused_configs_get_clear_errors() {
         "dlv_x",
     );
     let repo = repository(&gw, json!([])).await;
-    let repo_id = repo["id"].as_str().unwrap();
+    let repo_id = repo.id.as_str();
     let hooks = format!("/repositories/{repo_id}/webhooks");
     for (url, needle) in [
         ("ftp://example.com/x", "http or https"),
@@ -423,12 +423,7 @@ async fn test_webhook_reports_success_errors_and_what_was_sent() {
         ]),
     )
     .await;
-    let ids: Vec<String> = repo["webhooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<String> = repo.webhooks.unwrap().into_iter().map(|w| w.id).collect();
 
     let (status, result) = call(
         &gw,
@@ -517,10 +512,7 @@ async fn test_webhook_reports_success_errors_and_what_was_sent() {
     let (status, result) = call(
         &gw,
         Method::POST,
-        &format!(
-            "/repositories/{}/webhooks/test",
-            repo["id"].as_str().unwrap()
-        ),
+        &format!("/repositories/{}/webhooks/test", repo.id.as_str()),
         Some(json!({"url": ok.url("/draft"), "plugin": "slack"})),
     )
     .await;
@@ -530,14 +522,11 @@ async fn test_webhook_reports_success_errors_and_what_was_sent() {
     let got = ok.wait_for(2, Duration::from_secs(10)).await;
     assert!(got[1].json()["text"].as_str().unwrap().contains("demo/app"));
     assert_eq!(
-        get(
-            &gw,
-            &format!("/repositories/{}/webhooks", repo["id"].as_str().unwrap())
-        )
-        .await
-        .as_array()
-        .unwrap()
-        .len(),
+        get(&gw, &format!("/repositories/{}/webhooks", repo.id.as_str()))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
         3,
         "nothing was saved"
     );
@@ -601,7 +590,7 @@ async fn plugins_upload_replace_and_delete_and_a_plugin_error_is_reported() {
         json!([{"url": receiver.url("/h"), "plugin": "hostile", "config": {"mode": "error"}}]),
     )
     .await;
-    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
     let (_, result) = call(
         &gw,
         Method::POST,
@@ -742,11 +731,8 @@ async fn replay_makes_new_deliveries_and_deleting_a_repository_keeps_its_events(
         json!([{"url": receiver.url("/h"), "config": {"tags": "v*"}}]),
     )
     .await;
-    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
-    let first = ingest(&gw, &push_envelope("v1")).await["events"][0]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
+    let first = ingest(&gw, &push_envelope("v1")).await.events[0].clone();
     ingest(&gw, &push_envelope("latest")).await;
     ingest(&gw, &push_envelope("v2")).await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
@@ -808,7 +794,7 @@ async fn replay_makes_new_deliveries_and_deleting_a_repository_keeps_its_events(
     let (status, _) = call(
         &gw,
         Method::DELETE,
-        &format!("/repositories/{}", repo["id"].as_str().unwrap()),
+        &format!("/repositories/{}", repo.id.as_str()),
         None,
     )
     .await;

@@ -126,6 +126,17 @@ async fn the_cli_drives_repositories_webhooks_tests_and_history() {
             && l.contains(&receiver.url("/h"))),
         "{list}"
     );
+    // A person types the repository's name, not its id.
+    let by_name = ok(&cli(&gw, &["webhook", "list", "demo/app"]).await);
+    assert!(
+        by_name.lines().any(|l| l.starts_with(&webhook)),
+        "{by_name}"
+    );
+    let e = err(&cli(&gw, &["webhook", "list", "demo/nope"]).await);
+    assert!(
+        e.contains("no repository has the id or name `demo/nope`"),
+        "{e}"
+    );
 
     let out = ok(&cli(&gw, &["webhook", "test", &webhook]).await);
     assert_eq!(out.trim(), "Success (200)");

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use callisto::api::ingest::IngestResponse;
+use callisto::api::input::RepositoryInput;
+use callisto::api::views::RepositoryView;
 use callisto::test_util::TestGateway;
 use callisto_tests::receiver::{Received, Receiver};
 use hmac::{Hmac, Mac};
@@ -24,7 +27,7 @@ pub fn push_envelope(tag: &str) -> String {
         .replace("\"tag\": \"v1\"", &format!("\"tag\": \"{tag}\""))
 }
 
-pub async fn ingest(gw: &TestGateway, envelope: &str) -> Value {
+pub async fn ingest(gw: &TestGateway, envelope: &str) -> IngestResponse {
     let response = gw
         .http
         .post(format!("{}/ingest/distribution", gw.url))
@@ -41,18 +44,17 @@ pub async fn ingest(gw: &TestGateway, envelope: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Creates `demo/app` with these webhooks; returns the repository.
-pub async fn repository(gw: &TestGateway, webhooks: Value) -> Value {
-    let response = gw
-        .api(Method::POST, "/repositories")
-        .json(&json!({"name": "demo/app", "webhooks": webhooks}))
-        .send()
+/// Creates `demo/app` with these webhooks (the API's JSON form); returns
+/// the repository with its webhooks.
+pub async fn repository(gw: &TestGateway, webhooks: Value) -> RepositoryView {
+    let input = RepositoryInput {
+        webhooks: serde_json::from_value(webhooks).expect("webhooks as the API takes them"),
+        ..serde_json::from_value(json!({"name": "demo/app"})).unwrap()
+    };
+    gw.client()
+        .create_repository(&input)
         .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
+        .expect("the repository is created")
 }
 
 pub async fn get(gw: &TestGateway, path: &str) -> Value {
@@ -126,10 +128,10 @@ async fn two_webhooks_receive_a_push_a_disabled_one_does_not_and_filters_apply()
         ]),
     )
     .await;
-    assert_eq!(repo["webhooks"].as_array().unwrap().len(), 4);
+    assert_eq!(repo.webhooks.as_ref().unwrap().len(), 4);
 
     let accepted = ingest(&gw, &push_envelope("v1")).await;
-    let event_id = accepted["events"][0].as_str().unwrap().to_owned();
+    let event_id = accepted.events[0].clone();
 
     let got = a.wait_for(1, WAIT).await;
     let body = got[0].json();
@@ -174,7 +176,7 @@ async fn a_failing_receiver_gets_retried_until_it_succeeds() {
         json!([{"url": receiver.url("/hook"), "retry_schedule_secs": [1, 1, 1]}]),
     )
     .await;
-    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
     ingest(&gw, &push_envelope("v1")).await;
 
     let got = receiver.wait_for(3, WAIT).await;
@@ -227,7 +229,7 @@ async fn a_long_response_body_is_recorded_up_to_64_kib() {
     let receiver = Receiver::start().await;
     receiver.respond_with_body(200, "x".repeat(200 << 10));
     let repo = repository(&gw, json!([{"url": receiver.url("/hook")}])).await;
-    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
     ingest(&gw, &push_envelope("v1")).await;
 
     let page = eventually(&gw, &format!("/webhooks/{webhook}/deliveries"), |p| {
@@ -251,7 +253,7 @@ async fn a_receiver_down_while_the_gateway_restarts_gets_the_delivery_once_up() 
     repository(&gw, json!([{"url": receiver.url("/hook")}])).await;
     receiver.stop().await;
     let accepted = ingest(&gw, &push_envelope("v1")).await;
-    let event_id = accepted["events"][0].as_str().unwrap().to_owned();
+    let event_id = accepted.events[0].clone();
     // Let it fail at least once, then stop the gateway.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut config = gw.app().config.clone();
@@ -285,8 +287,8 @@ async fn gone_disables_the_webhook_and_a_spent_schedule_is_dead_but_redeliverabl
         ]),
     )
     .await;
-    let gone_id = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
-    let failing_id = repo["webhooks"][1]["id"].as_str().unwrap().to_owned();
+    let gone_id = repo.webhooks.as_ref().unwrap()[0].id.clone();
+    let failing_id = repo.webhooks.as_ref().unwrap()[1].id.clone();
     ingest(&gw, &push_envelope("v1")).await;
 
     let webhook = eventually(&gw, &format!("/webhooks/{gone_id}"), |w| {

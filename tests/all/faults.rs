@@ -111,11 +111,11 @@ async fn a_flapping_receiver_gets_every_delivery_in_the_end() {
     .await;
     let mut receiver = Receiver::start().await;
     let repo = repository(&gw, json!([{"url": receiver.url("/flap")}])).await;
-    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
     let mut events = HashSet::new();
     for i in 0..30 {
         let accepted = ingest(&gw, &push_envelope(&format!("f{i}"))).await;
-        events.insert(accepted["events"][0].as_str().unwrap().to_owned());
+        events.insert(accepted.events[0].clone());
         if i % 5 == 4 {
             receiver.stop().await;
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -377,7 +377,7 @@ async fn secrets_are_encrypted_at_rest_and_useless_without_the_key() {
     let password = "registry-password-at-rest-456";
     let gw = crate::gateway().await;
     let repo = repository(&gw, json!([{"url": receiver.url("/h"), "secret": secret}])).await;
-    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
     let r = gw
         .api(Method::POST, "/repositories")
         .json(

@@ -13,7 +13,7 @@ use super::{ApiError, ErrorBody};
 use crate::event::{Event, EventType, Timestamp};
 use crate::store::EventFilter;
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Only this repository's events (its id).

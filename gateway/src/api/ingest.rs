@@ -21,7 +21,7 @@ use crate::ingest::distribution::{self, Envelope};
 use crate::metrics::Metrics;
 
 /// What an ingest request did.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     /// Ids of the events appended to the log.
     pub events: Vec<String>,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiError;
@@ -94,7 +94,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
 }
 
 /// A list given as a JSON array or as a comma-separated string.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum StringList {
     List(Vec<String>),
@@ -115,7 +115,7 @@ impl StringList {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     pub username: String,
@@ -124,95 +124,123 @@ pub struct Credentials {
 }
 
 /// `POST /api/v1/repositories`
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryInput {
     /// `demo/app`; for remote repositories also `alpine`,
     /// `docker.io/library/alpine`, `ghcr.io/owner/image`.
     pub name: String,
     /// `local` (default) or `remote`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<RepositoryKind>,
     /// Local: only notifications from this registry host match. Remote: the
     /// registry to poll (default: from the name, else Docker Hub).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
     /// Remote: seconds between polls (default 60, at least 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_interval_secs: Option<u64>,
     /// Remote: `notify` (one event per existing tag) or `silent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_sync: Option<InitialSync>,
     /// Remote: plain HTTP instead of HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
     /// Remote: registry credentials. Write-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
     /// Remote: only tags matching one of these globs are polled.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<StringList>,
     /// Remote: tags matching these globs are not polled.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exclude_tags: Option<StringList>,
     /// Remote: poll at most this many tags (newest first where known).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tags: Option<u32>,
     /// Webhooks created with the repository, in the same request.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookInput>,
 }
 
 /// `PATCH /api/v1/repositories/{id}`: fields to change.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_interval_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_sync: Option<InitialSync>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
     /// `null` removes the credentials.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Credentials>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Option<Credentials>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<StringList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exclude_tags: Option<StringList>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tags: Option<Option<u32>>,
 }
 
 /// A webhook to create (or to test before creating it).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
     /// `http` or `https`, without credentials.
     pub url: String,
     /// The signing secret, or `"generate"` for a new `whsec_` secret that
     /// the answer shows once. Write-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Plugin name (default `default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
     /// Plugin configuration: strings, numbers, booleans, or lists (joined
     /// with commas).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<BTreeMap<String, serde_json::Value>>,
     /// Default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Delays between attempts, overriding the gateway's schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_schedule_secs: Option<Vec<u64>>,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: fields to change.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// A new secret, `"generate"`, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// `null` returns to the gateway's schedule.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<u64>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_schedule_secs: Option<Option<Vec<u64>>>,
 }
 
 /// `POST /api/v1/webhooks/{id}/replay`
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayInput {
     /// Replay this event and every later event of the repository.

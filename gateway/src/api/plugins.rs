@@ -17,13 +17,13 @@ use crate::plugin::{ConfigKey, Plugin};
 /// Largest component accepted.
 pub const MAX_PLUGIN_BYTES: usize = 32 << 20;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct PluginView {
     pub name: String,
     pub version: String,
     pub description: String,
     /// `builtin` or `installed`.
-    pub source: &'static str,
+    pub source: String,
     /// Hex SHA-256 of the component.
     pub sha256: String,
     pub size: usize,
@@ -43,7 +43,8 @@ impl From<&Plugin> for PluginView {
                 "builtin"
             } else {
                 "installed"
-            },
+            }
+            .to_owned(),
             sha256: p.sha256().to_owned(),
             size: p.size(),
             config_keys: p.info().config_keys.clone(),

@@ -15,10 +15,10 @@ use crate::records::{
 };
 
 /// A body as JSON can carry it: text when it is UTF-8, base64 otherwise.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BodyView {
     /// `utf8` or `base64`.
-    pub encoding: &'static str,
+    pub encoding: String,
     pub data: String,
     pub size: usize,
 }
@@ -27,12 +27,12 @@ impl BodyView {
     pub fn new(bytes: &[u8]) -> Self {
         match std::str::from_utf8(bytes) {
             Ok(text) => Self {
-                encoding: "utf8",
+                encoding: "utf8".to_owned(),
                 data: text.to_owned(),
                 size: bytes.len(),
             },
             Err(_) => Self {
-                encoding: "base64",
+                encoding: "base64".to_owned(),
                 data: base64::engine::general_purpose::STANDARD.encode(bytes),
                 size: bytes.len(),
             },
@@ -40,7 +40,7 @@ impl BodyView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub repository_id: String,
@@ -82,7 +82,7 @@ impl From<&Webhook> for WebhookView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PollView {
     #[schema(value_type = Option<String>)]
     pub last_poll_at: Option<Timestamp>,
@@ -110,7 +110,7 @@ impl PollView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RepositoryView {
     pub id: String,
     pub name: String,
@@ -169,7 +169,7 @@ impl RepositoryView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TagView {
     pub tag: String,
     pub digest: String,
@@ -190,7 +190,7 @@ impl TagView {
 }
 
 /// The request a plugin formatted, as stored on the delivery.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FormattedView {
     pub content_type: String,
     pub headers: Vec<(String, String)>,
@@ -209,7 +209,7 @@ impl From<&Request> for FormattedView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryView {
     /// Also the `webhook-id` header of every attempt.
     pub id: String,
@@ -259,16 +259,16 @@ impl DeliveryView {
 }
 
 /// An HTTP request as sent.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SentRequestView {
-    pub method: &'static str,
+    pub method: String,
     pub url: String,
     /// Every header sent, signature included.
     pub headers: Vec<(String, String)>,
     pub body: BodyView,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResponseView {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -277,7 +277,7 @@ pub struct ResponseView {
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptView {
     pub number: u32,
     #[schema(value_type = String)]
@@ -298,7 +298,7 @@ impl AttemptView {
             duration_ms: a.duration_ms,
             succeeded: a.succeeded,
             request: SentRequestView {
-                method: "POST",
+                method: "POST".to_owned(),
                 url: a.url.clone(),
                 headers: a.request_headers.clone(),
                 body: BodyView::new(body),
@@ -314,7 +314,7 @@ impl AttemptView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventWithDeliveries {
     #[serde(flatten)]
     pub event: Event,
@@ -322,7 +322,7 @@ pub struct EventWithDeliveries {
 }
 
 /// A page of a list, newest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `before` to get the next page; absent on the last page.
@@ -330,7 +330,7 @@ pub struct Page<T> {
 }
 
 /// Query of list routes.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page (1-500, default 50).

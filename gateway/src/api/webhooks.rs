@@ -246,10 +246,10 @@ pub async fn delete(
 }
 
 /// The answer of Test Webhook.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TestResult {
     /// `success` or `error`.
-    pub result: &'static str,
+    pub result: String,
     /// The receiver's status, when it answered.
     pub status: Option<u16>,
     /// `Success (200)`, `Error (500)`, `Error: connection refused`,
@@ -277,7 +277,8 @@ impl TestResult {
                 "success"
             } else {
                 "error"
-            },
+            }
+            .to_owned(),
             status: outcome.status(),
             summary: outcome.summary(),
             request,
@@ -332,7 +333,7 @@ pub async fn test_unsaved(
 }
 
 /// What a replay did.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReplayResult {
     /// Events of the repository from `since` on.
     pub events: usize,
@@ -372,7 +373,7 @@ pub async fn replay(
     ))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     /// `pending`, `succeeded`, `failed` or `dead`.

@@ -5,9 +5,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde::Serialize;
+
+use crate::api::events::EventQuery;
+use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput};
+use crate::api::views::BodyView;
+use crate::api::webhooks::{DeliveryQuery, TestResult};
+use crate::client::Client;
+use crate::records::{DeliveryState, InitialSync, RepositoryKind};
 
 /// How to reach the gateway.
 #[derive(Debug, Clone, Args)]
@@ -47,6 +54,9 @@ pub enum RepoCommand {
         /// notifications.
         #[arg(long)]
         remote: bool,
+        /// Local: only notifications reported by this registry host match
+        /// (when one gateway serves several registries). Remote: the
+        /// registry to poll [default: from the name, else Docker Hub].
         #[arg(long)]
         registry: Option<String>,
         /// Seconds between polls (remote).
@@ -69,14 +79,17 @@ pub enum RepoCommand {
     /// List repositories.
     List,
     /// Delete a repository and its webhooks (its events stay).
-    Rm { id: String },
+    Rm {
+        /// The repository's id or name.
+        repository: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
     /// Add a webhook to a repository.
     Add {
-        /// The repository's id.
+        /// The repository's id or name (`demo/app`).
         repository: String,
         /// Where to send the webhook (http or https).
         #[arg(value_name = "URL")]
@@ -94,7 +107,10 @@ pub enum WebhookCommand {
         disabled: bool,
     },
     /// List a repository's webhooks.
-    List { repository: String },
+    List {
+        /// The repository's id or name (`demo/app`).
+        repository: String,
+    },
     /// Send a test event now: prints `Success (200)` or `Error ...`.
     Test {
         id: String,
@@ -108,7 +124,7 @@ pub enum WebhookCommand {
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
-    /// Only this repository's events (its id).
+    /// Only this repository's events (its id or name).
     #[arg(long)]
     repository: Option<String>,
     /// `image.pushed` or `image.deleted`.
@@ -129,14 +145,15 @@ pub struct DeliveriesArgs {
     limit: usize,
 }
 
-struct Client {
-    conn: Connection,
-    token: String,
-    http: reqwest::Client,
+/// The admin API from the command line: a typed client and a runtime to
+/// run it on.
+struct Cli {
+    json: bool,
+    client: Client,
     runtime: tokio::runtime::Runtime,
 }
 
-impl Client {
+impl Cli {
     fn new(conn: Connection) -> anyhow::Result<Self> {
         let token = match &conn.token {
             Some(t) => t.clone(),
@@ -161,56 +178,22 @@ impl Client {
             .enable_all()
             .build()?;
         Ok(Self {
-            conn,
-            token,
-            http,
+            json: conn.json,
+            client: Client::new(&conn.url, &token, http),
             runtime,
         })
     }
 
-    /// Calls the admin API; an error answer becomes an error naming it.
-    fn call(
+    fn run<T>(
         &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}/api/v1{path}", self.conn.url.trim_end_matches('/'));
-        self.runtime.block_on(async {
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(&self.token);
-            if let Some(body) = body {
-                request = request.json(&body);
-            }
-            let response = request.send().await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach the gateway at {}: {} (is `callisto serve` running?)",
-                    self.conn.url,
-                    crate::net::describe(&e)
-                )
-            })?;
-            let status = response.status();
-            let text = response.text().await?;
-            if !status.is_success() {
-                let parsed: Option<Value> = serde_json::from_str(&text).ok();
-                let message = parsed
-                    .as_ref()
-                    .and_then(|v| v["error"]["message"].as_str())
-                    .unwrap_or(&text);
-                bail!("{method} {path}: {message} ({status})");
-            }
-            Ok(if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text)?
-            })
-        })
+        call: impl std::future::Future<Output = Result<T, crate::client::ClientError>>,
+    ) -> anyhow::Result<T> {
+        Ok(self.runtime.block_on(call)?)
     }
 
-    fn print(&self, value: &Value, table: impl FnOnce(&Value)) {
-        if self.conn.json {
+    /// The API's JSON with `--json`, else what `table` prints.
+    fn print<T: Serialize>(&self, value: &T, table: impl FnOnce(&T)) {
+        if self.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(value).unwrap_or_default()
@@ -221,12 +204,12 @@ impl Client {
     }
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
 }
 
 /// Prints rows as aligned columns.
@@ -252,7 +235,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 }
 
 pub fn repo(conn: Connection, command: RepoCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::new(conn)?;
+    let cli = Cli::new(conn)?;
     match command {
         RepoCommand::Add {
             name,
@@ -264,63 +247,58 @@ pub fn repo(conn: Connection, command: RepoCommand) -> anyhow::Result<ExitCode> 
             username,
             tags,
         } => {
-            let mut body = json!({"name": name, "kind": if remote { "remote" } else { "local" }});
-            if let Some(r) = registry {
-                body["registry"] = json!(r);
-            }
-            if remote {
-                if let Some(p) = poll_interval {
-                    body["poll_interval_secs"] = json!(p);
-                }
-                if silent {
-                    body["initial_sync"] = json!("silent");
-                }
-                if insecure {
-                    body["insecure"] = json!(true);
-                }
-                if let Some(t) = tags {
-                    body["tags"] = json!(t);
-                }
-                if let Some(user) = username {
-                    let password = std::env::var("CALLISTO_REGISTRY_PASSWORD")
-                        .context("--username needs the password in CALLISTO_REGISTRY_PASSWORD")?;
-                    body["credentials"] = json!({"username": user, "password": password});
-                }
-            }
-            let repo = client.call(reqwest::Method::POST, "/repositories", Some(body))?;
-            client.print(&repo, |r| {
-                println!(
-                    "added {} {} ({})",
-                    s(&r["kind"]),
-                    s(&r["name"]),
-                    s(&r["id"])
-                )
+            let credentials = match username {
+                Some(username) if remote => Some(Credentials {
+                    username,
+                    password: std::env::var("CALLISTO_REGISTRY_PASSWORD")
+                        .context("--username needs the password in CALLISTO_REGISTRY_PASSWORD")?,
+                }),
+                _ => None,
+            };
+            let input = RepositoryInput {
+                name,
+                kind: Some(if remote {
+                    RepositoryKind::Remote
+                } else {
+                    RepositoryKind::Local
+                }),
+                registry,
+                poll_interval_secs: poll_interval.filter(|_| remote),
+                initial_sync: (remote && silent).then_some(InitialSync::Silent),
+                insecure: (remote && insecure).then_some(true),
+                credentials,
+                tags: tags.filter(|_| remote).map(StringList::Text),
+                exclude_tags: None,
+                max_tags: None,
+                webhooks: Vec::new(),
+            };
+            let repo = cli.run(cli.client.create_repository(&input))?;
+            cli.print(&repo, |r| {
+                println!("added {} {} ({})", r.kind.as_str(), r.name, r.id)
             });
         }
         RepoCommand::List => {
-            let repos = client.call(reqwest::Method::GET, "/repositories", None)?;
-            client.print(&repos, |list| {
+            let repos = cli.run(cli.client.repositories())?;
+            cli.print(&repos, |list| {
                 let rows = list
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .map(|r| {
-                        let status = match r.get("poll") {
-                            Some(p) => match p["last_error"].as_str() {
+                        let status = match &r.poll {
+                            Some(p) => match &p.last_error {
                                 Some(e) => format!("error: {e}"),
                                 None => format!(
                                     "{} tags, polled {}",
-                                    s(&p["tags_known"]),
-                                    s(&p["last_poll_at"])
+                                    p.tags_known,
+                                    or_dash(p.last_poll_at)
                                 ),
                             },
                             None => "-".to_owned(),
                         };
                         vec![
-                            s(&r["id"]),
-                            s(&r["kind"]),
-                            s(&r["name"]),
-                            s(&r["registry"]),
+                            r.id.clone(),
+                            r.kind.as_str().to_owned(),
+                            r.name.clone(),
+                            or_dash(r.registry.as_ref()),
                             status,
                         ]
                     })
@@ -328,14 +306,11 @@ pub fn repo(conn: Connection, command: RepoCommand) -> anyhow::Result<ExitCode> 
                 table(&["ID", "KIND", "NAME", "REGISTRY", "POLL"], rows);
             });
         }
-        RepoCommand::Rm { id } => {
-            client.call(
-                reqwest::Method::DELETE,
-                &format!("/repositories/{id}"),
-                None,
-            )?;
-            if !client.conn.json {
-                println!("deleted repository {id}");
+        RepoCommand::Rm { repository } => {
+            let repo = cli.run(cli.client.find_repository(&repository))?;
+            cli.run(cli.client.delete_repository(&repo.id))?;
+            if !cli.json {
+                println!("deleted repository {} ({})", repo.name, repo.id);
             }
         }
     }
@@ -343,7 +318,7 @@ pub fn repo(conn: Connection, command: RepoCommand) -> anyhow::Result<ExitCode> 
 }
 
 pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::new(conn)?;
+    let cli = Cli::new(conn)?;
     match command {
         WebhookCommand::Add {
             repository,
@@ -353,52 +328,42 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             config,
             disabled,
         } => {
+            let repo = cli.run(cli.client.find_repository(&repository))?;
             let pairs = super::plugin::parse_config(&config)?;
-            let config: serde_json::Map<String, Value> =
-                pairs.into_iter().map(|(k, v)| (k, json!(v))).collect();
-            let mut body =
-                json!({"url": target, "plugin": plugin, "config": config, "enabled": !disabled});
-            if let Some(secret) = secret {
-                body["secret"] = json!(secret);
-            }
-            let w = client.call(
-                reqwest::Method::POST,
-                &format!("/repositories/{repository}/webhooks"),
-                Some(body),
-            )?;
-            client.print(&w, |w| {
-                println!("added webhook {} → {}", s(&w["id"]), s(&w["url"]));
-                if let Some(secret) = w["secret"].as_str() {
+            let input = WebhookInput {
+                url: target,
+                secret,
+                plugin: Some(plugin),
+                config: Some(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::String(v)))
+                        .collect(),
+                ),
+                enabled: Some(!disabled),
+                retry_schedule_secs: None,
+            };
+            let w = cli.run(cli.client.create_webhook(&repo.id, &input))?;
+            cli.print(&w, |w| {
+                println!("added webhook {} → {}", w.id, w.url);
+                if let Some(secret) = &w.secret {
                     println!("secret (shown once): {secret}");
                 }
             });
         }
         WebhookCommand::List { repository } => {
-            let list = client.call(
-                reqwest::Method::GET,
-                &format!("/repositories/{repository}/webhooks"),
-                None,
-            )?;
-            client.print(&list, |list| {
+            let repo = cli.run(cli.client.find_repository(&repository))?;
+            let list = cli.run(cli.client.webhooks(&repo.id))?;
+            cli.print(&list, |list| {
                 let rows = list
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .map(|w| {
                         vec![
-                            s(&w["id"]),
-                            if w["enabled"] == true {
-                                "yes".into()
-                            } else {
-                                "no".into()
-                            },
-                            s(&w["plugin"]),
-                            if w["has_secret"] == true {
-                                "yes".into()
-                            } else {
-                                "no".into()
-                            },
-                            s(&w["url"]),
+                            w.id.clone(),
+                            yes_no(w.enabled),
+                            w.plugin.clone(),
+                            yes_no(w.has_secret),
+                            w.url.clone(),
                         ]
                     })
                     .collect();
@@ -406,21 +371,20 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             });
         }
         WebhookCommand::Test { id, details } => {
-            let result =
-                client.call(reqwest::Method::POST, &format!("/webhooks/{id}/test"), None)?;
-            client.print(&result, |r| {
-                println!("{}", s(&r["summary"]));
+            let result = cli.run(cli.client.test_webhook(&id))?;
+            cli.print(&result, |r| {
+                println!("{}", r.summary);
                 if details {
                     print_exchange(r);
                 }
             });
-            if result["result"] != "success" {
+            if result.result != "success" {
                 return Ok(ExitCode::FAILURE);
             }
         }
         WebhookCommand::Rm { id } => {
-            client.call(reqwest::Method::DELETE, &format!("/webhooks/{id}"), None)?;
-            if !client.conn.json {
+            cli.run(cli.client.delete_webhook(&id))?;
+            if !cli.json {
                 println!("deleted webhook {id}");
             }
         }
@@ -428,49 +392,51 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_exchange(r: &Value) {
-    if let Some(req) = r.get("request").filter(|v| !v.is_null()) {
-        println!("\n> {} {}", s(&req["method"]), s(&req["url"]));
-        for h in req["headers"].as_array().into_iter().flatten() {
-            println!("> {}: {}", s(&h[0]), s(&h[1]));
-        }
-        println!(">\n{}", s(&req["body"]["data"]));
+fn print_exchange(r: &TestResult) {
+    if let Some(req) = &r.request {
+        println!("\n> {} {}", req.method, req.url);
+        print_headers('>', &req.headers, &req.body);
     }
-    if let Some(resp) = r.get("response").filter(|v| !v.is_null()) {
-        println!("\n< {}", s(&resp["status"]));
-        for h in resp["headers"].as_array().into_iter().flatten() {
-            println!("< {}: {}", s(&h[0]), s(&h[1]));
-        }
-        println!("<\n{}", s(&resp["body"]["data"]));
+    if let Some(resp) = &r.response {
+        println!("\n< {}", resp.status);
+        print_headers('<', &resp.headers, &resp.body);
     }
 }
 
+fn print_headers(mark: char, headers: &[(String, String)], body: &BodyView) {
+    for (name, value) in headers {
+        println!("{mark} {name}: {value}");
+    }
+    println!("{mark}\n{}", body.data);
+}
+
 pub fn events(conn: Connection, args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(conn)?;
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("limit", &args.limit.to_string());
-    if let Some(r) = &args.repository {
-        query.append_pair("repository", r);
-    }
-    if let Some(t) = &args.kind {
-        query.append_pair("type", t);
-    }
-    let path = format!("/events?{}", query.finish());
-    let page = client.call(reqwest::Method::GET, &path, None)?;
-    client.print(&page, |p| {
-        let rows = p["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    let cli = Cli::new(conn)?;
+    let repository = match &args.repository {
+        Some(r) => Some(cli.run(cli.client.find_repository(r))?.id),
+        None => None,
+    };
+    let query = EventQuery {
+        repository,
+        kind: args.kind,
+        limit: Some(args.limit),
+        ..EventQuery::default()
+    };
+    let page = cli.run(cli.client.events(&query))?;
+    cli.print(&page, |p| {
+        let rows = p
+            .items
+            .iter()
             .map(|e| {
-                let digest = s(&e["digest"]);
                 vec![
-                    s(&e["id"]),
-                    s(&e["occurred_at"]),
-                    s(&e["type"]),
-                    s(&e["repository"]["name"]),
-                    s(&e["tag"]),
-                    digest.chars().take(19).collect(),
+                    e.id.clone(),
+                    e.occurred_at.to_rfc3339(),
+                    e.kind.as_str().to_owned(),
+                    e.repository.name.clone(),
+                    or_dash(e.tag.as_ref()),
+                    e.digest
+                        .as_deref()
+                        .map_or("-".to_owned(), |d| d.chars().take(19).collect()),
                 ]
             })
             .collect();
@@ -483,29 +449,40 @@ pub fn events(conn: Connection, args: EventsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn deliveries(conn: Connection, args: DeliveriesArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(conn)?;
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("limit", &args.limit.to_string());
-    if let Some(state) = &args.state {
-        query.append_pair("state", state);
-    }
-    let webhook: String = url::form_urlencoded::byte_serialize(args.webhook.as_bytes()).collect();
-    let path = format!("/webhooks/{webhook}/deliveries?{}", query.finish());
-    let page = client.call(reqwest::Method::GET, &path, None)?;
-    client.print(&page, |p| {
-        let rows = p["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    let cli = Cli::new(conn)?;
+    let state = args
+        .state
+        .as_deref()
+        .map(|s| {
+            serde_json::from_value::<DeliveryState>(serde_json::Value::String(s.to_owned()))
+                .map_err(|_| {
+                    anyhow::anyhow!("--state `{s}` is not one of pending, succeeded, failed, dead")
+                })
+        })
+        .transpose()?;
+    let query = DeliveryQuery {
+        state,
+        limit: Some(args.limit),
+        before: None,
+    };
+    let page = cli.run(cli.client.deliveries(&args.webhook, &query))?;
+    cli.print(&page, |p| {
+        let rows = p
+            .items
+            .iter()
             .map(|d| {
                 vec![
-                    s(&d["id"]),
-                    s(&d["kind"]),
-                    s(&d["state"]),
-                    s(&d["attempts"]),
-                    s(&d["last_status"]),
-                    s(&d["event_id"]),
-                    s(&d["last_error"]),
+                    d.id.clone(),
+                    format!("{:?}", d.kind).to_lowercase(),
+                    d.state.as_str().to_owned(),
+                    d.attempts.to_string(),
+                    or_dash(d.last_status),
+                    if d.event_id.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        d.event_id.clone()
+                    },
+                    or_dash(d.last_error.as_ref()),
                 ]
             })
             .collect();
@@ -520,17 +497,12 @@ pub fn deliveries(conn: Connection, args: DeliveriesArgs) -> anyhow::Result<Exit
 }
 
 pub fn redeliver(conn: Connection, id: &str) -> anyhow::Result<ExitCode> {
-    let client = Client::new(conn)?;
-    let d = client.call(
-        reqwest::Method::POST,
-        &format!("/deliveries/{id}/redeliver"),
-        None,
-    )?;
-    client.print(&d, |d| {
+    let cli = Cli::new(conn)?;
+    let d = cli.run(cli.client.redeliver(id))?;
+    cli.print(&d, |d| {
         println!(
             "delivery {} is pending again (webhook {})",
-            s(&d["id"]),
-            s(&d["webhook_id"])
+            d.id, d.webhook_id
         )
     });
     Ok(ExitCode::SUCCESS)
