@@ -62,6 +62,8 @@ pub struct Context {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub policy: Arc<Policy>,
+    /// The guarded client for registries (`net::client::build_for_registries`).
+    pub http: reqwest::Client,
     pub config: PollConfig,
     pub sealer: crate::seal::Sealer,
 }
@@ -103,12 +105,11 @@ async fn run(
                         )
                     })
                     .unwrap_or_default();
+                let interval =
+                    Duration::from_secs(r.remote.as_ref().map_or(60, |s| s.poll_interval_secs));
                 due.insert(
                     r.id.clone(),
-                    Instant::now()
-                        + wait.min(Duration::from_secs(
-                            r.remote.as_ref().map_or(60, |s| s.poll_interval_secs),
-                        )),
+                    Instant::now() + wait.min(interval).min(MAX_WAIT),
                 );
             }
         }
@@ -264,8 +265,13 @@ fn backoff(
     )
 }
 
+/// The longest wait the poller schedules: what a setting or a backoff asks
+/// beyond it is clamped, so that no arithmetic on instants can overflow.
+const MAX_WAIT: Duration = Duration::from_secs(30 * 86_400);
+
 fn jittered(d: Duration, jitter: f64) -> Duration {
-    d.mul_f64((1.0 + jitter * (fastrand::f64() * 2.0 - 1.0)).max(0.0))
+    d.min(MAX_WAIT)
+        .mul_f64((1.0 + jitter * (fastrand::f64() * 2.0 - 1.0)).max(0.0))
 }
 
 /// One poll: list, select, ask digests, and record what changed.
@@ -292,10 +298,11 @@ pub async fn poll(ctx: &Context, budget: &Budget, repo: &Repository) -> Result<O
         settings,
         password.as_deref(),
         registry::Manners {
+            http: ctx.http.clone(),
+            policy: ctx.policy.clone(),
             budget: budget.clone(),
             metrics: ctx.metrics.clone(),
             page_size: ctx.config.page_size,
-            timeout: Duration::from_secs(ctx.config.timeout_secs),
         },
     );
     let listed = client.tags().await?;
@@ -351,8 +358,9 @@ pub async fn poll(ctx: &Context, budget: &Budget, repo: &Repository) -> Result<O
     Ok(Outcome { events, tags })
 }
 
-/// Refuses a registry on a non-public address unless allowed, as webhook
-/// targets are.
+/// Refuses a registry on non-public addresses only, early and in words
+/// that name the setting. The guard itself is the client's resolver, which
+/// every connection (token service and redirects included) goes through.
 async fn check_address(policy: &Policy, registry: &str) -> Result<(), PollError> {
     let host_port = if registry.contains(':') {
         registry.to_owned()

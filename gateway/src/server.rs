@@ -119,6 +119,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         None => Vec::new(),
     };
     let client = net::client::build(&config.delivery, policy.clone(), &ca_bundle)?;
+    let registry_client =
+        net::client::build_for_registries(&config.poll, policy.clone(), &ca_bundle)?;
     let tls = config
         .tls
         .as_ref()
@@ -154,6 +156,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             store: store.clone(),
             metrics: metrics.clone(),
             policy: policy.clone(),
+            http: registry_client,
             config: config.poll.clone(),
             sealer: sealer.clone(),
         },

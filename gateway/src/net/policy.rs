@@ -72,14 +72,36 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
+    // The IPv4 address an IPv6 form carries, where it carries one: such an
+    // address is as public as the IPv4 address it reaches.
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let carried = match segments {
+        // IPv4-compatible (::a.b.c.d, deprecated) and IPv4-translated
+        // (::ffff:0:a.b.c.d, RFC 2765).
+        [0, 0, 0, 0, 0, 0, hi, lo] | [0, 0, 0, 0, 0xffff, 0, hi, lo]
+            if !ip.is_unspecified() && !ip.is_loopback() =>
+        {
+            Some(embedded(hi, lo))
+        }
+        // NAT64, the well-known prefix 64:ff9b::/96 (RFC 6052).
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(embedded(hi, lo)),
+        // 6to4, 2002::/16: the IPv4 address follows the prefix.
+        [0x2002, hi, lo, ..] => Some(embedded(hi, lo)),
+        _ => None,
+    };
+    if let Some(v4) = carried {
+        return is_public_v4(v4);
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local
         || (first & 0xffc0) == 0xfe80 // link-local
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
-        || ip.to_ipv4().is_some_and(|v4| !is_public_v4(v4))) // IPv4-compatible
+        || (first == 0x2001 && segments[1] == 0x0db8) // documentation
+        || (first == 0x2001 && segments[1] == 0) // Teredo: a tunnel to an address it hides
+        || (first == 0x64 && segments[1] == 0xff9b && segments[2] == 1)) // local-use NAT64, 64:ff9b:1::/48
 }
 
 /// The gateway's outbound address policy.
@@ -195,10 +217,28 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            // Translated forms that carry a private IPv4 address.
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "::ffff:0:a00:1",
+            "::ffff:0:7f00:1",
+            "::7f00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!policy.permits(ip(refused)), "{refused} should be refused");
         }
-        for allowed in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+        for allowed in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            // Translated forms of a public address stay public.
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(policy.permits(ip(allowed)), "{allowed} should be allowed");
         }
     }

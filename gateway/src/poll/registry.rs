@@ -1,19 +1,33 @@
-//! Talking to a registry Callisto does not control, through oci-client: the
-//! tag list (paginated) and a manifest `HEAD` per tag for its digest, with
-//! the `WWW-Authenticate` token dance, credentials, plain HTTP when asked,
-//! and a per-registry request budget.
+//! Talking to a registry Callisto does not control, with the distribution
+//! API: the tag list (paginated) and a manifest `HEAD` per tag for its
+//! digest, the `WWW-Authenticate` token dance, credentials, plain HTTP when
+//! asked, and a per-registry request budget.
+//!
+//! Every request, the token service's and each redirect's included, goes
+//! through the gateway's guarded client (`net::client`): a registry someone
+//! adds cannot make Callisto call into its own network by naming a private
+//! token realm, redirecting there, or resolving to several addresses. This
+//! is why it is not oci-client, which builds its own HTTP client.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex as AsyncMutex;
 
 use crate::metrics::Metrics;
+use crate::net::Policy;
 use crate::records::RemoteSettings;
+
+/// What a manifest request accepts: without the OCI and Docker list types
+/// too, registries answer `404` for multi-platform images.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Why a poll failed, in words an operator can act on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,24 +95,53 @@ impl Budget {
     }
 }
 
-/// A client for one remote repository (oci-client keeps credentials per
-/// registry host, and two repositories on one host may use different ones).
+/// A client for one remote repository, for the length of one poll: it
+/// keeps the repository's bearer token between its requests.
 pub struct RegistryClient {
-    client: Client,
-    auth: RegistryAuth,
+    http: reqwest::Client,
+    policy: Arc<Policy>,
+    /// `https://host[:port]` (or `http://` when insecure).
+    base: String,
     registry: String,
     repository: String,
+    credentials: Option<(String, String)>,
+    /// How to authorise the next request, once the registry said.
+    auth: AsyncMutex<Auth>,
     budget: Budget,
     metrics: Arc<Metrics>,
     page_size: usize,
 }
 
+#[derive(Debug, Clone, Default)]
+enum Auth {
+    /// Not asked yet: the first request goes without.
+    #[default]
+    None,
+    Basic,
+    Bearer(String),
+}
+
 /// How every registry is spoken to, whichever repository it is for.
 pub struct Manners {
+    pub http: reqwest::Client,
+    pub policy: Arc<Policy>,
     pub budget: Budget,
     pub metrics: Arc<Metrics>,
     pub page_size: usize,
-    pub timeout: Duration,
+}
+
+#[derive(serde::Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
 }
 
 impl RegistryClient {
@@ -109,44 +152,19 @@ impl RegistryClient {
         password: Option<&str>,
         manners: Manners,
     ) -> Self {
-        let Manners {
-            budget,
-            metrics,
-            page_size,
-            timeout,
-        } = manners;
-        let config = ClientConfig {
-            protocol: if settings.insecure {
-                ClientProtocol::HttpsExcept(vec![registry.to_owned()])
-            } else {
-                ClientProtocol::Https
-            },
-            read_timeout: Some(timeout),
-            connect_timeout: Some(timeout.min(Duration::from_secs(10))),
-            user_agent: concat!("Callisto/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        let auth = match (&settings.username, password) {
-            (Some(user), Some(password)) => RegistryAuth::Basic(user.clone(), password.to_owned()),
-            _ => RegistryAuth::Anonymous,
-        };
+        let scheme = if settings.insecure { "http" } else { "https" };
         Self {
-            client: Client::new(config),
-            auth,
+            http: manners.http,
+            policy: manners.policy,
+            base: format!("{scheme}://{registry}"),
             registry: registry.to_owned(),
             repository: repository.to_owned(),
-            budget,
-            metrics,
-            page_size: page_size.max(1),
+            credentials: settings.username.clone().zip(password.map(str::to_owned)),
+            auth: AsyncMutex::default(),
+            budget: manners.budget,
+            metrics: manners.metrics,
+            page_size: manners.page_size.max(1),
         }
-    }
-
-    fn reference(&self, tag: &str) -> Reference {
-        Reference::with_tag(
-            self.registry.clone(),
-            self.repository.clone(),
-            tag.to_owned(),
-        )
     }
 
     async fn spend(&self, what: &str) {
@@ -159,28 +177,130 @@ impl RegistryClient {
         );
     }
 
+    /// Sends a request, answering the registry's challenge once if it makes
+    /// one (`401` with `WWW-Authenticate`).
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, PollError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| PollError::Registry(format!("{url} is not a URL: {e}")))?;
+        self.policy.check_url(&parsed).map_err(PollError::Refused)?;
+        let mut challenged = false;
+        loop {
+            let mut request = self.http.request(method.clone(), parsed.clone());
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            let auth = self.auth.lock().await.clone();
+            request = match (&auth, &self.credentials) {
+                (Auth::Bearer(token), _) => request.bearer_auth(token),
+                (Auth::Basic, Some((user, password))) => request.basic_auth(user, Some(password)),
+                _ => request,
+            };
+            let response = request.send().await.map_err(unreachable)?;
+            if response.status() != StatusCode::UNAUTHORIZED || challenged {
+                return Ok(response);
+            }
+            challenged = true;
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let next = match challenge.as_deref().map(Challenge::parse) {
+                Some(Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                })) => Auth::Bearer(
+                    self.token(&realm, service.as_deref(), scope.as_deref())
+                        .await?,
+                ),
+                Some(Some(Challenge::Basic)) if self.credentials.is_some() => Auth::Basic,
+                _ => return Ok(response),
+            };
+            *self.auth.lock().await = next;
+        }
+    }
+
+    /// A bearer token from the registry's token service (`realm`), with the
+    /// credentials when there are some.
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<String, PollError> {
+        let mut url = reqwest::Url::parse(realm).map_err(|e| {
+            PollError::Registry(format!("the token realm `{realm}` is not a URL: {e}"))
+        })?;
+        self.policy
+            .check_url(&url)
+            .map_err(|e| PollError::Refused(format!("the registry's token service: {e}")))?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+            let default_scope = format!("repository:{}:pull", self.repository);
+            query.append_pair("scope", scope.unwrap_or(&default_scope));
+        }
+        self.spend("token").await;
+        let mut request = self.http.get(url);
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    PollError::Unauthorized(format!("the token service answered {status}"))
+                }
+                StatusCode::TOO_MANY_REQUESTS => PollError::RateLimited,
+                _ => PollError::Registry(format!("the token service answered {status}")),
+            });
+        }
+        let answer: TokenAnswer = response
+            .json()
+            .await
+            .map_err(|e| PollError::Registry(format!("the token service's answer: {e}")))?;
+        answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| PollError::Registry("the token service gave no token".into()))
+    }
+
     /// Every tag, following pagination (`n` and `last`) to the end.
     pub async fn tags(&self) -> Result<Vec<String>, PollError> {
-        let reference = self.reference("latest");
         let mut all: Vec<String> = Vec::new();
         let mut last: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         loop {
             self.spend("tag list").await;
-            let page = self
-                .client
-                .list_tags(
-                    &reference,
-                    &self.auth,
-                    Some(self.page_size),
-                    last.as_deref(),
-                )
+            let mut url = format!(
+                "{}/v2/{}/tags/list?n={}",
+                self.base, self.repository, self.page_size
+            );
+            if let Some(last) = &last {
+                url.push_str("&last=");
+                url.extend(url::form_urlencoded::byte_serialize(last.as_bytes()));
+            }
+            let response = self.send(Method::GET, &url, None).await?;
+            let response = self.check(response).await?;
+            let page: TagList = response
+                .json()
                 .await
-                .map_err(|e| classify(e, &self.repository))?;
-            let count = page.tags.len();
-            let next = page.tags.last().cloned();
+                .map_err(|e| PollError::Registry(format!("the tag list: {e}")))?;
+            let tags = page.tags.unwrap_or_default();
+            let count = tags.len();
+            let next = tags.last().cloned();
             let before = all.len();
-            for tag in page.tags {
+            for tag in tags {
                 if seen.insert(tag.clone()) {
                     all.push(tag);
                 }
@@ -199,70 +319,142 @@ impl RegistryClient {
     /// The digest `tag` points to, or `None` if the tag is gone.
     pub async fn digest(&self, tag: &str) -> Result<Option<String>, PollError> {
         self.spend(tag).await;
-        match self
-            .client
-            .fetch_manifest_digest(&self.reference(tag), &self.auth)
-            .await
+        let url = format!("{}/v2/{}/manifests/{tag}", self.base, self.repository);
+        let response = self.send(Method::HEAD, &url, Some(MANIFEST_TYPES)).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = self.check(response).await?;
+        if let Some(digest) = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| d.contains(':'))
         {
-            Ok(digest) => Ok(Some(digest)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(classify(e, &self.repository)),
+            return Ok(Some(digest.to_owned()));
         }
-    }
-}
-
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code: 404, .. } => true,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, oci_client::errors::OciErrorCode::ManifestUnknown)),
-        _ => false,
-    }
-}
-
-fn classify(e: OciDistributionError, repository: &str) -> PollError {
-    use oci_client::errors::OciErrorCode;
-    match e {
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => PollError::Unauthorized(e.to_string()),
-        OciDistributionError::ServerError {
-            code: 401 | 403,
-            message,
-            ..
-        } => PollError::Unauthorized(message),
-        OciDistributionError::ServerError { code: 429, .. } => PollError::RateLimited,
-        OciDistributionError::ServerError { code: 404, .. } => {
-            PollError::NotFound(repository.to_owned())
+        // A registry that gives no digest on HEAD: the manifest's own bytes
+        // say it.
+        self.spend(tag).await;
+        let response = self.send(Method::GET, &url, Some(MANIFEST_TYPES)).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
         }
-        OciDistributionError::RegistryError { ref envelope, .. } => {
-            if envelope
-                .errors
-                .iter()
-                .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests))
-            {
-                PollError::RateLimited
-            } else if envelope
-                .errors
-                .iter()
-                .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                PollError::Unauthorized(e.to_string())
-            } else if envelope
-                .errors
-                .iter()
-                .any(|e| matches!(e.code, OciErrorCode::NameUnknown))
-            {
-                PollError::NotFound(repository.to_owned())
-            } else {
-                PollError::Registry(e.to_string())
+        let body = self
+            .check(response)
+            .await?
+            .bytes()
+            .await
+            .map_err(unreachable)?;
+        Ok(Some(format!("sha256:{:x}", Sha256::digest(&body))))
+    }
+
+    /// A success, or the error its status means.
+    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, PollError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        let detail: String = body.chars().take(200).collect();
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                PollError::Unauthorized(format!("{status}: {detail}"))
             }
+            StatusCode::TOO_MANY_REQUESTS => PollError::RateLimited,
+            StatusCode::NOT_FOUND => PollError::NotFound(self.repository.clone()),
+            _ if body.contains("TOOMANYREQUESTS") => PollError::RateLimited,
+            _ => PollError::Registry(format!("{status}: {detail}")),
+        })
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> PollError {
+    PollError::Unreachable(crate::net::describe(&e))
+}
+
+/// What a registry's `WWW-Authenticate` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+impl Challenge {
+    /// `Bearer realm="https://auth.example/token",service="reg",scope="..."`
+    /// or `Basic realm="..."`; parameters are `key="value"` or `key=token`.
+    fn parse(header: &str) -> Option<Self> {
+        let header = header.trim();
+        let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
         }
-        OciDistributionError::RequestError(ref inner) => {
-            PollError::Unreachable(crate::net::describe(inner))
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
         }
-        other => PollError::Registry(other.to_string()),
+        let mut map = HashMap::new();
+        let mut rest = params.trim();
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once('=')?;
+            let key = key
+                .trim()
+                .trim_start_matches(',')
+                .trim()
+                .to_ascii_lowercase();
+            let after = after.trim_start();
+            let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+                let end = quoted.find('"')?;
+                (&quoted[..end], &quoted[end + 1..])
+            } else {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim(), &after[end..])
+            };
+            map.insert(key, value.to_owned());
+            rest = remaining.trim_start().trim_start_matches(',').trim_start();
+        }
+        Some(Challenge::Bearer {
+            realm: map.remove("realm")?,
+            service: map.remove("service"),
+            scope: map.remove("scope"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_read_as_registries_write_them() {
+        assert_eq!(
+            Challenge::parse(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/alpine:pull".into()),
+            })
+        );
+        assert_eq!(
+            Challenge::parse(
+                r#"bearer realm="https://ghcr.io/token", scope="repository:a/b:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://ghcr.io/token".into(),
+                service: None,
+                scope: Some("repository:a/b:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(Challenge::parse("Bearer service=x"), None);
+        assert_eq!(Challenge::parse("Negotiate"), None);
     }
 }
