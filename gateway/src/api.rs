@@ -76,6 +76,9 @@ pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 }
 
 pub fn router(app: Arc<App>) -> Router {
+    let body_deadline = input::BodyDeadline(std::time::Duration::from_secs(
+        app.config.listener.body_read_timeout_secs,
+    ));
     let admin = Router::new()
         .route(
             "/repositories",
@@ -132,5 +135,6 @@ pub fn router(app: Arc<App>) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(axum::Extension(body_deadline))
         .with_state(app)
 }

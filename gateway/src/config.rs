@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Attempts a retry schedule may add at most.
+pub const MAX_RETRY_STEPS: usize = 50;
+/// The longest delay between two attempts: 30 days.
+pub const MAX_RETRY_DELAY_SECS: u64 = 30 * 86_400;
+
 /// `CALLISTO_*` variables that are not settings of `serve`.
 const NOT_SETTINGS: [&str; 5] = [
     "CALLISTO_URL",
@@ -66,6 +71,14 @@ pub struct Config {
     /// passwords in the database. Generated into `<data_dir>/secret.key` on
     /// first start when unset; keep a copy apart from the data.
     pub secret_key: Option<String>,
+    /// Start with a new, empty store although the data directory shows that
+    /// one existed (its tokens or key are there, its `callisto.redb` is
+    /// not). Off: such a start is refused, since the store was likely lost.
+    pub allow_fresh_store: bool,
+    /// Start with the sealing key given although the store's secrets were
+    /// sealed with another (or its key file is gone). The stored webhook
+    /// secrets and registry passwords must then be entered again.
+    pub allow_new_secret_key: bool,
     /// Deliver to loopback, private, link-local and other non-public
     /// addresses. Off by default: a webhook URL must not reach into the
     /// gateway's own network.
@@ -82,6 +95,7 @@ pub struct Config {
     /// Memory for the database's page cache, in MiB. More keeps more of the
     /// log in memory; the operating system caches the file as well.
     pub store_cache_mib: usize,
+    pub listener: ListenerConfig,
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
     pub plugins: PluginConfig,
@@ -130,6 +144,37 @@ impl Default for PollConfig {
             timeout_secs: 30,
             max_backoff_secs: 3600,
             jitter: 0.1,
+        }
+    }
+}
+
+/// Limits of the HTTP listener, against clients that hold connections
+/// without using them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Seconds a connection may take to send a request's headers, counted
+    /// from when the server starts waiting for them; also how long an idle
+    /// keep-alive connection is kept.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take to send its whole body.
+    pub body_read_timeout_secs: u64,
+    /// Seconds between HTTP/2 keep-alive pings of an idle connection.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once at most; more wait to be accepted.
+    pub max_connections: usize,
+    /// Seconds requests in flight may take to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -195,12 +240,15 @@ impl Default for Config {
             admin_token: None,
             ingest_token: None,
             secret_key: None,
+            allow_fresh_store: false,
+            allow_new_secret_key: false,
             allow_private_targets: false,
             allowed_networks: Vec::new(),
             log: "info".to_owned(),
             log_format: LogFormat::Text,
             retention_days: 30,
             store_cache_mib: 64,
+            listener: ListenerConfig::default(),
             ingest: IngestConfig::default(),
             delivery: DeliveryConfig::default(),
             plugins: PluginConfig::default(),
@@ -254,6 +302,8 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
     pub allow_private_targets: bool,
     pub log_format: Option<LogFormat>,
+    pub allow_fresh_store: bool,
+    pub allow_new_secret_key: bool,
 }
 
 impl Config {
@@ -320,6 +370,8 @@ impl Config {
         if flags.allow_private_targets {
             config.allow_private_targets = true;
         }
+        config.allow_fresh_store |= flags.allow_fresh_store;
+        config.allow_new_secret_key |= flags.allow_new_secret_key;
         if let Some(format) = flags.log_format {
             config.log_format = format;
         }
@@ -327,42 +379,176 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what types alone cannot.
+    /// Checks what types alone cannot: every number within a range that
+    /// makes sense, named when it is not.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.delivery.concurrency_per_webhook == 0 || self.delivery.max_in_flight == 0 {
-            return invalid(
-                "delivery.concurrency_per_webhook and delivery.max_in_flight must be at least 1",
-            );
-        }
-        if !(0.0..1.0).contains(&self.delivery.jitter) || !(0.0..1.0).contains(&self.poll.jitter) {
-            return invalid("delivery.jitter must be at least 0 and below 1");
-        }
-        if self.delivery.timeout_secs == 0 || self.delivery.connect_timeout_secs == 0 {
-            return invalid("delivery timeouts must be at least 1 second");
-        }
-        if self.plugins.deadline_ms == 0
-            || self.plugins.memory_mib == 0
-            || self.plugins.instances < 4
-        {
-            return invalid(
-                "plugins.deadline_ms and plugins.memory_mib must be positive, plugins.instances at least 4",
-            );
-        }
-        for token in [&self.admin_token, &self.ingest_token]
-            .into_iter()
-            .flatten()
-        {
-            if token.len() < 16 {
-                return invalid("tokens must be at least 16 characters");
+        const DAY: u64 = 86_400;
+        let whole: [(&str, u64, u64, u64); 26] = [
+            ("retention_days", self.retention_days.into(), 1, 3650),
+            ("store_cache_mib", self.store_cache_mib as u64, 1, 65_536),
+            (
+                "listener.header_read_timeout_secs",
+                self.listener.header_read_timeout_secs,
+                1,
+                3600,
+            ),
+            (
+                "listener.body_read_timeout_secs",
+                self.listener.body_read_timeout_secs,
+                1,
+                3600,
+            ),
+            (
+                "listener.idle_timeout_secs",
+                self.listener.idle_timeout_secs,
+                1,
+                3600,
+            ),
+            (
+                "listener.max_connections",
+                self.listener.max_connections as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "listener.shutdown_grace_secs",
+                self.listener.shutdown_grace_secs,
+                0,
+                3600,
+            ),
+            (
+                "ingest.max_body_bytes",
+                self.ingest.max_body_bytes as u64,
+                1024,
+                64 << 20,
+            ),
+            (
+                "delivery.connect_timeout_secs",
+                self.delivery.connect_timeout_secs,
+                1,
+                300,
+            ),
+            ("delivery.timeout_secs", self.delivery.timeout_secs, 1, 3600),
+            (
+                "delivery.retry_after_max_secs",
+                self.delivery.retry_after_max_secs,
+                0,
+                30 * DAY,
+            ),
+            (
+                "delivery.concurrency_per_webhook",
+                self.delivery.concurrency_per_webhook as u64,
+                1,
+                1024,
+            ),
+            (
+                "delivery.max_in_flight",
+                self.delivery.max_in_flight as u64,
+                1,
+                100_000,
+            ),
+            (
+                "delivery.response_body_limit",
+                self.delivery.response_body_limit as u64,
+                0,
+                16 << 20,
+            ),
+            ("plugins.deadline_ms", self.plugins.deadline_ms, 1, 60_000),
+            (
+                "plugins.memory_mib",
+                self.plugins.memory_mib as u64,
+                1,
+                4096,
+            ),
+            (
+                "plugins.max_body_kib",
+                self.plugins.max_body_kib as u64,
+                1,
+                65_536,
+            ),
+            (
+                "plugins.instances",
+                self.plugins.instances.into(),
+                4,
+                100_000,
+            ),
+            ("poll.concurrency", self.poll.concurrency as u64, 1, 1024),
+            (
+                "poll.head_concurrency",
+                self.poll.head_concurrency as u64,
+                1,
+                1024,
+            ),
+            (
+                "poll.requests_per_minute",
+                self.poll.requests_per_minute.into(),
+                1,
+                1_000_000,
+            ),
+            ("poll.page_size", self.poll.page_size as u64, 1, 10_000),
+            ("poll.timeout_secs", self.poll.timeout_secs, 1, 600),
+            (
+                "poll.max_backoff_secs",
+                self.poll.max_backoff_secs,
+                1,
+                30 * DAY,
+            ),
+            (
+                "delivery.retry_schedule_secs (its length)",
+                self.delivery.retry_schedule_secs.len() as u64,
+                0,
+                MAX_RETRY_STEPS as u64,
+            ),
+            (
+                "delivery.retry_schedule_secs (each delay)",
+                self.delivery
+                    .retry_schedule_secs
+                    .iter()
+                    .copied()
+                    .max()
+                    .unwrap_or(0),
+                0,
+                MAX_RETRY_DELAY_SECS,
+            ),
+        ];
+        for (name, value, min, max) in whole {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between {min} and {max} (it is {value})"
+                )));
             }
+        }
+        for (name, jitter) in [
+            ("delivery.jitter", self.delivery.jitter),
+            ("poll.jitter", self.poll.jitter),
+        ] {
+            if !(0.0..1.0).contains(&jitter) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at least 0 and below 1 (it is {jitter})"
+                )));
+            }
+        }
+        for (name, token) in [
+            ("admin_token", &self.admin_token),
+            ("ingest_token", &self.ingest_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}: tokens must be at least 16 characters"
+                )));
+            }
+        }
+        if self.admin_token.is_some() && self.admin_token == self.ingest_token {
+            return Err(ConfigError::Invalid(
+                "admin_token and ingest_token must differ: a registry holding the ingest token must not get the admin API".into(),
+            ));
         }
         for net in &self.allowed_networks {
             let net = net.trim();
             if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
-                return invalid(&format!(
+                return Err(ConfigError::Invalid(format!(
                     "allowed_networks: `{net}` is not an address or CIDR network"
-                ));
+                )));
             }
         }
         Ok(())
@@ -603,6 +789,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_and_shared_tokens_are_refused_by_name() {
+        for (var, value, named) in [
+            ("CALLISTO_POLL__CONCURRENCY", "0", "poll.concurrency"),
+            (
+                "CALLISTO_DELIVERY__TIMEOUT_SECS",
+                "0",
+                "delivery.timeout_secs",
+            ),
+            (
+                "CALLISTO_DELIVERY__RETRY_SCHEDULE_SECS",
+                "5,9223372036854775807",
+                "retry_schedule_secs (each delay)",
+            ),
+            (
+                "CALLISTO_LISTENER__MAX_CONNECTIONS",
+                "0",
+                "listener.max_connections",
+            ),
+            ("CALLISTO_RETENTION_DAYS", "0", "retention_days"),
+            ("CALLISTO_POLL__JITTER", "1.5", "poll.jitter"),
+        ] {
+            let err = Config::load(None, env(&[(var, value)]), &Flags::default()).unwrap_err();
+            assert!(err.to_string().contains(named), "{var}={value}: {err}");
+        }
+        let same = "the-same-token-0123456789";
+        let err = Config::load(
+            None,
+            env(&[
+                ("CALLISTO_ADMIN_TOKEN", same),
+                ("CALLISTO_INGEST_TOKEN", same),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 
     #[test]

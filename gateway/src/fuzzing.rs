@@ -12,6 +12,13 @@ pub fn envelope(bytes: &[u8]) {
         return;
     };
     for n in &envelope.events {
+        // The name rule ingest applies first: never a panic, and what it
+        // passes is a plain lowercase ASCII path.
+        if crate::records::check_repository_name(&n.target.repository).is_ok() {
+            let name = &n.target.repository;
+            assert!(name.len() <= 255 && name.is_ascii() && !name.contains("//"));
+            assert_eq!(name, &name.to_ascii_lowercase());
+        }
         if let Ok(change) = classify(n) {
             let accepted = accept(n, change);
             assert!(accepted.dedupe_key.contains(&n.id));

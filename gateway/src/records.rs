@@ -136,6 +136,41 @@ pub struct Repository {
     pub updated_at: Timestamp,
 }
 
+/// Whether `name` is a repository path as the distribution specification
+/// defines it: lowercase components of letters and digits, separated by
+/// `.`, `_`, `__` or dashes, joined by `/`, 255 characters at most. Names
+/// are compared as they are, so `Demo/App` is not a name (no registry
+/// accepts it) rather than another spelling of `demo/app`; the admin API
+/// and every ingest route apply this one rule.
+pub fn check_repository_name(name: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        let shown: String = name.chars().take(80).collect();
+        let more = if name.chars().count() > 80 { "..." } else { "" };
+        Err(format!(
+            "name `{shown}{more}` is not a repository path: {why}"
+        ))
+    };
+    if name.is_empty() || name.len() > 255 {
+        return bad("it must have 1 to 255 characters");
+    }
+    for component in name.split('/') {
+        if component.is_empty() {
+            return bad("empty path component");
+        }
+        if !component
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return bad("use lowercase letters, digits, `.`, `_`, `-` and `/`");
+        }
+        let bytes = component.as_bytes();
+        if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+            return bad("each component starts and ends with a letter or digit");
+        }
+    }
+    Ok(())
+}
+
 impl Repository {
     /// A local repository as a registry's first notification for it makes
     /// it: named, for any registry, with no settings.

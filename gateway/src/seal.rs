@@ -27,12 +27,21 @@ pub enum SealError {
     Format,
     #[error("secret key: {0}")]
     Key(String),
+    #[error(
+        "{path} is missing, but the store holds secrets sealed with the key it held: restore it from a backup (or give the key in CALLISTO_SECRET_KEY); to start over with a new key, after which every webhook secret and registry password must be entered again, start with --allow-new-secret-key"
+    )]
+    Missing { path: std::path::PathBuf },
+    #[error(
+        "the sealing key ({origin}) is not the one the store's secrets were sealed with: give the right key; to use this one anyway, after which every webhook secret and registry password must be entered again, start with --allow-new-secret-key"
+    )]
+    Mismatch { origin: String },
 }
 
 /// Encrypts and decrypts secrets with the gateway's key.
 #[derive(Clone)]
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    id: String,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -43,14 +52,23 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key);
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            id: digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
 
+    /// Names the key without revealing it (a prefix of its SHA-256), so a
+    /// store can tell whether it is the key its secrets were sealed with.
+    pub fn key_id(&self) -> &str {
+        &self.id
+    }
+
     /// The gateway's key: `env` (base64) if given, else the key file in
-    /// `data_dir`, created if missing.
-    pub fn load(data_dir: &Path, env: Option<&str>) -> Result<Self, SealError> {
+    /// `data_dir`, created if missing and `may_create`.
+    pub fn load(data_dir: &Path, env: Option<&str>, may_create: bool) -> Result<Self, SealError> {
         let bytes = match env {
             Some(b64) => STANDARD
                 .decode(b64.trim())
@@ -61,6 +79,9 @@ impl Sealer {
                     Ok(text) => STANDARD.decode(text.trim()).map_err(|e| {
                         SealError::Key(format!("{} is not base64: {e}", path.display()))
                     })?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => {
+                        return Err(SealError::Missing { path });
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         let mut key = [0u8; 32];
                         crate::secrets::fill_random(&mut key);
@@ -134,17 +155,23 @@ mod tests {
     fn the_key_file_is_made_once_and_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let a = Sealer::load(dir.path(), None).unwrap();
+        let a = Sealer::load(dir.path(), None, true).unwrap();
         let mode = std::fs::metadata(dir.path().join("secret.key"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let b = Sealer::load(dir.path(), None).unwrap();
+        let b = Sealer::load(dir.path(), None, true).unwrap();
         assert_eq!(b.open(&a.seal("x")).unwrap(), "x");
         let env = STANDARD.encode([9u8; 32]);
-        let c = Sealer::load(dir.path(), Some(&env)).unwrap();
+        let c = Sealer::load(dir.path(), Some(&env), true).unwrap();
         assert!(c.open(&a.seal("x")).is_err(), "the environment's key wins");
-        assert!(Sealer::load(dir.path(), Some("short")).is_err());
+        assert!(Sealer::load(dir.path(), Some("short"), true).is_err());
+        assert_eq!(a.key_id(), b.key_id());
+        assert_ne!(a.key_id(), c.key_id());
+        let empty = tempfile::tempdir().unwrap();
+        let err = Sealer::load(empty.path(), None, false).err().unwrap();
+        assert!(matches!(err, SealError::Missing { .. }), "{err}");
+        assert!(!empty.path().join("secret.key").exists());
     }
 }

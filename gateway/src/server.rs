@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod listener;
 mod tls;
 
 use crate::api::App;
@@ -34,6 +35,13 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(
+        "{path} does not exist, but the data directory shows a store was there ({traces}): restore callisto.redb from a backup; to start with an empty store instead, start with --allow-fresh-store"
+    )]
+    StoreMissing {
+        path: std::path::PathBuf,
+        traces: String,
+    },
     #[error("loading plugins: {0}")]
     Plugins(#[from] crate::plugin::LoadError),
     #[error("tokens: {0}")]
@@ -91,12 +99,13 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     create_private_dir(&config.data_dir)?;
     let store_path = config.redb_path();
+    check_history(&config)?;
     let cache = config.store_cache_mib.max(1) << 20;
     let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&store_path, cache))
         .await
         .expect("opening the store does not panic")?;
     let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;
-    let sealer = Sealer::load(&config.data_dir, config.secret_key.as_deref())?;
+    let sealer = open_sealer(&config, &store).await?;
 
     let limits = crate::plugin::Limits::from(&config.plugins);
     let mut dirs = HostDirs::in_data_dir(&config.data_dir);
@@ -186,32 +195,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         policy,
         sealer,
         ready: AtomicBool::new(false),
+        plugin_users: tokio::sync::RwLock::new(()),
     });
     let retention_task = tokio::spawn(retention(store, retention_days, stopped(stop_rx.clone())));
 
     let router = crate::api::router(app.clone());
     let (stop_http, http_rx) = watch::channel(false);
     let http_stop = stopped(http_rx);
+    let limits = app.config.listener.clone();
     let http_task = match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(http_stop)
-                .await
-            {
-                tracing::error!("HTTP server failed: {e}");
-            }
-        }),
+        None => tokio::spawn(listener::serve(listener, router, limits, http_stop)),
         Some(tls) => {
             let listener = tls::TlsListener::new(listener, tls)
                 .map_err(|source| ServeError::Listen { addr, source })?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(http_stop)
-                    .await
-                {
-                    tracing::error!("HTTPS server failed: {e}");
-                }
-            })
+            tokio::spawn(listener::serve(listener, router, limits, http_stop))
         }
     };
     app.ready.store(true, Ordering::Release);
@@ -224,6 +221,48 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stop_workers,
         workers: vec![fanout_task, sender_task, retention_task, poll_task],
     })
+}
+
+/// Refuses to make a new store in a data directory that shows one existed:
+/// a lost `callisto.redb` must be noticed, not silently replaced by an
+/// empty one that would drop every undelivered event.
+fn check_history(config: &Config) -> Result<(), ServeError> {
+    if config.redb_path().exists() || config.allow_fresh_store {
+        return Ok(());
+    }
+    let traces: Vec<&str> = ["admin.token", "ingest.token", "secret.key", "cache"]
+        .into_iter()
+        .filter(|name| config.data_dir.join(name).exists())
+        .collect();
+    if traces.is_empty() {
+        return Ok(());
+    }
+    Err(ServeError::StoreMissing {
+        path: config.redb_path(),
+        traces: traces.join(", "),
+    })
+}
+
+/// The sealing key, checked against the one the store's secrets were sealed
+/// with: a replaced or missing key would make every stored secret
+/// unreadable, and deliveries would fail forever.
+async fn open_sealer(config: &Config, store: &Store) -> Result<Sealer, ServeError> {
+    let recorded = store.sealing_key_id().await?;
+    let may_create = recorded.is_none() || config.allow_new_secret_key;
+    let sealer = Sealer::load(&config.data_dir, config.secret_key.as_deref(), may_create)?;
+    match recorded {
+        Some(id) if id == sealer.key_id() => {}
+        Some(_) if !config.allow_new_secret_key => {
+            let origin = if config.secret_key.is_some() {
+                "CALLISTO_SECRET_KEY".to_owned()
+            } else {
+                config.data_dir.join("secret.key").display().to_string()
+            };
+            return Err(crate::seal::SealError::Mismatch { origin }.into());
+        }
+        _ => store.set_sealing_key_id(sealer.key_id()).await?,
+    }
+    Ok(sealer)
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), ServeError> {

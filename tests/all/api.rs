@@ -242,7 +242,7 @@ async fn unknown_ids_bad_urls_and_refused_configs_get_clear_errors() {
         .await,
         StatusCode::BAD_REQUEST,
         "bad_request",
-        "at least 10",
+        "between 10 and 604800",
     );
     assert_error(
         &call(&gw, Method::GET, "/events?type=image.pulled", None).await,

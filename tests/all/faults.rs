@@ -403,12 +403,19 @@ async fn secrets_are_encrypted_at_rest_and_useless_without_the_key() {
         );
     }
 
-    // The database copied without its key: the gateway starts (with a new
-    // key) but can read no secret, and so signs nothing with it.
+    // The database copied without its key: the gateway refuses to start,
+    // naming the missing key; told to go on with a new key, it starts but
+    // can read no secret, and so signs nothing with it.
     let copy = tempfile::tempdir().unwrap();
     std::fs::copy(&file, copy.path().join("callisto.redb")).unwrap();
     config.data_dir = copy.path().to_owned();
     config.listen = "127.0.0.1:0".parse().unwrap();
+    let refused = callisto::server::start(config.clone()).await.err().unwrap();
+    assert!(
+        refused.to_string().contains("secret.key is missing"),
+        "{refused}"
+    );
+    config.allow_new_secret_key = true;
     let stolen = TestGateway::start_in(copy, config.clone()).await;
     let r = stolen
         .api(Method::POST, &format!("/webhooks/{webhook}/test"))

@@ -7,6 +7,7 @@ mod cli_plugin;
 mod delivery;
 mod durability;
 mod faults;
+mod hostile;
 mod ingest;
 mod openapi;
 mod plugin_host;

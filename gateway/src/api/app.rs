@@ -24,4 +24,8 @@ pub struct App {
     pub policy: Arc<Policy>,
     pub sealer: Sealer,
     pub ready: AtomicBool,
+    /// Held shared while a webhook is checked against the installed plugins
+    /// and saved, exclusively while a plugin is removed: a webhook can never
+    /// be saved naming a plugin that is being removed.
+    pub plugin_users: tokio::sync::RwLock<()>,
 }

@@ -20,12 +20,13 @@ pub fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     else {
         return false;
     };
-    let Some(token) = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-    else {
+    // The scheme is case-insensitive (RFC 9110, 11.1).
+    let Some((scheme, token)) = value.trim_start().split_once(' ') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
     token.trim().as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
@@ -39,5 +40,38 @@ pub async fn require_admin(
         Ok(next.run(request).await)
     } else {
         Err(ApiError::unauthorized())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_the_token_is_not() {
+        for ok in [
+            "Bearer secret-0123",
+            "bearer secret-0123",
+            "BEARER secret-0123",
+            "BeArEr  secret-0123",
+        ] {
+            assert!(bearer_matches(&with(ok), "secret-0123"), "{ok}");
+        }
+        for refused in [
+            "Bearer SECRET-0123",
+            "Basic secret-0123",
+            "Bearersecret-0123",
+            "secret-0123",
+            "Bearer ",
+        ] {
+            assert!(!bearer_matches(&with(refused), "secret-0123"), "{refused}");
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "secret-0123"));
     }
 }

@@ -6,6 +6,7 @@
 //! `5xx` to valid input unless storage itself fails.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -80,11 +81,18 @@ pub async fn distribution(
             ));
         }
     }
-    let bytes = read_body(body, app.config.ingest.max_body_bytes).await?;
+    let deadline = Duration::from_secs(app.config.listener.body_read_timeout_secs);
+    let bytes = read_body(body, app.config.ingest.max_body_bytes, deadline).await?;
     let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("not a Distribution notification envelope: {e}"))
     })?;
 
+    // Checked before anything is recorded: one bad name refuses the whole
+    // envelope, which a registry (whose own names always pass) never sends.
+    for n in &envelope.events {
+        crate::records::check_repository_name(&n.target.repository)
+            .map_err(|e| ApiError::bad_request(format!("target.repository: {e}")))?;
+    }
     let mut accepted = Vec::new();
     let mut ignored = 0;
     for n in &envelope.events {

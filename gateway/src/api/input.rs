@@ -37,7 +37,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ));
             }
         }
-        let bytes = read_body(req.into_body(), MAX_JSON_BODY).await?;
+        let deadline = BodyDeadline::of(req.extensions());
+        let bytes = read_body(req.into_body(), MAX_JSON_BODY, deadline).await?;
         let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
             bytes::Bytes::from_static(b"{}")
         } else {
@@ -137,8 +138,10 @@ pub struct RepositoryInput {
     /// registry to poll (default: from the name, else Docker Hub).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
-    /// Remote: seconds between polls (default 60, at least 10).
+    /// Remote: seconds between polls (default 60, at least 10, at most a
+    /// week).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 604800)]
     pub poll_interval_secs: Option<u64>,
     /// Remote: `notify` (one event per existing tag) or `silent`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -257,33 +260,10 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// A repository path as registries accept it: lowercase components of
-/// letters and digits, separated by `.`, `_`, `__` or dashes, joined by `/`.
+/// A repository path as registries accept it (see
+/// `records::check_repository_name`), or a `400` naming the problem.
 pub fn validate_repository_name(name: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| {
-        Err(ApiError::bad_request(format!(
-            "name `{name}` is not a repository path: {why}"
-        )))
-    };
-    if name.is_empty() || name.len() > 255 {
-        return bad("it must have 1 to 255 characters");
-    }
-    for component in name.split('/') {
-        if component.is_empty() {
-            return bad("empty path component");
-        }
-        let bytes = component.as_bytes();
-        if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
-            return bad("each component starts and ends with a letter or digit");
-        }
-        if !component
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        {
-            return bad("use lowercase letters, digits, `.`, `_`, `-` and `/`");
-        }
-    }
-    Ok(())
+    crate::records::check_repository_name(name).map_err(ApiError::bad_request)
 }
 
 /// A webhook URL: absolute http(s), with a host, without credentials.
@@ -369,9 +349,44 @@ pub fn validate_secret(secret: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Reads a body up to `limit` bytes: `413` beyond.
-pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
+/// How long a request may take to send its whole body; put in every
+/// request's extensions by `api::router`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub std::time::Duration);
+
+impl BodyDeadline {
+    /// The request's deadline, or the default one.
+    pub fn of(extensions: &axum::http::Extensions) -> std::time::Duration {
+        extensions
+            .get::<BodyDeadline>()
+            .map_or(std::time::Duration::from_secs(60), |d| d.0)
+    }
+}
+
+/// Reads a body up to `limit` bytes within `deadline`: `413` beyond the
+/// size, `408` beyond the time (a client that stalls holds nothing for
+/// long).
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
+    let collected = tokio::time::timeout(
+        deadline,
+        http_body_util::Limited::new(body, limit).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the body was not received within {} seconds",
+                deadline.as_secs()
+            ),
+        )
+    })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -96,7 +96,8 @@ pub async fn put(
             format!("upload the component as application/wasm, not `{ct}`"),
         ));
     }
-    let wasm = super::input::read_body(body, MAX_PLUGIN_BYTES).await?;
+    let deadline = std::time::Duration::from_secs(app.config.listener.body_read_timeout_secs);
+    let wasm = super::input::read_body(body, MAX_PLUGIN_BYTES, deadline).await?;
     let existed = app.plugins.get(&name).is_some();
     let plugins = app.plugins.clone();
     let installed = tokio::task::spawn_blocking(move || plugins.install(&name, &wasm))
@@ -119,6 +120,7 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    let _no_new_users = app.plugin_users.write().await;
     let users: Vec<String> = app
         .store
         .webhooks()

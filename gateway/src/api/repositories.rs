@@ -16,6 +16,8 @@ use crate::poll::reference;
 use crate::records::{InitialSync, RemoteSettings, Repository, RepositoryKind};
 
 pub const MIN_POLL_INTERVAL: u64 = 10;
+/// A week: a longer interval is a mistake, and would overflow timers.
+pub const MAX_POLL_INTERVAL: u64 = 7 * 86_400;
 pub const DEFAULT_POLL_INTERVAL: u64 = 60;
 
 /// Create a repository, with its webhooks.
@@ -32,6 +34,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RepositoryView>), ApiError> {
     let webhook_inputs = std::mem::take(&mut input.webhooks);
     let repo = new_repository(&app, input)?;
+    let _plugin_stays = app.plugin_users.read().await;
     let mut webhooks = Vec::with_capacity(webhook_inputs.len());
     for (i, w) in webhook_inputs.into_iter().enumerate() {
         let prepared = prepare_webhook(&app, &repo.id, w)
@@ -134,9 +137,9 @@ fn remote_settings(
     patch: RepositoryPatch,
 ) -> Result<RemoteSettings, ApiError> {
     if let Some(interval) = patch.poll_interval_secs {
-        if interval < MIN_POLL_INTERVAL {
+        if !(MIN_POLL_INTERVAL..=MAX_POLL_INTERVAL).contains(&interval) {
             return Err(ApiError::bad_request(format!(
-                "poll_interval_secs must be at least {MIN_POLL_INTERVAL}"
+                "poll_interval_secs must be between {MIN_POLL_INTERVAL} and {MAX_POLL_INTERVAL} (a week)"
             )));
         }
         s.poll_interval_secs = interval;

@@ -119,6 +119,7 @@ pub async fn create(
     if app.store.repository(&repo_id).await?.is_none() {
         return Err(ApiError::not_found("repository", &repo_id));
     }
+    let _plugin_stays = app.plugin_users.read().await;
     let new = prepare_webhook(&app, &repo_id, input).await?;
     app.store.create_webhook(new.webhook.clone()).await?;
     Ok((StatusCode::CREATED, Json(new.view())))
@@ -189,6 +190,7 @@ pub async fn patch(
     ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<WebhookPatch>,
 ) -> Result<Json<WebhookView>, ApiError> {
+    let _plugin_stays = app.plugin_users.read().await;
     let mut webhook = load(&app, &id).await?;
     if let Some(url) = &patch.url {
         webhook.url = input::validate_url(url)?;

@@ -25,6 +25,14 @@ pub struct ServeArgs {
     /// Log lines as `text` or `json`.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Start with an empty store although the data directory shows one
+    /// existed (its callisto.redb is gone).
+    #[arg(long)]
+    allow_fresh_store: bool,
+    /// Start with this sealing key although the store's secrets were sealed
+    /// with another; they must then be entered again.
+    #[arg(long)]
+    allow_new_secret_key: bool,
 }
 
 impl ServeArgs {
@@ -34,6 +42,8 @@ impl ServeArgs {
             data_dir: self.data_dir,
             allow_private_targets: self.allow_private_targets,
             log_format: self.log_format,
+            allow_fresh_store: self.allow_fresh_store,
+            allow_new_secret_key: self.allow_new_secret_key,
         };
         let config = Config::load(self.config.as_deref(), std::env::vars(), &flags)?;
         init_logging(&config)?;

@@ -42,9 +42,9 @@ pub enum Outcome {
     PluginFailed { message: String },
     /// One attempt was made, whatever its answer.
     Sent {
-        event: Event,
+        event: Box<Event>,
         request: Request,
-        sent: Sent,
+        sent: Box<Sent>,
     },
 }
 
@@ -149,9 +149,9 @@ impl Tester<'_> {
         )
         .await;
         Ok(Outcome::Sent {
-            event,
+            event: Box::new(event),
             request,
-            sent,
+            sent: Box::new(sent),
         })
     }
 

@@ -521,6 +521,23 @@ impl Store {
         repos::list_webhooks(&self.read()?)
     }
 
+    /// The id of the key the store's secrets are sealed with, once one was
+    /// recorded (`seal::Sealer::key_id`).
+    pub async fn sealing_key_id(&self) -> Result<Option<String>, StoreError> {
+        meta_text(&self.read()?, SEAL_KEY_ID)
+    }
+
+    /// Records the id of the key the store's secrets are sealed with.
+    pub async fn set_sealing_key_id(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            txn.open_table(super::schema::META)?
+                .insert(SEAL_KEY_ID, id.as_bytes())?;
+            Ok(())
+        })
+        .await
+    }
+
     // Housekeeping.
 
     /// Deletes up to `batch` events and `batch` finished deliveries created
@@ -529,4 +546,13 @@ impl Store {
         self.write(move |txn| retention::prune(txn, cutoff, batch))
             .await
     }
+}
+
+/// Where the sealing key's id is kept in the meta table.
+const SEAL_KEY_ID: &str = "seal_key_id";
+
+fn meta_text(txn: &redb::ReadTransaction, key: &str) -> Result<Option<String>, StoreError> {
+    let meta = txn.open_table(super::schema::META)?;
+    let value = meta.get(key)?;
+    Ok(value.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
 }
