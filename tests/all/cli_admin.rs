@@ -345,3 +345,18 @@ async fn no_secret_appears_in_any_answer_or_log_line() {
             .all(|r| r.header("webhook-signature").is_some())
     );
 }
+
+/// Logs that go to a file (here, or a pipe, or journald) are plain text:
+/// colour codes only on a terminal.
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let mut gw = start(&data.path().join("data")).await;
+    gw.terminate().await;
+    let log = gw.log();
+    assert!(
+        log.contains("INFO") && log.contains("stopped"),
+        "the log is incomplete:\n{log}"
+    );
+    assert!(!log.contains("\x1b["), "the log has ANSI codes:\n{log:?}");
+}
