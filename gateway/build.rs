@@ -1,9 +1,12 @@
 //! Compiles the built-in plugins in `plugins/` to WebAssembly components and
-//! embeds them: `cargo build` of the gateway needs nothing else.
+//! embeds them: `cargo build` of the gateway needs nothing else. Also names
+//! the commit built, for `callisto --version`.
 
 use std::fmt::Write;
 use std::path::PathBuf;
 
+#[path = "build/commit.rs"]
+mod commit;
 #[path = "build/guests.rs"]
 mod guests;
 
@@ -17,6 +20,10 @@ const BUILTINS: [(&str, &str); 4] = [
 
 fn main() {
     let root = guests::workspace_root();
+    println!(
+        "cargo:rustc-env=CALLISTO_BUILD_INFO={}",
+        commit::describe(&root)
+    );
     for (name, _) in BUILTINS {
         guests::watch_crate(&root.join("plugins").join(name));
     }

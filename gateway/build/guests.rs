@@ -5,6 +5,7 @@
 // plugins) and the end-to-end tests' (hostile guests), through `#[path]`.
 
 use std::env;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,7 +27,19 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
     }
     println!("cargo:rerun-if-env-changed=CALLISTO_GUEST_TARGET_DIR");
 
-    let mut cmd = cargo_for_guests(&workspace);
+    // Before compiling anything for the target, make sure the toolchain has
+    // it: otherwise the nested build fails with `can't find crate for std`.
+    // How early this runs is cargo's choice: this script needs no other
+    // crate, but cargo starts first the ready units that most others wait
+    // on, and only the gateway waits on this one. On two cores that puts
+    // it after wasmtime, near the end (measured: 490 s into a cold release
+    // build sharing the cores with another build). With rustup a missing
+    // target costs a download here; without rustup, that wait ends in the
+    // message below instead of a compiler error.
+    let toolchain = Toolchain::for_guests(&workspace);
+    toolchain.ensure_target(&target_dir);
+
+    let mut cmd = toolchain.command("cargo");
     cmd.current_dir(&workspace)
         .arg("build")
         .arg("--target")
@@ -58,8 +71,7 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
     if !status.success() {
         panic!(
-            "building {} for {TARGET} failed (see the errors above; a missing target is \
-             installed with `rustup target add {TARGET}`)",
+            "building {} for {TARGET} failed (see the errors above)",
             packages.join(", ")
         );
     }
@@ -77,38 +89,139 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The guests are built with the toolchain `rust-toolchain.toml` pins (it
-/// lists the wasm32-wasip2 target), even when the host build uses another
-/// one, e.g. nightly for `cargo fuzz`; without rustup, with the cargo that
-/// runs this build.
-fn cargo_for_guests(workspace: &Path) -> Command {
-    let pinned = std::fs::read_to_string(workspace.join("rust-toolchain.toml"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix("channel"))
-                .map(|rest| {
-                    rest.trim_start_matches([' ', '='])
-                        .trim()
-                        .trim_matches('"')
-                        .to_owned()
-                })
-        });
-    let rustup = Command::new("rustup")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match pinned {
-        Some(channel) if rustup => {
-            let mut cmd = Command::new("rustup");
-            cmd.args(["run", &channel, "cargo"]);
-            // The outer build's toolchain choice must not leak in.
-            cmd.env_remove("RUSTUP_TOOLCHAIN")
-                .env_remove("RUSTC")
-                .env_remove("RUSTDOC");
-            cmd
+/// The toolchain that builds the guests.
+enum Toolchain {
+    /// The one `rust-toolchain.toml` pins (it lists the wasm32-wasip2
+    /// target), run through rustup, even when the host build uses another
+    /// one, e.g. nightly for `cargo fuzz`.
+    Rustup { channel: String },
+    /// Without rustup: the cargo and rustc that run this build.
+    Plain,
+}
+
+impl Toolchain {
+    fn for_guests(workspace: &Path) -> Self {
+        let pinned = std::fs::read_to_string(workspace.join("rust-toolchain.toml"))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.trim().strip_prefix("channel"))
+                    .map(|rest| {
+                        rest.trim_start_matches([' ', '='])
+                            .trim()
+                            .trim_matches('"')
+                            .to_owned()
+                    })
+            });
+        let rustup = Command::new("rustup")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        match pinned {
+            Some(channel) if rustup => Toolchain::Rustup { channel },
+            _ => Toolchain::Plain,
         }
-        _ => Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
+    }
+
+    /// `cargo` or `rustc` of this toolchain.
+    fn command(&self, tool: &str) -> Command {
+        match self {
+            Toolchain::Rustup { channel } => {
+                let mut cmd = Command::new("rustup");
+                cmd.args(["run", channel, tool]);
+                // The outer build's toolchain choice must not leak in.
+                cmd.env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("RUSTC")
+                    .env_remove("RUSTDOC");
+                cmd
+            }
+            Toolchain::Plain => {
+                let var = if tool == "cargo" { "CARGO" } else { "RUSTC" };
+                Command::new(env::var_os(var).unwrap_or_else(|| tool.into()))
+            }
+        }
+    }
+
+    /// Where the toolchain keeps the target's standard library
+    /// (`rustc --print target-libdir`), and whether a `libstd` is there.
+    /// Fails when the toolchain's rustc cannot be run at all.
+    fn target_libdir(&self) -> Result<(PathBuf, bool), String> {
+        let out = self
+            .command("rustc")
+            .args(["--print", "target-libdir", "--target", TARGET])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let found = std::fs::read_dir(&libdir).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("libstd-") && name.ends_with(".rlib")
+            })
+        });
+        Ok((libdir, found))
+    }
+
+    /// Makes sure the target is installed before anything is compiled for
+    /// it. Through rustup a missing target is added (what rustup itself does
+    /// when it installs the pinned toolchain, but not when the toolchain is
+    /// already there without it); otherwise the build stops here with the
+    /// command to run. `lock_dir` holds the lock that keeps two build
+    /// scripts (the gateway's and the tests') from installing at once.
+    fn ensure_target(&self, lock_dir: &Path) {
+        let check = || match self.target_libdir() {
+            Ok(found) => found,
+            Err(err) => match self {
+                Toolchain::Rustup { channel } => panic!(
+                    "\nthe toolchain {channel} that rust-toolchain.toml pins cannot be run \
+                     ({err}).\nInstall it with its {TARGET} target:\n\n    \
+                     rustup toolchain install {channel} --profile minimal --target {TARGET}\n\n"
+                ),
+                Toolchain::Plain => panic!("\ncannot run rustc to look for {TARGET}: {err}\n\n"),
+            },
+        };
+        let (libdir, found) = check();
+        if found {
+            return;
+        }
+        let Toolchain::Rustup { channel } = self else {
+            panic!(
+                "\nthe built-in plugins are compiled for {TARGET}, but the rustc running this \
+                 build has no standard library for it (nothing in {}), and without rustup \
+                 this build cannot add it.\nWith rustup (https://rustup.rs) it is:\n\n    \
+                 rustup target add {TARGET}\n\n",
+                libdir.display()
+            );
+        };
+        let install = format!("rustup target add --toolchain {channel} {TARGET}");
+        std::fs::create_dir_all(lock_dir).expect("create the guest target directory");
+        let lock = File::create(lock_dir.join(".install-target.lock")).expect("create a lock file");
+        lock.lock().expect("lock the target installation");
+        if check().1 {
+            return; // the other build script installed it meanwhile
+        }
+        eprintln!("{TARGET} is missing from toolchain {channel}: running `{install}`");
+        let installed = Command::new("rustup")
+            .args(["target", "add", "--toolchain", channel, TARGET])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            // Cargo reads this script's stdout for instructions.
+            .stdout(std::io::stderr())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !installed || !check().1 {
+            panic!(
+                "\nthe built-in plugins are compiled for {TARGET}, which toolchain \
+                 {channel} lacks, and installing it failed (see above).\nInstall it \
+                 with:\n\n    {install}\n\n"
+            );
+        }
+        println!(
+            "cargo:warning=installed the {TARGET} target, which the built-in plugins are \
+             compiled for and toolchain {channel} lacked: `{install}`"
+        );
     }
 }
 

@@ -9,10 +9,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `0.1.0 (3b3c6b4 2026-11-29)`: the package version, then the commit built
+/// and its date, or `unknown` (gateway/build/commit.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CALLISTO_BUILD_INFO"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "callisto",
-    version,
+    version = VERSION,
     about = "A webhook gateway for container registries"
 )]
 pub struct Cli {

@@ -1,5 +1,6 @@
 //! `callisto repo|webhook|events|deliveries|redeliver` against the real
-//! gateway process, and a scan of every answer and log line for secrets.
+//! gateway process, a scan of every answer and log line for secrets, the
+//! log's plain text and `--version`.
 
 use std::path::Path;
 use std::process::Output;
@@ -355,4 +356,60 @@ async fn no_secret_appears_in_any_answer_or_log_line() {
             .iter()
             .all(|r| r.header("webhook-signature").is_some())
     );
+}
+
+/// Logs that go to a file (here, or a pipe, or journald) are plain text:
+/// colour codes only on a terminal.
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let mut gw = start(&data.path().join("data")).await;
+    gw.terminate().await;
+    let log = gw.log();
+    assert!(
+        log.contains("INFO") && log.contains("stopped"),
+        "the log is incomplete:\n{log}"
+    );
+    assert!(!log.contains("\x1b["), "the log has ANSI codes:\n{log:?}");
+}
+
+/// `callisto --version` names the commit built and its date:
+/// `callisto 0.1.0 (3b3c6b4 2026-11-29)`.
+#[test]
+fn the_version_names_the_commit() {
+    let out = std::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .expect("run callisto --version");
+    let text = ok(&out);
+    let prefix = format!("callisto {} (", env!("CARGO_PKG_VERSION"));
+    let built = text
+        .trim_end()
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `{prefix}...)`: {text}"));
+    // Unless a packager named the commit, it is this checkout's.
+    if option_env!("CALLISTO_BUILD_COMMIT").is_none()
+        && option_env!("CALLISTO_BUILD_DATE").is_none()
+    {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(workspace)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let expected = match (
+            git(&["rev-parse", "--short", "HEAD"]),
+            git(&["log", "-1", "--format=%cs", "HEAD"]),
+        ) {
+            (Some(commit), Some(date)) => format!("{commit} {date}"),
+            _ => "unknown".to_owned(),
+        };
+        assert_eq!(built, expected);
+    }
 }

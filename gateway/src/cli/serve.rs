@@ -86,8 +86,13 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_new(&config.log).with_context(|| format!("log filter `{}`", config.log))?;
+    // Colour only on a terminal: a log file, a pipe or journald gets plain
+    // text. NO_COLOR (https://no-color.org) turns it off there too.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
