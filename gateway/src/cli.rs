@@ -3,7 +3,7 @@
 
 mod client;
 mod plugin;
-mod serve;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -74,9 +74,12 @@ enum Command {
 }
 
 /// The whole `callisto` binary: parse the command line, run, report.
-pub fn main() -> ExitCode {
+///
+/// `serve` is what `callisto serve` runs once its settings are loaded: the
+/// binary passes the server's start (the wiring sits above the CLI).
+pub fn main(serve: serve::Serve) -> ExitCode {
     let cli = Cli::parse();
-    match cli.run() {
+    match cli.run(serve) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -86,9 +89,9 @@ pub fn main() -> ExitCode {
 }
 
 impl Cli {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    pub fn run(self, serve: serve::Serve) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Serve(args) => args.run(),
+            Command::Serve(args) => args.run(serve),
             Command::Plugin(cmd) => cmd.run(),
             Command::Repo { command, conn } => client::repo(conn, command),
             Command::Webhook { command, conn } => client::webhook(conn, command),

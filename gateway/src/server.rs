@@ -52,6 +52,8 @@ pub enum ServeError {
     Client(#[from] net::client::ClientError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -308,6 +310,45 @@ async fn retention(
             _ = tokio::time::sleep(Duration::from_secs(300)) => {}
         }
     }
+}
+
+/// `callisto serve`: runs the gateway on a runtime of its own until SIGTERM
+/// or Ctrl-C, then shuts it down gracefully.
+pub fn serve_until_signal(config: Config) -> Result<(), ServeError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?
+        .block_on(run(config))
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C, then shuts it down gracefully.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let running = start(config).await?;
+    let app = &running.app;
+    tracing::info!(
+        addr = %running.addr,
+        data_dir = %app.config.data_dir.display(),
+        plugins = app.plugins.list().len(),
+        "callisto listening on http://{}",
+        running.addr
+    );
+    for path in &running.generated_tokens {
+        tracing::info!(
+            "generated a token, stored in {} (mode 0600)",
+            path.display()
+        );
+    }
+    if app.config.allow_private_targets {
+        tracing::warn!(
+            "allow_private_targets is on: webhooks may reach loopback and private networks"
+        );
+    }
+    signal().await;
+    tracing::info!("shutting down: finishing requests and attempts in flight");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -6,7 +6,9 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{Config, Flags, LogFormat};
-use crate::server;
+
+/// Runs the gateway with the settings loaded; given by `main`.
+pub type Serve = fn(Config) -> anyhow::Result<()>;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -36,7 +38,9 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
+    /// Loads the settings, starts logging, and hands the server's start to
+    /// `serve`: the binary's wiring, which this layer does not reach up to.
+    pub fn run(self, serve: Serve) -> anyhow::Result<ExitCode> {
         let flags = Flags {
             listen: self.listen,
             data_dir: self.data_dir,
@@ -47,37 +51,7 @@ impl ServeArgs {
         };
         let config = Config::load(self.config.as_deref(), std::env::vars(), &flags)?;
         init_logging(&config)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        runtime.block_on(async move {
-            let running = server::start(config).await?;
-            let app = &running.app;
-            tracing::info!(
-                addr = %running.addr,
-                data_dir = %app.config.data_dir.display(),
-                plugins = app.plugins.list().len(),
-                "callisto listening on http://{}",
-                running.addr
-            );
-            for path in &running.generated_tokens {
-                tracing::info!(
-                    "generated a token, stored in {} (mode 0600)",
-                    path.display()
-                );
-            }
-            if app.config.allow_private_targets {
-                tracing::warn!(
-                    "allow_private_targets is on: webhooks may reach loopback and private networks"
-                );
-            }
-            server::signal().await;
-            tracing::info!("shutting down: finishing requests and attempts in flight");
-            running.shutdown().await;
-            tracing::info!("stopped");
-            Ok::<_, anyhow::Error>(())
-        })?;
+        serve(config)?;
         Ok(ExitCode::SUCCESS)
     }
 }
