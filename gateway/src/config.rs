@@ -90,6 +90,11 @@ pub struct Config {
     pub log: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// `http://127.0.0.1:4318`; off when unset.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported traces.
+    pub otlp_service_name: String,
     /// Events and finished deliveries older than this are pruned.
     pub retention_days: u32,
     /// Memory for the database's page cache, in MiB. More keeps more of the
@@ -246,6 +251,8 @@ impl Default for Config {
             allowed_networks: Vec::new(),
             log: "info".to_owned(),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            otlp_service_name: "callisto".to_owned(),
             retention_days: 30,
             store_cache_mib: 64,
             listener: ListenerConfig::default(),
@@ -561,6 +568,7 @@ impl Config {
             admin_token: Some(String::new()),
             ingest_token: Some(String::new()),
             secret_key: Some(String::new()),
+            otlp_endpoint: Some(String::new()),
             allowed_networks: vec![String::new()],
             plugins: PluginConfig {
                 cache_dir: Some(PathBuf::new()),

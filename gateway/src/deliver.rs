@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::config::DeliveryConfig;
 use crate::event::Timestamp;
@@ -350,6 +351,14 @@ async fn attempt_delivery(
         .as_ref()
         .map(|s| ctx.sealer.open(s))
         .transpose();
+    let span = tracing::info_span!(
+        "attempt",
+        delivery.id = %delivery.id,
+        event.id = %delivery.event_id,
+        webhook.id = %webhook.id,
+        number,
+        status = tracing::field::Empty,
+    );
     let sent = match secret {
         Ok(secret) => {
             attempt::send(
@@ -364,6 +373,7 @@ async fn attempt_delivery(
                 number,
                 ctx.config.response_body_limit,
             )
+            .instrument(span.clone())
             .await
         }
         // Unsigned would be worse than unsent: recorded as a failed
@@ -371,6 +381,9 @@ async fn attempt_delivery(
         Err(e) => attempt::not_sent(&webhook.url, number, e.to_string()),
     };
     slot.release();
+    if let Some(status) = sent.status() {
+        span.record("status", status);
+    }
     let result = if sent.attempt.succeeded {
         "success"
     } else {

@@ -87,7 +87,9 @@ async fn process_batch(
     } = batch;
     let count = events.len();
     let planner = ctx.clone();
+    let span = tracing::info_span!("fanout", events = count, first.event.id = %events[0].id);
     let planned = tokio::task::spawn_blocking(move || {
+        let _span = span.entered();
         let mut deliveries = Vec::new();
         for event in &events {
             let hooks = webhooks
@@ -225,6 +227,13 @@ pub fn plan(
             ))));
             continue;
         };
+        let _span = tracing::info_span!(
+            "plugin",
+            plugin = %webhook.plugin,
+            event.id = %event.id,
+            webhook.id = %webhook.id
+        )
+        .entered();
         let started = Instant::now();
         let result = runner.run(
             &plugin,

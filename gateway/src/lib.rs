@@ -33,5 +33,6 @@ pub mod seal;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -413,3 +413,66 @@ fn the_version_names_the_commit() {
         assert_eq!(built, expected);
     }
 }
+
+/// With an OTLP endpoint set, the gateway exports its traces there: one span
+/// per ingest, fan-out, plugin call and attempt, tied together by the event
+/// and delivery ids.
+#[tokio::test]
+async fn traces_leave_the_box_over_otlp_with_the_ids_that_tie_them() {
+    let collector = Receiver::start().await;
+    let receiver = Receiver::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let endpoint = collector.url("");
+    let mut gw = GatewayProcess::start(
+        Path::new(BIN),
+        &data.path().join("data"),
+        &[
+            ("CALLISTO_OTLP_ENDPOINT", endpoint.trim_end_matches('/')),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let http = callisto_tests::http();
+    let repo: Value = http
+        .post(format!("{}/api/v1/repositories", gw.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "demo/app", "webhooks": [{"url": receiver.url("/h")}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(repo["id"].is_string(), "{repo}");
+    let accepted: Value = http
+        .post(format!("{}/ingest/distribution", gw.url))
+        .bearer_auth(INGEST_TOKEN)
+        .header("content-type", "application/json")
+        .body(crate::delivery::push_envelope("v1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event = accepted["events"][0].as_str().unwrap().to_owned();
+    let delivered = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let delivery = delivered[0].header("webhook-id").unwrap().to_owned();
+    gw.terminate().await;
+
+    let exported: Vec<u8> = collector
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/traces")
+        .flat_map(|r| r.body.to_vec())
+        .collect();
+    let text = String::from_utf8_lossy(&exported);
+    for needle in [
+        "ingest", "fanout", "plugin", "attempt", "callisto", &event, &delivery,
+    ] {
+        assert!(
+            text.contains(needle),
+            "no `{needle}` in the exported traces"
+        );
+    }
+}

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -120,22 +122,35 @@ pub async fn distribution(
 /// goes away while its events commit.
 async fn record(app: &Arc<App>, accepted: Vec<Notification>) -> Result<Recorded, ApiError> {
     let app = app.clone();
-    let task = tokio::spawn(async move {
-        let recorded = app.store.record_notifications(accepted).await?;
-        if recorded.duplicates > 0 {
-            app.metrics
-                .ingest_ignored
-                .get_or_create(&vec![("reason", "duplicate".to_owned())])
-                .inc_by(recorded.duplicates as u64);
+    let span = tracing::info_span!(
+        "ingest",
+        notifications = accepted.len(),
+        event.ids = tracing::field::Empty
+    );
+    let task = tokio::spawn(
+        async move {
+            let span = tracing::Span::current();
+            let recorded = app.store.record_notifications(accepted).await?;
+            if !recorded.events.is_empty() {
+                let ids: Vec<&str> = recorded.events.iter().map(|e| e.id.as_str()).collect();
+                span.record("event.ids", ids.join(",").as_str());
+            }
+            if recorded.duplicates > 0 {
+                app.metrics
+                    .ingest_ignored
+                    .get_or_create(&vec![("reason", "duplicate".to_owned())])
+                    .inc_by(recorded.duplicates as u64);
+            }
+            if let Some(first) = recorded.events.first() {
+                app.metrics
+                    .events
+                    .get_or_create(&vec![("source", first.source.as_str().to_owned())])
+                    .inc_by(recorded.events.len() as u64);
+            }
+            Ok::<_, crate::store::StoreError>(recorded)
         }
-        if let Some(first) = recorded.events.first() {
-            app.metrics
-                .events
-                .get_or_create(&vec![("source", first.source.as_str().to_owned())])
-                .inc_by(recorded.events.len() as u64);
-        }
-        Ok::<_, crate::store::StoreError>(recorded)
-    });
+        .instrument(span),
+    );
     task.await
         .map_err(|e| ApiError::internal(format!("recording notifications: {e}")))?
         .map_err(ApiError::from)

@@ -2,7 +2,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::config::{Config, Flags, LogFormat};
@@ -50,27 +49,8 @@ impl ServeArgs {
             allow_new_secret_key: self.allow_new_secret_key,
         };
         let config = Config::load(self.config.as_deref(), std::env::vars(), &flags)?;
-        init_logging(&config)?;
+        let _telemetry = crate::telemetry::init(&config)?;
         serve(config)?;
         Ok(ExitCode::SUCCESS)
     }
-}
-
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_new(&config.log).with_context(|| format!("log filter `{}`", config.log))?;
-    // Colour only on a terminal: a log file, a pipe or journald gets plain
-    // text. NO_COLOR (https://no-color.org) turns it off there too.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    Ok(())
 }
