@@ -4,6 +4,7 @@
 mod client;
 mod plugin;
 mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -62,6 +63,9 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
+    /// The store file: verify.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// The whole `callisto` binary: parse the command line, run, report.
@@ -86,6 +90,7 @@ impl Cli {
             Command::Events { args, conn } => client::events(conn, args),
             Command::Deliveries { args, conn } => client::deliveries(conn, args),
             Command::Redeliver { id, conn } => client::redeliver(conn, &id),
+            Command::Store(cmd) => cmd.run(),
         }
     }
 }
