@@ -63,7 +63,7 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
-    /// The store file: verify.
+    /// The store file: verify, backup, restore.
     #[command(subcommand)]
     Store(store::StoreCommand),
 }

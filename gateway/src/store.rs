@@ -14,6 +14,7 @@
 
 mod announce;
 mod api;
+mod backup;
 mod deliveries;
 mod events;
 mod ingest;
@@ -31,6 +32,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTran
 
 pub use announce::Due;
 pub use api::PlanBatch;
+pub use backup::{Backup, backup_file};
 pub use deliveries::{DueDelivery, Next};
 pub use events::EventFilter;
 pub use retention::Pruned;
@@ -63,6 +65,8 @@ pub enum StoreError {
     Storage(Arc<redb::Error>),
     #[error("a {table} record does not decode: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    #[error("cannot write the backup {path}: {reason}")]
+    Backup { path: PathBuf, reason: String },
     #[error("a write in the same batch failed: {0}")]
     Batch(String),
     #[error("the store has stopped accepting writes")]

@@ -145,16 +145,30 @@ pub struct DeliveriesArgs {
     limit: usize,
 }
 
+impl Connection {
+    /// A connection to `url` with `token`, else the generated token in
+    /// `$CALLISTO_DATA_DIR` (or `./data`), as the other commands find it.
+    pub(super) fn new(url: String, token: Option<String>) -> Self {
+        Self {
+            url,
+            token,
+            data_dir: std::env::var_os("CALLISTO_DATA_DIR")
+                .map_or_else(|| PathBuf::from("data"), PathBuf::from),
+            json: false,
+        }
+    }
+}
+
 /// The admin API from the command line: a typed client and a runtime to
 /// run it on.
-struct Cli {
+pub(super) struct Cli {
     json: bool,
-    client: Client,
+    pub(super) client: Client,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Cli {
-    fn new(conn: Connection) -> anyhow::Result<Self> {
+    pub(super) fn new(conn: Connection) -> anyhow::Result<Self> {
         let token = match &conn.token {
             Some(t) => t.clone(),
             None => {
@@ -184,7 +198,7 @@ impl Cli {
         })
     }
 
-    fn run<T>(
+    pub(super) fn run<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, crate::client::ClientError>>,
     ) -> anyhow::Result<T> {

@@ -418,3 +418,80 @@ fn verify_refuses_a_store_a_gateway_has_open_and_an_unknown_version() {
     let err = verify_file(&dir.path().join("missing.redb")).unwrap_err();
     assert!(err.to_string().contains("no such file"), "{err}");
 }
+
+#[tokio::test]
+async fn a_backup_is_one_snapshot_copied_while_writes_go_on() {
+    let (dir, store) = open();
+    for i in 0..300 {
+        let e = event("repo_1", &format!("v{i}"));
+        store
+            .write(move |txn| events::Log::open(txn)?.append(&e, Some(&format!("k{i}"))))
+            .await
+            .unwrap();
+    }
+    let d = delivery("wh_a", "evt_1", new_id("dlv"));
+    store
+        .write(move |txn| deliveries::create(txn, &d))
+        .await
+        .unwrap();
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 300..1300 {
+                let e = event("repo_1", &format!("v{i}"));
+                store
+                    .write(move |txn| events::Log::open(txn)?.append(&e, Some(&format!("k{i}"))))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    // Small chunks, so that a table spans many transactions of the copy.
+    let dest = dir.path().join("backup.redb");
+    let snapshot = store.read().unwrap();
+    let (copy_dest, backup) = {
+        let dest = dest.clone();
+        tokio::task::spawn_blocking(move || {
+            let b = backup::copy(&snapshot, &dest, 7);
+            (dest, b)
+        })
+        .await
+        .unwrap()
+    };
+    let backup = backup.unwrap();
+    appending.await.unwrap();
+
+    let n = backup.records("events");
+    assert!(n >= 300, "{backup:?}");
+    assert_eq!(backup.records("event_ids"), n);
+    assert_eq!(backup.records("dedupe"), n);
+    assert_eq!(backup.records("deliveries"), 1);
+    let report = verify_file(&copy_dest).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.records("events"), n);
+    assert_eq!(report.records("due"), 1);
+    // One snapshot: the copy's log is the first n events, without gaps.
+    let copy = Store::open(&copy_dest).unwrap();
+    let txn = copy.read().unwrap();
+    let seqs: Vec<u64> = events::after(&txn, 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<u64>>());
+    drop((txn, copy));
+
+    // Through the store's own operation, a file is never overwritten.
+    let err = store.backup_to(&dest).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backup { .. }), "{err}");
+    let again = store.backup_to(&dir.path().join("b2.redb")).await.unwrap();
+    assert_eq!(again.records("events"), 1300);
+    assert!(again.bytes > 0);
+    // A file a gateway has open is not read behind its back.
+    let err = backup_file(store.path(), &dir.path().join("b3.redb")).unwrap_err();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    let path = store.path().to_owned();
+    drop(store);
+    let offline = backup_file(&path, &dir.path().join("b3.redb")).unwrap();
+    assert_eq!(offline.records("events"), 1300);
+}
