@@ -2,6 +2,7 @@
 //! the admin API.
 
 mod client;
+mod completions;
 mod plugin;
 mod serve;
 mod store;
@@ -28,7 +29,7 @@ enum Command {
     /// Work with plugins: list, check and run them in the real sandbox.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
-    /// Repositories: add, list, rm.
+    /// Repositories: add, list, show, rm.
     Repo {
         #[command(subcommand)]
         command: client::RepoCommand,
@@ -66,6 +67,14 @@ enum Command {
     /// The store file: verify, backup, restore.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Print the completion script of a shell.
+    ///
+    /// For example `callisto completions bash >
+    /// ~/.local/share/bash-completion/completions/callisto`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The whole `callisto` binary: parse the command line, run, report.
@@ -91,6 +100,7 @@ impl Cli {
             Command::Deliveries { args, conn } => client::deliveries(conn, args),
             Command::Redeliver { id, conn } => client::redeliver(conn, &id),
             Command::Store(cmd) => cmd.run(),
+            Command::Completions { shell } => completions::run(shell),
         }
     }
 }

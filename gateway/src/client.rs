@@ -21,7 +21,10 @@ use crate::event::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the gateway at {url}: {reason} (is `callisto serve` running?)")]
+    #[error(
+        "cannot reach the gateway at {url}: {reason} (is `callisto serve` running? \
+         --url or CALLISTO_URL gives its address)"
+    )]
     Unreachable { url: String, reason: String },
     /// The API answered with an error.
     #[error("{method} {path}: {message} ({status})")]
@@ -183,7 +186,8 @@ impl Client {
     }
 
     /// The repository with this id, or else the one with this name (local
-    /// first): what a person typing a name means.
+    /// first), or with this `registry/name` (as a remote one is added):
+    /// what a person typing a name means.
     pub async fn find_repository(&self, id_or_name: &str) -> Result<RepositoryView, ClientError> {
         if id_or_name.starts_with("repo_") {
             return self.repository(id_or_name).await;
@@ -192,7 +196,12 @@ impl Client {
             .repositories()
             .await?
             .into_iter()
-            .filter(|r| r.name == id_or_name)
+            .filter(|r| {
+                r.name == id_or_name
+                    || r.registry
+                        .as_deref()
+                        .is_some_and(|reg| id_or_name == format!("{reg}/{}", r.name))
+            })
             .collect();
         named.sort_by_key(|r| r.kind != crate::records::RepositoryKind::Local);
         match named.into_iter().next() {

@@ -42,9 +42,11 @@ impl DataDir {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Read every record of every table and report damage, naming the
-    /// table; changes nothing. Exits 0 if intact, 2 if damaged, 1 if it
-    /// could not check (e.g. a gateway has the file open).
+    /// Read every record of the store and report damage; changes nothing.
+    ///
+    /// Every table is checked and a damaged one is named. Exits 0 if
+    /// intact, 2 if damaged, 1 if it could not check (e.g. a gateway has
+    /// the file open: verify a backup instead).
     Verify {
         /// A store file to check instead of `<data dir>/callisto.redb`
         /// (e.g. a backup).
@@ -53,9 +55,12 @@ pub enum StoreCommand {
         #[command(flatten)]
         dir: DataDir,
     },
-    /// Write a consistent copy of the store to FILE: through the running
-    /// gateway (its admin API), or, with --data-dir, straight from a data
-    /// directory no gateway has open. The sealing key is not in it.
+    /// Write a consistent copy of the store to FILE.
+    ///
+    /// Through the running gateway (its admin API), or, with --data-dir,
+    /// straight from a data directory no gateway has open. The copy is
+    /// verified before it is named FILE. The sealing key is not in it: keep
+    /// the key too (--with-key copies it).
     Backup {
         /// Where to write the backup; never overwritten.
         #[arg(value_name = "FILE")]
@@ -75,8 +80,11 @@ pub enum StoreCommand {
         #[arg(long, env = "CALLISTO_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Put a backup into a new data directory, checking it first; refuses
-    /// a directory that already holds a store.
+    /// Put a backup into a new data directory.
+    ///
+    /// The backup is verified first; a directory that already holds a
+    /// store is refused; a key that does not open the backup's secrets is
+    /// refused.
     Restore {
         /// The backup (a file `callisto store backup` wrote).
         #[arg(value_name = "FILE")]
