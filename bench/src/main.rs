@@ -11,6 +11,8 @@
 //!   against the same formatting done natively;
 //! - memory: resident memory idle and with 100,000 pending deliveries;
 //!   startup: from start to ready with the built-in plugins cached;
+//! - startup history: from start to ready with a store of many events,
+//!   against the same with an empty store (opening reads no records);
 //! - poll: a remote repository of 1,000 tags on a local docker-registry:
 //!   the first sync and an unchanged poll, time and registry requests,
 //!   against the same requests made by a bare HTTP client.
@@ -62,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("memory") || wanted("startup") {
         rows.extend(memory_and_startup(&binary).await?);
+    }
+    if wanted("startup history") {
+        rows.push(startup_with_history(&binary).await?);
     }
     if wanted("poll") {
         rows.extend(poll(&binary).await?);
@@ -794,4 +799,162 @@ async fn memory_and_startup(binary: &Path) -> anyhow::Result<Vec<Row>> {
             note: String::new(),
         },
     ])
+}
+
+/// Start to ready with a store holding many events, against the same with
+/// an empty store, both warm (plugins cached, the file in the page cache),
+/// median of several starts each, alternated. The big store is filled
+/// through the API, for about a minute, with envelopes of many events.
+async fn startup_with_history(binary: &Path) -> anyhow::Result<Row> {
+    const TARGET: u64 = 1_000_000;
+    const PER_ENVELOPE: u64 = 2_000;
+    const FILL_FOR: Duration = Duration::from_secs(60);
+    const ROUNDS: usize = 7;
+    let cache = tempfile::tempdir()?;
+    let (empty, big) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let cache_dir = cache.path().to_str().context("cache path")?.to_owned();
+    let http = reqwest::Client::new();
+
+    // Fill: unique tags, so that every push is a new event.
+    let (mut gw, url) = start_gateway(binary, big.path(), &cache_dir)?;
+    wait_ready(&http, &url).await?;
+    let template: Value = serde_json::from_str(PUSH)?;
+    let event = template["events"][0].clone();
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut posters = Vec::new();
+    for poster in 0..3 {
+        let (http, url, next, event) = (http.clone(), url.clone(), next.clone(), event.clone());
+        posters.push(tokio::spawn(async move {
+            while started.elapsed() < FILL_FOR {
+                let first = next.fetch_add(PER_ENVELOPE, Ordering::Relaxed);
+                if first >= TARGET {
+                    break;
+                }
+                let events: Vec<Value> = (first..first + PER_ENVELOPE)
+                    .map(|i| {
+                        let mut e = event.clone();
+                        e["id"] = json!(format!("history-{poster}-{i}"));
+                        e["target"]["tag"] = json!(format!("t{i}"));
+                        e
+                    })
+                    .collect();
+                let r = http
+                    .post(format!("{url}/ingest/distribution"))
+                    .bearer_auth(INGEST)
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&json!({ "events": events }))?)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 202, "ingest answered {}", r.status());
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for p in posters {
+        p.await??;
+    }
+    let filled = started.elapsed();
+    let page: Value = http
+        .get(format!("{url}/api/v1/events?limit=1"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        page["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "no events were recorded"
+    );
+    let events = next.load(Ordering::Relaxed).min(TARGET);
+    terminate(&mut gw).await?;
+    let bytes = std::fs::metadata(big.path().join("callisto.redb"))?.len();
+
+    // Alternate the two stores; the first start of each is not counted.
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..=ROUNDS {
+        for (i, dir) in [empty.path(), big.path()].into_iter().enumerate() {
+            let (mut gw, url) = start_gateway(binary, dir, &cache_dir)?;
+            let t = Instant::now();
+            wait_ready(&http, &url).await?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if round > 0 {
+                times[i].push(ms);
+            }
+            terminate(&mut gw).await?;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (empty_ms, big_ms) = (median(&mut times[0]), median(&mut times[1]));
+    Ok(Row {
+        name: "start to ready, large store",
+        value: big_ms,
+        unit: "ms",
+        baseline_name: "start to ready, empty store",
+        baseline: empty_ms,
+        note: format!(
+            "{events} events ({:.0} MB file, filled through the API in {:.0} s); median of {ROUNDS} warm starts each; target ≤ 200 ms",
+            bytes as f64 / 1e6,
+            filled.as_secs_f64()
+        ),
+    })
+}
+
+/// `callisto serve` on `data`, quiet, with the plugin cache in `cache`; the
+/// clock starts when this returns. Spawned at once, measured by the caller.
+fn start_gateway(
+    binary: &Path,
+    data: &Path,
+    cache: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = callisto_tests::gateway::free_port();
+    let child = Command::new(binary)
+        .arg("serve")
+        .env("CALLISTO_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CALLISTO_DATA_DIR", data)
+        .env("CALLISTO_ADMIN_TOKEN", ADMIN)
+        .env("CALLISTO_INGEST_TOKEN", INGEST)
+        .env("CALLISTO_PLUGINS__CACHE_DIR", cache)
+        .env("CALLISTO_INGEST__MAX_BODY_BYTES", "67108864")
+        .env("CALLISTO_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the gateway")?;
+    Ok((child, format!("http://127.0.0.1:{port}")))
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        anyhow::ensure!(Instant::now() < deadline, "{url} did not get ready");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// SIGTERM, and waits for the exit: a clean shutdown, so that the next
+/// start needs no crash recovery.
+async fn terminate(child: &mut tokio::process::Child) -> anyhow::Result<()> {
+    let pid = child.id().context("the gateway already exited")?;
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .await?;
+    tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .context("the gateway did not stop on SIGTERM")??;
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod input;
 pub mod plugins;
 pub mod repositories;
+pub mod store;
 pub mod system;
 pub mod views;
 pub mod webhooks;
@@ -39,6 +40,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         events::list, events::get,
         deliveries::get, deliveries::redeliver,
         plugins::list, plugins::put, plugins::delete,
+        store::backup,
         openapi_json,
     ),
     modifiers(&Security),
@@ -48,6 +50,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         (name = "deliveries", description = "What was sent, every attempt, redelivery"),
         (name = "events", description = "The event log"),
         (name = "plugins", description = "Built-in and installed plugins"),
+        (name = "store", description = "The store as a whole: a consistent backup"),
         (name = "ingest", description = "Registry notifications"),
         (name = "system", description = "Health and metrics"),
     )
@@ -115,6 +118,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/deliveries/{id}/redeliver", post(deliveries::redeliver))
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}", put(plugins::put).delete(plugins::delete))
+        .route("/store/backup", get(store::backup))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::require_admin,

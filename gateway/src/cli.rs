@@ -2,8 +2,10 @@
 //! the admin API.
 
 mod client;
+mod completions;
 mod plugin;
 pub mod serve;
+mod store;
 
 use std::process::ExitCode;
 
@@ -36,7 +38,7 @@ enum Command {
     /// Work with plugins: list, check and run them in the real sandbox.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
-    /// Repositories: add, list, rm.
+    /// Repositories: add, list, show, rm.
     Repo {
         #[command(subcommand)]
         command: client::RepoCommand,
@@ -71,6 +73,17 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
+    /// The store file: verify, backup, restore.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// Print the completion script of a shell.
+    ///
+    /// For example `callisto completions bash >
+    /// ~/.local/share/bash-completion/completions/callisto`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The whole `callisto` binary: parse the command line, run, report.
@@ -98,6 +111,8 @@ impl Cli {
             Command::Events { args, conn } => client::events(conn, args),
             Command::Deliveries { args, conn } => client::deliveries(conn, args),
             Command::Redeliver { id, conn } => client::redeliver(conn, &id),
+            Command::Store(cmd) => cmd.run(),
+            Command::Completions { shell } => completions::run(shell),
         }
     }
 }

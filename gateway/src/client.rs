@@ -12,6 +12,7 @@ use crate::api::input::{
     ReplayInput, RepositoryInput, RepositoryPatch, WebhookInput, WebhookPatch,
 };
 use crate::api::plugins::PluginView;
+use crate::api::store::SEALING_KEY_HEADER;
 use crate::api::views::{
     DeliveryView, EventWithDeliveries, Page, RepositoryView, TagView, WebhookView,
 };
@@ -20,7 +21,10 @@ use crate::event::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the gateway at {url}: {reason} (is `callisto serve` running?)")]
+    #[error(
+        "cannot reach the gateway at {url}: {reason} (is `callisto serve` running? \
+         --url or CALLISTO_URL gives its address)"
+    )]
     Unreachable { url: String, reason: String },
     /// The API answered with an error.
     #[error("{method} {path}: {message} ({status})")]
@@ -37,6 +41,9 @@ pub enum ClientError {
         path: String,
         reason: String,
     },
+    /// What the API sent could not be written where it was asked to go.
+    #[error("{path}: cannot write what the gateway sent: {reason}")]
+    Write { path: String, reason: String },
 }
 
 impl ClientError {
@@ -100,20 +107,7 @@ impl Client {
                 reason: crate::net::describe(&e),
             })?;
         if !status.is_success() {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => (body.error.code, body.error.message),
-                Err(_) => (
-                    "unknown".to_owned(),
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ),
-            };
-            return Err(ClientError::Api {
-                method,
-                path: path.to_owned(),
-                status: status.as_u16(),
-                code,
-                message,
-            });
+            return Err(api_error(method, path, status, &bytes));
         }
         let bytes = if bytes.is_empty() {
             &b"null"[..]
@@ -125,6 +119,32 @@ impl Client {
             path: path.to_owned(),
             reason: e.to_string(),
         })
+    }
+
+    /// Sends a request and returns the response if it is a success, else
+    /// the API's error.
+    async fn send_raw(&self, method: Method, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let response = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        Err(api_error(method, path, status, &bytes))
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: crate::net::describe(e),
+        }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -166,7 +186,8 @@ impl Client {
     }
 
     /// The repository with this id, or else the one with this name (local
-    /// first): what a person typing a name means.
+    /// first), or with this `registry/name` (as a remote one is added):
+    /// what a person typing a name means.
     pub async fn find_repository(&self, id_or_name: &str) -> Result<RepositoryView, ClientError> {
         if id_or_name.starts_with("repo_") {
             return self.repository(id_or_name).await;
@@ -175,7 +196,12 @@ impl Client {
             .repositories()
             .await?
             .into_iter()
-            .filter(|r| r.name == id_or_name)
+            .filter(|r| {
+                r.name == id_or_name
+                    || r.registry
+                        .as_deref()
+                        .is_some_and(|reg| id_or_name == format!("{reg}/{}", r.name))
+            })
             .collect();
         named.sort_by_key(|r| r.kind != crate::records::RepositoryKind::Local);
         match named.into_iter().next() {
@@ -315,6 +341,75 @@ impl Client {
 
     pub async fn plugins(&self) -> Result<Vec<PluginView>, ClientError> {
         self.get("/plugins").await
+    }
+
+    // The store.
+
+    /// Downloads a consistent backup of the store into `out` (named
+    /// `out_name` in errors), streaming. Returns its size and where the
+    /// gateway's sealing key is, which the backup does not contain.
+    pub async fn backup<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+        out_name: &str,
+    ) -> Result<BackupDownload, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let path = "/store/backup";
+        let mut response = self.send_raw(Method::GET, path).await?;
+        let sealing_key = response
+            .headers()
+            .get(SEALING_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let expected = response.content_length();
+        let write_err = |e: std::io::Error| ClientError::Write {
+            path: out_name.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut bytes = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
+            out.write_all(&chunk).await.map_err(write_err)?;
+            bytes += chunk.len() as u64;
+        }
+        out.flush().await.map_err(write_err)?;
+        if expected.is_some_and(|n| n != bytes) {
+            return Err(ClientError::Decode {
+                method: Method::GET,
+                path: path.to_owned(),
+                reason: format!(
+                    "the gateway announced {} bytes and sent {bytes}",
+                    expected.unwrap_or_default()
+                ),
+            });
+        }
+        Ok(BackupDownload { bytes, sealing_key })
+    }
+}
+
+/// What [`Client::backup`] received.
+#[derive(Debug, Clone)]
+pub struct BackupDownload {
+    pub bytes: u64,
+    /// The `callisto-sealing-key` header: the key file's path on the
+    /// gateway's machine, or `configured`.
+    pub sealing_key: Option<String>,
+}
+
+/// The API's error answer as a [`ClientError`].
+fn api_error(method: Method, path: &str, status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => (body.error.code, body.error.message),
+        Err(_) => (
+            "unknown".to_owned(),
+            String::from_utf8_lossy(bytes).into_owned(),
+        ),
+    };
+    ClientError::Api {
+        method,
+        path: path.to_owned(),
+        status: status.as_u16(),
+        code,
+        message,
     }
 }
 

@@ -7,7 +7,7 @@
 //! otherwise `<data dir>/secret.key`, made on first start with mode 0600.
 //! Losing it means re-entering the secrets; back it up apart from the data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::records::Sealed;
 use base64::Engine;
@@ -16,6 +16,29 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 const PREFIX: &str = "enc:v1:";
+
+/// The key's file in the data directory, when it is not configured.
+pub const KEY_FILE: &str = "secret.key";
+
+/// Where a gateway's key comes from: what must be kept with a backup of its
+/// store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `secret_key` in the configuration (`CALLISTO_SECRET_KEY`).
+    Configured,
+    /// `<data dir>/secret.key`.
+    File(PathBuf),
+}
+
+impl KeySource {
+    /// The source [`Sealer::load`] uses with the same arguments.
+    pub fn of(data_dir: &Path, configured: Option<&str>) -> Self {
+        match configured {
+            Some(_) => KeySource::Configured,
+            None => KeySource::File(data_dir.join(KEY_FILE)),
+        }
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SealError {
@@ -74,11 +97,9 @@ impl Sealer {
                 .decode(b64.trim())
                 .map_err(|e| SealError::Key(format!("CALLISTO_SECRET_KEY is not base64: {e}")))?,
             None => {
-                let path = data_dir.join("secret.key");
+                let path = data_dir.join(KEY_FILE);
                 match std::fs::read_to_string(&path) {
-                    Ok(text) => STANDARD.decode(text.trim()).map_err(|e| {
-                        SealError::Key(format!("{} is not base64: {e}", path.display()))
-                    })?,
+                    Ok(text) => decode_key_file(&path, &text)?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => {
                         return Err(SealError::Missing { path });
                     }
@@ -97,6 +118,17 @@ impl Sealer {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| SealError::Key("the secret key must be 32 bytes".into()))?;
+        Ok(Self::new(&key))
+    }
+
+    /// The key in a key file (base64 of 32 bytes), such as one kept with a
+    /// backup; never creates one.
+    pub fn from_key_file(path: &Path) -> Result<Self, SealError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SealError::Key(format!("{}: {e}", path.display())))?;
+        let key: [u8; 32] = decode_key_file(path, &text)?.try_into().map_err(|_| {
+            SealError::Key(format!("{} does not hold a 32-byte key", path.display()))
+        })?;
         Ok(Self::new(&key))
     }
 
@@ -128,6 +160,12 @@ impl Sealer {
             .map_err(|_| SealError::WrongKey)?;
         String::from_utf8(plaintext).map_err(|_| SealError::Format)
     }
+}
+
+fn decode_key_file(path: &Path, text: &str) -> Result<Vec<u8>, SealError> {
+    STANDARD
+        .decode(text.trim())
+        .map_err(|e| SealError::Key(format!("{} is not base64: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -163,6 +201,9 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let b = Sealer::load(dir.path(), None, true).unwrap();
         assert_eq!(b.open(&a.seal("x")).unwrap(), "x");
+        let c = Sealer::from_key_file(&dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(c.open(&a.seal("x")).unwrap(), "x");
+        assert!(Sealer::from_key_file(&dir.path().join("missing.key")).is_err());
         let env = STANDARD.encode([9u8; 32]);
         let c = Sealer::load(dir.path(), Some(&env), true).unwrap();
         assert!(c.open(&a.seal("x")).is_err(), "the environment's key wins");

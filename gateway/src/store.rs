@@ -14,6 +14,7 @@
 
 mod announce;
 mod api;
+mod backup;
 mod deliveries;
 mod events;
 mod ingest;
@@ -21,6 +22,7 @@ mod records;
 mod repos;
 mod retention;
 mod schema;
+mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -30,13 +32,13 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTran
 
 pub use announce::Due;
 pub use api::PlanBatch;
+pub use backup::{Backup, backup_file};
 pub use deliveries::{DueDelivery, Next};
 pub use events::EventFilter;
 pub use retention::Pruned;
+pub use verify::{Report, TableReport, verify_file};
 
-use crate::records::{Attempt, Delivery, KnownTag, Repository, Webhook};
 use announce::Announcer;
-use records::StoredEvent;
 
 use schema::{META, SCHEMA_VERSION};
 use writer::Writer;
@@ -54,10 +56,17 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "{path} is open in another process (a running `callisto serve`?); \
+         stop it first, or go through the running gateway"
+    )]
+    InUse { path: PathBuf },
     #[error("storage failed: {0}")]
     Storage(Arc<redb::Error>),
     #[error("a {table} record does not decode: {reason}")]
     Corrupt { table: &'static str, reason: String },
+    #[error("cannot write the backup {path}: {reason}")]
+    Backup { path: PathBuf, reason: String },
     #[error("a write in the same batch failed: {0}")]
     Batch(String),
     #[error("the store has stopped accepting writes")]
@@ -153,7 +162,9 @@ impl Handle {
 impl Store {
     /// Opens (or creates) the store at `path`. A file written by an unknown
     /// schema version, or one redb finds damaged, is refused with a message
-    /// saying so, and is not modified.
+    /// saying so, and is not modified. It reads the header and the schema
+    /// version, not the records, so it takes as long whatever the history:
+    /// [`verify_file`] is the full check.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(path, 64 << 20)
     }
@@ -176,15 +187,6 @@ impl Store {
             path: path.to_owned(),
             reason,
         };
-        let describe = |e: redb::DatabaseError| match e {
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
-                format!("the file is damaged ({what}); restore it from a backup")
-            }
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                "another callisto process has it open".to_owned()
-            }
-            other => other.to_string(),
-        };
         let existed = path.exists();
         // Look before opening for writing: opening read-write updates the
         // header, and a file this version does not understand must be left
@@ -195,14 +197,9 @@ impl Store {
                 Ok(db) => {
                     let found = schema_version(&db).map_err(|e| open_err(e.to_string()))?;
                     check_version(path, found, &db)?;
-                    verify(&db).map_err(|e| {
-                        open_err(format!(
-                            "the file is damaged ({e}); it was left as it is: restore it from a backup"
-                        ))
-                    })?;
                 }
                 Err(redb::DatabaseError::RepairAborted) => {}
-                Err(e) => return Err(open_err(describe(e))),
+                Err(e) => return Err(open_error(path, e)),
             }
         }
         let mut builder = redb::Builder::new();
@@ -212,7 +209,7 @@ impl Store {
         } else {
             builder.create(path)
         }
-        .map_err(|e| open_err(describe(e)))?;
+        .map_err(|e| open_error(path, e))?;
         match schema_version(&db).map_err(|e| open_err(e.to_string()))? {
             None if !has_tables(&db)? => init(&db).map_err(|e| open_err(e.to_string()))?,
             found => check_version(path, found, &db)?,
@@ -271,77 +268,63 @@ impl Store {
     }
 }
 
+/// What an open of `path` that redb refused means, for the operator.
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    let reason = match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            return StoreError::InUse {
+                path: path.to_owned(),
+            };
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
+            format!("the file is damaged ({what}); it was left as it is: restore it from a backup")
+        }
+        redb::DatabaseError::RepairAborted => {
+            "it was not closed cleanly (the gateway was killed or crashed), \
+             and reading it needs the recovery a start does: start `callisto serve` on it once, \
+             stop it, and try again"
+                .to_owned()
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if e.kind() == std::io::ErrorKind::NotFound =>
+        {
+            "there is no such file".to_owned()
+        }
+        other => other.to_string(),
+    };
+    StoreError::Open {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Opens an existing store read-only, changing nothing, for the tools that
+/// read a whole file (verify, an offline backup). Refused, as by
+/// [`Store::open`], when the file is damaged, of another schema version or
+/// not a store; and when a gateway has it open.
+fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, StoreError> {
+    let damaged = || {
+        StoreError::Open {
+        path: path.to_owned(),
+        reason: "the file is damaged (its pages cannot be read); it was left as it is: restore it from a backup".into(),
+    }
+    };
+    std::panic::catch_unwind(|| {
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| open_error(path, e))?;
+        match schema_version(&db)? {
+            None if !has_tables(&db)? => Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: "it holds no tables: not a callisto store".into(),
+            }),
+            found => check_version(path, found, &db).map(|()| db),
+        }
+    })
+    .unwrap_or_else(|_| Err(damaged()))
+}
+
 fn has_tables(db: &impl ReadableDatabase) -> Result<bool, StoreError> {
     let read = db.begin_read()?;
     Ok(read.list_tables()?.next().is_some())
-}
-
-/// Reads every record of every table and decodes it: damage in the file
-/// shows up here, at start, rather than as a failing request later. It
-/// changes nothing (the file is opened read-only), so a damaged file is
-/// refused as it is, never repaired or reset behind the operator's back.
-fn verify(db: &impl ReadableDatabase) -> Result<(), StoreError> {
-    fn all<K: redb::Key + 'static, V: redb::Value + 'static>(
-        txn: &ReadTransaction,
-        name: &'static str,
-        def: redb::TableDefinition<K, V>,
-        check: impl Fn(V::SelfType<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let table = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut previous: Option<Vec<u8>> = None;
-        for row in table.iter()? {
-            let (k, v) = row?;
-            // Keys must come out in order: a damaged page often breaks it.
-            let key = K::as_bytes(&k.value()).as_ref().to_vec();
-            if let Some(p) = &previous
-                && K::compare(p, &key) != std::cmp::Ordering::Less
-            {
-                return Err(StoreError::Corrupt {
-                    table: name,
-                    reason: "keys out of order".into(),
-                });
-            }
-            previous = Some(key);
-            check(v.value())?;
-        }
-        Ok(())
-    }
-    let txn = db.begin_read()?;
-    all(&txn, "events", schema::EVENTS, |v| {
-        records::decode::<StoredEvent>("events", v).map(drop)
-    })?;
-    all(&txn, "event_ids", schema::EVENT_IDS, |_| Ok(()))?;
-    all(&txn, "dedupe", schema::DEDUPE, |_| Ok(()))?;
-    all(&txn, "repositories", schema::REPOSITORIES, |v| {
-        records::decode::<Repository>("repositories", v).map(drop)
-    })?;
-    all(&txn, "tags", schema::TAGS, |v| {
-        records::decode::<KnownTag>("tags", v).map(drop)
-    })?;
-    all(&txn, "webhooks", schema::WEBHOOKS, |v| {
-        records::decode::<Webhook>("webhooks", v).map(drop)
-    })?;
-    all(&txn, "deliveries", schema::DELIVERIES, |v| {
-        records::decode::<Delivery>("deliveries", v).map(drop)
-    })?;
-    all(&txn, "due", schema::DUE, |_| Ok(()))?;
-    all(
-        &txn,
-        "webhook_deliveries",
-        schema::WEBHOOK_DELIVERIES,
-        |_| Ok(()),
-    )?;
-    all(&txn, "event_deliveries", schema::EVENT_DELIVERIES, |_| {
-        Ok(())
-    })?;
-    all(&txn, "attempts", schema::ATTEMPTS, |v| {
-        records::decode::<Attempt>("attempts", v).map(drop)
-    })?;
-    Ok(())
 }
 
 /// The schema version a file records, if any.
@@ -385,24 +368,30 @@ fn check_version(
 
 /// Creates every table and records the schema version, in one transaction.
 fn init(db: &Database) -> Result<(), StoreError> {
+    struct Create<'a>(&'a WriteTransaction);
+    impl schema::Tables for Create<'_> {
+        fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+            &mut self,
+            def: redb::TableDefinition<'static, K, V>,
+            _: Option<schema::Check>,
+        ) -> Result<(), StoreError> {
+            self.0.open_table(def)?;
+            Ok(())
+        }
+        fn multimap<K: redb::Key + 'static, V: redb::Key + 'static>(
+            &mut self,
+            def: redb::MultimapTableDefinition<'static, K, V>,
+        ) -> Result<(), StoreError> {
+            self.0.open_multimap_table(def)?;
+            Ok(())
+        }
+    }
     let txn = db.begin_write()?;
+    schema::each(&mut Create(&txn))?;
     {
         let mut meta = txn.open_table(META)?;
         meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
         meta.insert("fanout_cursor", 0u64.to_le_bytes().as_slice())?;
-        txn.open_table(schema::EVENTS)?;
-        txn.open_table(schema::EVENT_IDS)?;
-        txn.open_table(schema::DEDUPE)?;
-        txn.open_table(schema::REPOSITORIES)?;
-        txn.open_multimap_table(schema::REPOSITORY_NAMES)?;
-        txn.open_table(schema::TAGS)?;
-        txn.open_table(schema::WEBHOOKS)?;
-        txn.open_multimap_table(schema::REPOSITORY_WEBHOOKS)?;
-        txn.open_table(schema::DELIVERIES)?;
-        txn.open_table(schema::DUE)?;
-        txn.open_table(schema::WEBHOOK_DELIVERIES)?;
-        txn.open_table(schema::EVENT_DELIVERIES)?;
-        txn.open_table(schema::ATTEMPTS)?;
     }
     txn.commit()?;
     Ok(())

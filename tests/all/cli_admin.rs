@@ -476,3 +476,179 @@ async fn traces_leave_the_box_over_otlp_with_the_ids_that_tie_them() {
         );
     }
 }
+
+/// `repo show` as people type it (a name or an id), `--json` as the API
+/// answers, errors that say what to do, and shell completions.
+#[tokio::test]
+async fn repo_show_completions_and_errors_that_say_what_to_do() {
+    let data = tempfile::tempdir().unwrap();
+    let gw = start(&data.path().join("data")).await;
+    let receiver = Receiver::start().await;
+
+    let out = ok(&cli(&gw, &["repo", "add", "demo/app"]).await);
+    let repo = out
+        .trim()
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    let empty = ok(&cli(&gw, &["repo", "show", "demo/app"]).await);
+    assert!(
+        empty.contains(&format!("repository  demo/app ({repo})"))
+            && empty.contains("no webhooks: add one with `callisto webhook add demo/app URL`"),
+        "{empty}"
+    );
+    for url in [receiver.url("/a"), receiver.url("/b")] {
+        ok(&cli(
+            &gw,
+            &["webhook", "add", "demo/app", &url, "--secret", "generate"],
+        )
+        .await);
+    }
+    ok(&cli(
+        &gw,
+        &[
+            "webhook",
+            "add",
+            "demo/app",
+            &receiver.url("/off"),
+            "--disabled",
+        ],
+    )
+    .await);
+
+    for who in ["demo/app", repo.as_str()] {
+        let shown = ok(&cli(&gw, &["repo", "show", who]).await);
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["kind", "local"]),
+            "{shown}"
+        );
+        let lines: Vec<&str> = shown.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("WEBHOOK"))
+            .unwrap_or_else(|| panic!("no webhook table:\n{shown}"));
+        let hooks = &lines[header + 1..];
+        assert_eq!(hooks.len(), 3, "{shown}");
+        assert!(
+            hooks
+                .iter()
+                .any(|l| l.contains(&receiver.url("/a")) && l.contains(" yes ")),
+            "{shown}"
+        );
+        assert!(
+            hooks
+                .iter()
+                .any(|l| l.contains(&receiver.url("/off")) && l.contains(" no ")),
+            "{shown}"
+        );
+    }
+    // A remote repository, typed as it was added.
+    ok(&cli(
+        &gw,
+        &[
+            "repo",
+            "add",
+            "127.0.0.1:9/team/app",
+            "--remote",
+            "--insecure",
+            "--tags",
+            "v*",
+        ],
+    )
+    .await);
+    let remote = ok(&cli(&gw, &["repo", "show", "127.0.0.1:9/team/app"]).await);
+    for (key, value) in [
+        ("kind", "remote"),
+        ("registry", "127.0.0.1:9"),
+        ("insecure", "yes"),
+        ("tags", "v*"),
+        ("exclude tags", "-"),
+    ] {
+        assert!(
+            remote
+                .lines()
+                .any(|l| l.starts_with(key) && l[key.len()..].trim() == value),
+            "{key}: {remote}"
+        );
+    }
+
+    // --json is the API's answer for the repository, webhooks included.
+    let json: Value =
+        serde_json::from_str(&ok(&cli(&gw, &["repo", "show", "demo/app", "--json"]).await))
+            .unwrap();
+    let api: Value = callisto_tests::http()
+        .get(format!("{}/api/v1/repositories/{repo}", gw.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json, api);
+    assert_eq!(json["webhooks"].as_array().unwrap().len(), 3);
+    assert!(!json.to_string().contains("whsec_"), "a secret is shown");
+
+    // Errors name the problem and what to do.
+    let e = err(&cli(&gw, &["repo", "show", "demo/nope"]).await);
+    assert!(
+        e.contains("no repository has the id or name `demo/nope`")
+            && e.contains("`callisto repo list` shows the repositories"),
+        "{e}"
+    );
+    let e = err(&cli(&gw, &["webhook", "test", "wh_nope"]).await);
+    assert!(
+        e.contains("404") && e.contains("`callisto repo show REPOSITORY`"),
+        "{e}"
+    );
+    let e = err(&tokio::process::Command::new(BIN)
+        .args([
+            "repo",
+            "show",
+            "demo/app",
+            "--url",
+            &gw.url,
+            "--token",
+            "wrong-token-0123456789",
+        ])
+        .output()
+        .await
+        .unwrap());
+    assert!(
+        e.contains("401") && e.contains("--token or CALLISTO_ADMIN_TOKEN"),
+        "{e}"
+    );
+    let e = err(&tokio::process::Command::new(BIN)
+        .args([
+            "repo",
+            "show",
+            "demo/app",
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            "x",
+        ])
+        .output()
+        .await
+        .unwrap());
+    assert!(e.contains("--url or CALLISTO_URL"), "{e}");
+
+    // Completions, from the same definitions that parse the command line.
+    for (shell, mark) in [
+        ("bash", "_callisto()"),
+        ("zsh", "#compdef callisto"),
+        ("fish", "complete -c callisto"),
+    ] {
+        let script = ok(&cli(&gw, &["completions", shell]).await);
+        assert!(script.contains(mark), "{shell}:\n{script}");
+        for word in ["repo", "show", "store", "backup", "completions"] {
+            assert!(script.contains(word), "{shell} does not complete {word}");
+        }
+    }
+    let e = err(&cli(&gw, &["completions", "tcsh"]).await);
+    assert!(e.contains("possible values") && e.contains("bash"), "{e}");
+}

@@ -13,6 +13,7 @@ mod openapi;
 mod plugin_host;
 mod registry_push;
 mod remote;
+mod store_ops;
 mod tls;
 
 /// A compiled-plugin cache shared by every test (and every run), so that

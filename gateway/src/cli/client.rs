@@ -1,6 +1,6 @@
 //! The admin API from the command line: `callisto repo|webhook|events|
 //! deliveries|redeliver`. Readable tables by default, the API's JSON with
-//! `--json`.
+//! `--json`. Errors say what to do when that is not obvious.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::api::events::EventQuery;
 use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput};
-use crate::api::views::BodyView;
+use crate::api::views::{BodyView, RepositoryView};
 use crate::api::webhooks::{DeliveryQuery, TestResult};
 use crate::client::Client;
 use crate::records::{DeliveryState, InitialSync, RepositoryKind};
@@ -78,6 +78,11 @@ pub enum RepoCommand {
     },
     /// List repositories.
     List,
+    /// Show a repository and its webhooks.
+    Show {
+        /// The repository's id or name (`demo/app`).
+        repository: String,
+    },
     /// Delete a repository and its webhooks (its events stay).
     Rm {
         /// The repository's id or name.
@@ -97,6 +102,8 @@ pub enum WebhookCommand {
         /// A secret, or `generate` for a new one (shown once).
         #[arg(long)]
         secret: Option<String>,
+        /// The plugin that filters and formats its events (`callisto
+        /// plugin list` shows them).
         #[arg(long, default_value = "default")]
         plugin: String,
         /// Plugin configuration, `key=value`, repeatable.
@@ -113,13 +120,17 @@ pub enum WebhookCommand {
     },
     /// Send a test event now: prints `Success (200)` or `Error ...`.
     Test {
+        /// The webhook's id (`callisto webhook list REPOSITORY` shows them).
         id: String,
         /// Show the request sent and the response.
         #[arg(long)]
         details: bool,
     },
     /// Delete a webhook (its pending deliveries end).
-    Rm { id: String },
+    Rm {
+        /// The webhook's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +141,7 @@ pub struct EventsArgs {
     /// `image.pushed` or `image.deleted`.
     #[arg(long = "type")]
     kind: Option<String>,
+    /// How many to show, newest first (at most 500).
     #[arg(long, default_value_t = 20)]
     limit: usize,
 }
@@ -141,20 +153,35 @@ pub struct DeliveriesArgs {
     /// `pending`, `succeeded`, `failed` or `dead`.
     #[arg(long)]
     state: Option<String>,
+    /// How many to show, newest first (at most 500).
     #[arg(long, default_value_t = 20)]
     limit: usize,
 }
 
+impl Connection {
+    /// A connection to `url` with `token`, else the generated token in
+    /// `$CALLISTO_DATA_DIR` (or `./data`), as the other commands find it.
+    pub(super) fn new(url: String, token: Option<String>) -> Self {
+        Self {
+            url,
+            token,
+            data_dir: std::env::var_os("CALLISTO_DATA_DIR")
+                .map_or_else(|| PathBuf::from("data"), PathBuf::from),
+            json: false,
+        }
+    }
+}
+
 /// The admin API from the command line: a typed client and a runtime to
 /// run it on.
-struct Cli {
+pub(super) struct Cli {
     json: bool,
-    client: Client,
+    pub(super) client: Client,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Cli {
-    fn new(conn: Connection) -> anyhow::Result<Self> {
+    pub(super) fn new(conn: Connection) -> anyhow::Result<Self> {
         let token = match &conn.token {
             Some(t) => t.clone(),
             None => {
@@ -184,11 +211,11 @@ impl Cli {
         })
     }
 
-    fn run<T>(
+    pub(super) fn run<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, crate::client::ClientError>>,
     ) -> anyhow::Result<T> {
-        Ok(self.runtime.block_on(call)?)
+        self.runtime.block_on(call).map_err(with_hint)
     }
 
     /// The API's JSON with `--json`, else what `table` prints.
@@ -204,6 +231,37 @@ impl Cli {
     }
 }
 
+/// The API's error, with what to do about it when that is not obvious.
+fn with_hint(e: crate::client::ClientError) -> anyhow::Error {
+    use crate::client::ClientError;
+    let hint = match &e {
+        ClientError::Api { status: 401, .. } => Some(
+            "pass the gateway's admin token with --token or CALLISTO_ADMIN_TOKEN \
+             (a generated one is in the gateway's <data dir>/admin.token)",
+        ),
+        ClientError::Api {
+            status: 404, path, ..
+        } if path.starts_with("/repositories") => {
+            Some("`callisto repo list` shows the repositories")
+        }
+        ClientError::Api {
+            status: 404, path, ..
+        } if path.starts_with("/webhooks") => {
+            Some("`callisto repo show REPOSITORY` shows a repository's webhooks")
+        }
+        ClientError::Api {
+            status: 404, path, ..
+        } if path.starts_with("/deliveries") => {
+            Some("`callisto deliveries WEBHOOK` shows a webhook's deliveries")
+        }
+        _ => None,
+    };
+    match hint {
+        Some(hint) => anyhow::anyhow!("{e}; {hint}"),
+        None => e.into(),
+    }
+}
+
 fn or_dash(v: Option<impl ToString>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
@@ -213,7 +271,7 @@ fn yes_no(b: bool) -> String {
 }
 
 /// Prints rows as aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -306,6 +364,10 @@ pub fn repo(conn: Connection, command: RepoCommand) -> anyhow::Result<ExitCode> 
                 table(&["ID", "KIND", "NAME", "REGISTRY", "POLL"], rows);
             });
         }
+        RepoCommand::Show { repository } => {
+            let repo = cli.run(cli.client.find_repository(&repository))?;
+            cli.print(&repo, print_repository);
+        }
         RepoCommand::Rm { repository } => {
             let repo = cli.run(cli.client.find_repository(&repository))?;
             cli.run(cli.client.delete_repository(&repo.id))?;
@@ -315,6 +377,78 @@ pub fn repo(conn: Connection, command: RepoCommand) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A repository as `repo show` prints it: its settings, then its webhooks.
+fn print_repository(r: &RepositoryView) {
+    let mut rows = vec![
+        ("repository", format!("{} ({})", r.name, r.id)),
+        ("kind", r.kind.as_str().to_owned()),
+        ("registry", or_dash(r.registry.as_ref())),
+        ("created", r.created_at.to_rfc3339()),
+    ];
+    if r.poll_interval_secs.is_some() || r.poll.is_some() {
+        rows.push((
+            "poll interval",
+            or_dash(r.poll_interval_secs.map(|s| format!("{s} s"))),
+        ));
+        rows.push((
+            "initial sync",
+            or_dash(r.initial_sync.map(|s| format!("{s:?}").to_lowercase())),
+        ));
+        rows.push(("insecure", yes_no(r.insecure.unwrap_or(false))));
+        rows.push(("username", or_dash(r.username.as_ref())));
+        rows.push(("password", yes_no(r.has_credentials.unwrap_or(false))));
+        let list = |l: &Option<Vec<String>>| {
+            or_dash(l.as_ref().filter(|l| !l.is_empty()).map(|l| l.join(", ")))
+        };
+        rows.push(("tags", list(&r.tags)));
+        rows.push(("exclude tags", list(&r.exclude_tags)));
+        rows.push(("max tags", or_dash(r.max_tags)));
+        if let Some(p) = &r.poll {
+            rows.push(("tags known", p.tags_known.to_string()));
+            rows.push(("last poll", or_dash(p.last_poll_at)));
+            rows.push(("last error", or_dash(p.last_error.as_ref())));
+            rows.push(("next poll", or_dash(p.next_poll_at)));
+        }
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in rows {
+        println!("{key:<width$}  {value}");
+    }
+    let webhooks = r.webhooks.as_deref().unwrap_or_default();
+    println!();
+    if webhooks.is_empty() {
+        println!(
+            "no webhooks: add one with `callisto webhook add {} URL`",
+            r.name
+        );
+        return;
+    }
+    let rows = webhooks
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                yes_no(w.enabled),
+                w.plugin.clone(),
+                yes_no(w.has_secret),
+                w.url.clone(),
+                w.disabled_reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WEBHOOK",
+            "ENABLED",
+            "PLUGIN",
+            "SECRET",
+            "URL",
+            "DISABLED BECAUSE",
+        ],
+        rows,
+    );
 }
 
 pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<ExitCode> {

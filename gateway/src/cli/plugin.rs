@@ -171,8 +171,12 @@ fn run(
     } else {
         std::fs::read_to_string(event).with_context(|| format!("reading {}", event.display()))?
     };
-    let event: Event = serde_json::from_str(&json)
-        .with_context(|| format!("{} is not an event", event.display()))?;
+    let event: Event = serde_json::from_str(&json).with_context(|| {
+        format!(
+            "{} is not an event (give one as `GET /api/v1/events/{{id}}` answers it)",
+            event.display()
+        )
+    })?;
     let config = parse_config(config)?;
 
     if let Err(e) = plugin.validate_config(&config) {
@@ -217,7 +221,7 @@ pub(crate) fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, Stri
         .iter()
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-            _ => bail!("config `{pair}` is not key=value"),
+            _ => bail!("config `{pair}` is not key=value: write it as `--config tags=v*`"),
         })
         .collect()
 }

@@ -50,3 +50,48 @@ pub const EVENT_DELIVERIES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("event_deliveries");
 /// (delivery id, attempt number) → `Attempt`.
 pub const ATTEMPTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("attempts");
+
+/// A check of one record's value beyond reading it: that it decodes.
+pub(crate) type Check = fn(&[u8]) -> Result<(), String>;
+
+/// What visits the tables of the schema: creating a store, verifying one
+/// and copying one (a backup) go through the same list, [`each`], so that
+/// a table added to the schema is created, checked and copied alike.
+pub(crate) trait Tables {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        def: TableDefinition<'static, K, V>,
+        check: Option<Check>,
+    ) -> Result<(), super::StoreError>;
+
+    fn multimap<K: redb::Key + 'static, V: redb::Key + 'static>(
+        &mut self,
+        def: MultimapTableDefinition<'static, K, V>,
+    ) -> Result<(), super::StoreError>;
+}
+
+fn decodes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(), String> {
+    rmp_serde::from_slice::<T>(bytes)
+        .map(drop)
+        .map_err(|e| format!("does not decode ({e})"))
+}
+
+/// Every table of the schema, in the order they are created.
+pub(crate) fn each(t: &mut impl Tables) -> Result<(), super::StoreError> {
+    use crate::records::{Attempt, Delivery, KnownTag, Repository, Webhook};
+    t.table(META, None)?;
+    t.table(EVENTS, Some(decodes::<super::records::StoredEvent>))?;
+    t.table(EVENT_IDS, None)?;
+    t.table(DEDUPE, None)?;
+    t.table(REPOSITORIES, Some(decodes::<Repository>))?;
+    t.multimap(REPOSITORY_NAMES)?;
+    t.table(TAGS, Some(decodes::<KnownTag>))?;
+    t.table(WEBHOOKS, Some(decodes::<Webhook>))?;
+    t.multimap(REPOSITORY_WEBHOOKS)?;
+    t.table(DELIVERIES, Some(decodes::<Delivery>))?;
+    t.table(DUE, None)?;
+    t.table(WEBHOOK_DELIVERIES, None)?;
+    t.table(EVENT_DELIVERIES, None)?;
+    t.table(ATTEMPTS, Some(decodes::<Attempt>))?;
+    Ok(())
+}

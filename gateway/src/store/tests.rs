@@ -318,3 +318,180 @@ async fn a_store_reopens_with_its_data() {
     let txn = store.read().unwrap();
     assert_eq!(events::by_id(&txn, &e.id).unwrap().unwrap().1, e);
 }
+
+/// A store with two events, then a record that does not decode written
+/// into `webhooks` behind the store's back.
+async fn store_with_a_bad_webhook_record() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callisto.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        let (a, b) = (event("repo_1", "v1"), event("repo_1", "v2"));
+        store
+            .write(move |txn| {
+                let mut log = events::Log::open(txn)?;
+                log.append(&a, None)?;
+                log.append(&b, None)
+            })
+            .await
+            .unwrap();
+    }
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(schema::WEBHOOKS)
+        .unwrap()
+        .insert("wh_bad", [0xc1u8, 0xc1].as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    (dir, path)
+}
+
+#[tokio::test]
+async fn opening_reads_no_records_and_verify_names_the_damaged_table() {
+    let (_dir, path) = store_with_a_bad_webhook_record().await;
+    // Start-up does not scan the records: the bad one does not stop it.
+    drop(Store::open(&path).expect("opens without reading every record"));
+
+    let before = digest(&path);
+    let report = verify_file(&path).unwrap();
+    assert!(digest(&path) == before, "verify modified the file");
+    assert!(report.is_damaged());
+    assert_eq!(report.records("events"), 2);
+    let damaged: Vec<&TableReport> = report
+        .tables
+        .iter()
+        .filter(|t| t.damage.is_some())
+        .collect();
+    assert_eq!(damaged.len(), 1, "{report:?}");
+    assert_eq!(damaged[0].name, "webhooks");
+    let why = damaged[0].damage.as_deref().unwrap();
+    assert!(
+        why.contains("\"wh_bad\"") && why.contains("does not decode"),
+        "{why}"
+    );
+    assert!(report.unknown_tables.is_empty());
+}
+
+#[tokio::test]
+async fn verify_passes_an_intact_store_and_counts_its_records() {
+    let (_dir, store) = open();
+    let e = event("repo_1", "v1");
+    store
+        .write(move |txn| events::Log::open(txn)?.append(&e, Some("distribution:1")))
+        .await
+        .unwrap();
+    let path = store.path().to_owned();
+    drop(store);
+    let report = verify_file(&path).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.records("events"), 1);
+    assert_eq!(report.records("event_ids"), 1);
+    assert_eq!(report.records("dedupe"), 1);
+    assert_eq!(report.records("meta"), 2);
+    assert_eq!(report.tables.len(), 14, "every table of the schema");
+}
+
+#[test]
+fn verify_refuses_a_store_a_gateway_has_open_and_an_unknown_version() {
+    let (dir, store) = open();
+    let err = verify_file(store.path()).unwrap_err();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("open in another process"), "{err}");
+    drop(store);
+
+    let path = dir.path().join("v99.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(schema::META)
+            .unwrap()
+            .insert("schema_version", 99u32.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = verify_file(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaVersion { found: 99, .. }),
+        "{err}"
+    );
+    let err = verify_file(&dir.path().join("missing.redb")).unwrap_err();
+    assert!(err.to_string().contains("no such file"), "{err}");
+}
+
+#[tokio::test]
+async fn a_backup_is_one_snapshot_copied_while_writes_go_on() {
+    let (dir, store) = open();
+    for i in 0..300 {
+        let e = event("repo_1", &format!("v{i}"));
+        store
+            .write(move |txn| events::Log::open(txn)?.append(&e, Some(&format!("k{i}"))))
+            .await
+            .unwrap();
+    }
+    let d = delivery("wh_a", "evt_1", new_id("dlv"));
+    store
+        .write(move |txn| deliveries::create(txn, &d))
+        .await
+        .unwrap();
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 300..1300 {
+                let e = event("repo_1", &format!("v{i}"));
+                store
+                    .write(move |txn| events::Log::open(txn)?.append(&e, Some(&format!("k{i}"))))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    // Small chunks, so that a table spans many transactions of the copy.
+    let dest = dir.path().join("backup.redb");
+    let snapshot = store.read().unwrap();
+    let (copy_dest, backup) = {
+        let dest = dest.clone();
+        tokio::task::spawn_blocking(move || {
+            let b = backup::copy(&snapshot, &dest, 7);
+            (dest, b)
+        })
+        .await
+        .unwrap()
+    };
+    let backup = backup.unwrap();
+    appending.await.unwrap();
+
+    let n = backup.records("events");
+    assert!(n >= 300, "{backup:?}");
+    assert_eq!(backup.records("event_ids"), n);
+    assert_eq!(backup.records("dedupe"), n);
+    assert_eq!(backup.records("deliveries"), 1);
+    let report = verify_file(&copy_dest).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.records("events"), n);
+    assert_eq!(report.records("due"), 1);
+    // One snapshot: the copy's log is the first n events, without gaps.
+    let copy = Store::open(&copy_dest).unwrap();
+    let txn = copy.read().unwrap();
+    let seqs: Vec<u64> = events::after(&txn, 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seqs, (1..=n).collect::<Vec<u64>>());
+    drop((txn, copy));
+
+    // Through the store's own operation, a file is never overwritten.
+    let err = store.backup_to(&dest).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backup { .. }), "{err}");
+    let again = store.backup_to(&dir.path().join("b2.redb")).await.unwrap();
+    assert_eq!(again.records("events"), 1300);
+    assert!(again.bytes > 0);
+    // A file a gateway has open is not read behind its back.
+    let err = backup_file(store.path(), &dir.path().join("b3.redb")).unwrap_err();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    let path = store.path().to_owned();
+    drop(store);
+    let offline = backup_file(&path, &dir.path().join("b3.redb")).unwrap();
+    assert_eq!(offline.records("events"), 1300);
+}
