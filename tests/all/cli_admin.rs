@@ -432,19 +432,13 @@ async fn traces_leave_the_box_over_otlp_with_the_ids_that_tie_them() {
         ],
     )
     .await;
-    let http = callisto_tests::http();
-    let repo: Value = http
-        .post(format!("{}/api/v1/repositories", gw.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({"name": "demo/app", "webhooks": [{"url": receiver.url("/h")}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(repo["id"].is_string(), "{repo}");
-    let accepted: Value = http
+    let client = callisto::client::Client::new(&gw.url, ADMIN_TOKEN, callisto_tests::http());
+    let input = serde_json::from_value(
+        serde_json::json!({"name": "demo/app", "webhooks": [{"url": receiver.url("/h")}]}),
+    )
+    .unwrap();
+    client.create_repository(&input).await.unwrap();
+    let accepted: Value = callisto_tests::http()
         .post(format!("{}/ingest/distribution", gw.url))
         .bearer_auth(INGEST_TOKEN)
         .header("content-type", "application/json")
@@ -529,7 +523,7 @@ async fn repo_show_completions_and_errors_that_say_what_to_do() {
         let lines: Vec<&str> = shown.lines().collect();
         let header = lines
             .iter()
-            .position(|l| l.starts_with("WEBHOOK"))
+            .position(|l| l.starts_with("ID") && l.contains("ENABLED"))
             .unwrap_or_else(|| panic!("no webhook table:\n{shown}"));
         let hooks = &lines[header + 1..];
         assert_eq!(hooks.len(), 3, "{shown}");

@@ -425,30 +425,7 @@ fn print_repository(r: &RepositoryView) {
         );
         return;
     }
-    let rows = webhooks
-        .iter()
-        .map(|w| {
-            vec![
-                w.id.clone(),
-                yes_no(w.enabled),
-                w.plugin.clone(),
-                yes_no(w.has_secret),
-                w.url.clone(),
-                w.disabled_reason.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "WEBHOOK",
-            "ENABLED",
-            "PLUGIN",
-            "SECRET",
-            "URL",
-            "DISABLED BECAUSE",
-        ],
-        rows,
-    );
+    webhook_table(webhooks);
 }
 
 pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<ExitCode> {
@@ -488,21 +465,7 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
         WebhookCommand::List { repository } => {
             let repo = cli.run(cli.client.find_repository(&repository))?;
             let list = cli.run(cli.client.webhooks(&repo.id))?;
-            cli.print(&list, |list| {
-                let rows = list
-                    .iter()
-                    .map(|w| {
-                        vec![
-                            w.id.clone(),
-                            yes_no(w.enabled),
-                            w.plugin.clone(),
-                            yes_no(w.has_secret),
-                            w.url.clone(),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "ENABLED", "PLUGIN", "SECRET", "URL"], rows);
-            });
+            cli.print(&list, |list| webhook_table(list));
         }
         WebhookCommand::Test { id, details } => {
             let result = cli.run(cli.client.test_webhook(&id))?;
@@ -524,6 +487,35 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A repository's webhooks, one row each; why the gateway disabled one,
+/// where it did.
+fn webhook_table(webhooks: &[crate::api::views::WebhookView]) {
+    let rows = webhooks
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                yes_no(w.enabled),
+                w.plugin.clone(),
+                yes_no(w.has_secret),
+                w.url.clone(),
+                w.disabled_reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "ENABLED",
+            "PLUGIN",
+            "SECRET",
+            "URL",
+            "DISABLED BECAUSE",
+        ],
+        rows,
+    );
 }
 
 fn print_exchange(r: &TestResult) {
