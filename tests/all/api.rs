@@ -653,6 +653,39 @@ async fn plugins_upload_replace_and_delete_and_a_plugin_error_is_reported() {
     );
 }
 
+/// A plugin's panic reaches the delivery with its message and location,
+/// not as an anonymous trap.
+#[tokio::test]
+async fn a_panicking_plugin_names_the_panic_on_the_delivery() {
+    let gw = crate::gateway().await;
+    let installed = gw
+        .api(Method::PUT, "/plugins/hostile")
+        .header("content-type", "application/wasm")
+        .body(guests::HOSTILE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    let repo = repository(
+        &gw,
+        json!([{"url": "http://127.0.0.1:9/h", "plugin": "hostile", "config": {"mode": "trap"}}]),
+    )
+    .await;
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
+    ingest(&gw, &push_envelope("v1")).await;
+    let page = eventually(&gw, &format!("/webhooks/{webhook}/deliveries"), |p| {
+        !p["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let delivery = &page["items"][0];
+    assert_eq!(delivery["state"], "failed");
+    assert_eq!(
+        delivery["last_error"],
+        "plugin hostile faulted: trapped: panicked at tests/guests/hostile/src/lib.rs:27:25: \
+         hostile plugin panics on purpose"
+    );
+}
+
 #[tokio::test]
 async fn events_page_newest_first_and_filter() {
     let gw = crate::gateway().await;

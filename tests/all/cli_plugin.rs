@@ -207,6 +207,25 @@ fn run_a_builtin_by_name_filter_and_errors() {
         stderr(&hostile)
     );
 
+    let panicked = callisto(&[
+        "plugin",
+        "run",
+        guests::HOSTILE_PATH,
+        "--event",
+        &event,
+        "--config",
+        "mode=trap",
+    ]);
+    assert!(!panicked.status.success());
+    assert!(
+        stderr(&panicked).contains(
+            "plugin hostile faulted: trapped: panicked at tests/guests/hostile/src/lib.rs:27:25: \
+             hostile plugin panics on purpose"
+        ),
+        "{}",
+        stderr(&panicked)
+    );
+
     let missing = callisto(&["plugin", "run", "nope", "--event", &event]);
     assert!(
         stderr(&missing).contains("neither a file nor a built-in plugin"),

@@ -313,8 +313,12 @@ fn unbounded_allocation_stops_at_the_memory_cap() {
     still_serves(&host);
 }
 
+/// Where the hostile guest panics in mode `trap`.
+const HOSTILE_PANIC: &str =
+    "panicked at tests/guests/hostile/src/lib.rs:27:25: hostile plugin panics on purpose";
+
 #[test]
-fn a_trap_is_reported_with_the_plugins_name() {
+fn a_panic_is_reported_with_its_message_and_location() {
     let host = host();
     let err = run_mode(&host, "trap").unwrap_err();
     match &err {
@@ -323,15 +327,24 @@ fn a_trap_is_reported_with_the_plugins_name() {
             fault: Fault::Trap { message },
         } => {
             assert_eq!(plugin, "hostile");
-            assert!(message.contains("unreachable"), "{message}");
+            assert_eq!(message, HOSTILE_PANIC);
         }
         other => panic!("expected a trap, got {other:?}"),
     }
-    assert!(
-        err.to_string()
-            .starts_with("plugin hostile faulted: trapped")
+    assert_eq!(
+        err.to_string(),
+        format!("plugin hostile faulted: trapped: {HOSTILE_PANIC}")
     );
     still_serves(&host);
+
+    // In `filter` too, through a warm instance.
+    let event = EventInput::from(&sdk::testing::pushed("demo/app", "v1"));
+    let mut runner = Runner::new(4);
+    let in_filter = webhook("wh_f", &[("mode", "trap"), ("stage", "filter")]);
+    let err = runner
+        .run(&Arc::new(hostile(&host)), &event, &in_filter)
+        .unwrap_err();
+    assert!(err.to_string().ends_with(HOSTILE_PANIC), "{err}");
 }
 
 #[test]

@@ -108,6 +108,7 @@ impl Instance {
 
     fn arm(&mut self, runtime: &Runtime) {
         self.calls += 1;
+        self.store.data_mut().begin_call();
         self.store
             .set_epoch_deadline(runtime.limits.deadline_ticks());
     }
@@ -196,7 +197,12 @@ fn classify(
         Some(trap) => CallError::Fault {
             plugin,
             fault: Fault::Trap {
-                message: trap_message(*trap, &err),
+                // A panic says what went wrong and where; the trap that
+                // follows it (`unreachable` in the abort) says nothing more.
+                message: match &store.data().call.panic {
+                    Some(panic) => panic.clone(),
+                    None => trap_message(*trap, &err),
+                },
             },
         },
         None => CallError::Host {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use callisto_plugin_sdk::PANIC_PREFIX;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -20,6 +21,16 @@ pub(crate) struct Sandbox {
     pub(crate) limiter: Limiter,
     pub(crate) plugin: Arc<str>,
     log_budget: u32,
+    /// What the plugin said during the current call.
+    pub(crate) call: CallNotes,
+}
+
+/// Lines of the current call the host acts on, beyond logging them.
+#[derive(Debug, Default)]
+pub(crate) struct CallNotes {
+    /// The SDK's panic line (`panicked at src/lib.rs:12:5: ...`), the last
+    /// one of the call: what the trap that follows is reported as.
+    pub(crate) panic: Option<String>,
 }
 
 impl Sandbox {
@@ -41,7 +52,13 @@ impl Sandbox {
             },
             plugin,
             log_budget: LOG_BUDGET,
+            call: CallNotes::default(),
         }
+    }
+
+    /// Forgets what the previous call said.
+    pub(crate) fn begin_call(&mut self) {
+        self.call = CallNotes::default();
     }
 }
 
@@ -56,10 +73,6 @@ impl WasiView for Sandbox {
 
 impl bindings::PluginImports for Sandbox {
     fn log(&mut self, level: wit::LogLevel, message: String) {
-        if self.log_budget == 0 {
-            return;
-        }
-        self.log_budget -= 1;
         let mut message = message;
         if message.len() > LOG_LINE_MAX {
             let mut end = LOG_LINE_MAX;
@@ -67,6 +80,17 @@ impl bindings::PluginImports for Sandbox {
                 end -= 1;
             }
             message.truncate(end);
+        }
+        // A panic line is kept and logged whatever the budget: it is the
+        // last thing the instance says (the trap follows), and the one line
+        // that explains the fault.
+        let panic = matches!(level, wit::LogLevel::Error) && message.starts_with(PANIC_PREFIX);
+        if panic {
+            self.call.panic = Some(message.clone());
+        } else if self.log_budget == 0 {
+            return;
+        } else {
+            self.log_budget -= 1;
         }
         let plugin = &*self.plugin;
         match level {
@@ -76,7 +100,7 @@ impl bindings::PluginImports for Sandbox {
             wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
             wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
         }
-        if self.log_budget == 0 {
+        if self.log_budget == 0 && !panic {
             tracing::warn!(
                 plugin,
                 "plugin log budget spent; dropping its further lines"
