@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, Timestamp};
 use crate::metrics::Metrics;
-use crate::plugin::{EventInput, PluginHost, Runner, WebhookInput};
+use crate::plugin::{EventInput, PluginHost, Runner, Verdict, WebhookInput};
 use crate::records::{Delivery, DeliveryKind, Webhook};
 use crate::store::{PlanBatch, Store, StoreError};
 
@@ -236,8 +236,8 @@ pub fn plan(
             .get_or_create(&vec![("plugin", webhook.plugin.clone())])
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(Some(request)) => out.push(delivery(Ok(request))),
-            Ok(None) => Metrics::count(&metrics.deliveries, "outcome", "filtered"),
+            Ok(Verdict::Send(request)) => out.push(delivery(Ok(request))),
+            Ok(Verdict::Filtered(_)) => Metrics::count(&metrics.deliveries, "outcome", "filtered"),
             Err(e) => {
                 tracing::warn!(webhook = webhook.id, event = event.id, "{e}");
                 metrics

@@ -175,10 +175,16 @@ fn run_a_builtin_by_name_filter_and_errors() {
         "plugin", "run", "default", "--event", &event, "--config", "tags=v2*",
     ]);
     assert!(filtered.status.success());
+    assert_eq!(
+        stdout(&filtered),
+        "filtered out (rule tags): tags=v2*: tag `v1` matches none of the globs\n"
+    );
+    // The plugin's own debug line, whatever the gateway's log filter says.
     assert!(
-        stdout(&filtered).starts_with("filtered out"),
+        stderr(&filtered)
+            .contains("DEBUG default: filtered out: tags=v2*: tag `v1` matches none of the globs"),
         "{}",
-        stdout(&filtered)
+        stderr(&filtered)
     );
 
     let refused = callisto(&[
@@ -231,6 +237,90 @@ fn run_a_builtin_by_name_filter_and_errors() {
         stderr(&missing).contains("neither a file nor a built-in plugin"),
         "{}",
         stderr(&missing)
+    );
+}
+
+/// Without `--event`, the SDK's sample push; `--tag`, `--type` and
+/// `--repository` change it (or a given event) without editing JSON.
+#[test]
+fn run_overrides_the_sample_event_from_the_command_line() {
+    let sample = callisto(&["plugin", "run", "default"]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+    let (_, body) = parse_request(&stdout(&sample));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "image.pushed");
+    assert_eq!(body["repository"]["name"], "demo/app");
+    assert_eq!(body["tag"], "v1");
+
+    let changed = callisto(&[
+        "plugin",
+        "run",
+        "default",
+        "--tag",
+        "v2.1",
+        "--type",
+        "image.deleted",
+        "--repository",
+        "team/api",
+        "--config",
+        "tags=v2*",
+    ]);
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    let (_, body) = parse_request(&stdout(&changed));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "image.deleted");
+    assert_eq!(body["repository"]["name"], "team/api");
+    assert_eq!(body["tag"], "v2.1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let retagged = callisto(&[
+        "plugin",
+        "run",
+        "default",
+        "--event",
+        &event_file(dir.path()),
+        "--tag",
+        "latest",
+        "--config",
+        "events=image.deleted",
+    ]);
+    assert_eq!(
+        stdout(&retagged),
+        "filtered out (rule events): events=image.deleted: image.pushed is not listed\n"
+    );
+
+    let bad = callisto(&["plugin", "run", "default", "--type", "image.pulled"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("--type `image.pulled`"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+/// A plugin's log lines are shown whatever CALLISTO_LOG says, up to the
+/// budget the gateway applies.
+#[test]
+fn run_shows_the_plugins_log_lines() {
+    let out = Command::new(env!("CARGO_BIN_EXE_callisto-e2e"))
+        .args([
+            "plugin",
+            "run",
+            guests::HOSTILE_PATH,
+            "--config",
+            "mode=log-spam",
+        ])
+        .env("CALLISTO_LOG", "error")
+        .output()
+        .expect("run callisto");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(" INFO hostile: spam line 0\n"), "{err}");
+    assert!(err.contains(" INFO hostile: spam line 99\n"), "{err}");
+    assert!(!err.contains("spam line 100"), "{err}");
+    assert!(
+        err.contains(" WARN hostile: plugin log budget spent; dropping its further lines"),
+        "{err}"
     );
 }
 

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use callisto::deliver::signature;
 use callisto::plugin::{
     CallError, EventInput, Fault, HostDirs, Limits, LoadError, PluginHost, Runner, SignatureScheme,
-    WebhookInput,
+    Verdict, WebhookInput,
 };
 use callisto_plugin_sdk as sdk;
 use callisto_tests::guests;
@@ -252,6 +252,44 @@ fn standard_filter_keys_apply_through_the_host() {
             .starts_with("plugin default: config key `tag_regex`"),
         "{refused}"
     );
+}
+
+/// The standard filter says which rule declined an event, on every call of
+/// a warm instance: the reasons do not spend the plugin's log budget.
+#[test]
+fn a_filtered_event_says_which_rule_declined() {
+    let host = host();
+    let plugin = host.get("default").unwrap();
+    let mut runner = Runner::new(4);
+    let hook = webhook("wh_1", &[("tags", "v*"), ("exclude_tags", "*-rc*")]);
+    for i in 0..150 {
+        let event = EventInput::from(&sdk::testing::pushed("demo/app", &format!("x{i}")));
+        match runner.run(&plugin, &event, &hook).unwrap() {
+            Verdict::Filtered(filtered) => {
+                assert_eq!(
+                    filtered.reason.as_deref(),
+                    Some(format!("tags=v*: tag `x{i}` matches none of the globs").as_str())
+                );
+                assert_eq!(filtered.rule(), "tags");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let rc = EventInput::from(&sdk::testing::pushed("demo/app", "v2-rc1"));
+    let Verdict::Filtered(filtered) = runner.run(&plugin, &rc, &hook).unwrap() else {
+        panic!("v2-rc1 passed");
+    };
+    assert_eq!(filtered.rule(), "exclude_tags");
+    assert_eq!(
+        filtered.to_string(),
+        "exclude_tags: tag `v2-rc1` matches `*-rc*`"
+    );
+    // A sent event carries no stale reason.
+    let v1 = EventInput::from(&sdk::testing::pushed("demo/app", "v1"));
+    assert!(matches!(
+        runner.run(&plugin, &v1, &hook).unwrap(),
+        Verdict::Send(_)
+    ));
 }
 
 fn hostile(host: &PluginHost) -> callisto::plugin::Plugin {
@@ -513,7 +551,11 @@ fn runner_reuses_instances_per_webhook_and_never_across_webhooks() {
     let b = webhook("wh_b", &[("mode", "count")]);
     let mut runner = Runner::new(16);
     let mut count = |w: &WebhookInput| {
-        let request = runner.run(&plugin, &event, w).unwrap().unwrap();
+        let request = runner
+            .run(&plugin, &event, w)
+            .unwrap()
+            .into_request()
+            .unwrap();
         String::from_utf8(request.body).unwrap()
     };
     assert_eq!(count(&a), "1");
@@ -542,6 +584,10 @@ fn runner_recycles_after_a_fault_and_evicts_beyond_capacity() {
     runner.run(&plugin, &event, &webhook("wh_e", &[])).unwrap();
     assert_eq!(runner.len(), 2);
     // wh_c was least recently used, so its count starts again.
-    let again = runner.run(&plugin, &event, &count).unwrap().unwrap();
+    let again = runner
+        .run(&plugin, &event, &count)
+        .unwrap()
+        .into_request()
+        .unwrap();
     assert_eq!(again.body, b"1");
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use callisto_plugin_sdk::PANIC_PREFIX;
+use callisto_plugin_sdk::filter::DECLINED_PREFIX;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -23,6 +24,9 @@ pub(crate) struct Sandbox {
     log_budget: u32,
     /// What the plugin said during the current call.
     pub(crate) call: CallNotes,
+    /// Every line logged, when the caller wants them (`callisto plugin
+    /// run`), besides the gateway's log.
+    pub(crate) captured: Option<Vec<LogLine>>,
 }
 
 /// Lines of the current call the host acts on, beyond logging them.
@@ -31,6 +35,16 @@ pub(crate) struct CallNotes {
     /// The SDK's panic line (`panicked at src/lib.rs:12:5: ...`), the last
     /// one of the call: what the trap that follows is reported as.
     pub(crate) panic: Option<String>,
+    /// Why the plugin's filter declined the event: its first
+    /// `filtered out: ...` debug line of the call, without the prefix.
+    pub(crate) declined: Option<String>,
+}
+
+/// One line a plugin logged, as the gateway logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: tracing::Level,
+    pub message: String,
 }
 
 impl Sandbox {
@@ -53,12 +67,27 @@ impl Sandbox {
             plugin,
             log_budget: LOG_BUDGET,
             call: CallNotes::default(),
+            captured: None,
         }
     }
 
     /// Forgets what the previous call said.
     pub(crate) fn begin_call(&mut self) {
         self.call = CallNotes::default();
+    }
+
+    fn emit(&mut self, level: tracing::Level, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
+        }
+        if let Some(lines) = &mut self.captured {
+            lines.push(LogLine { level, message });
+        }
     }
 }
 
@@ -81,29 +110,36 @@ impl bindings::PluginImports for Sandbox {
             }
             message.truncate(end);
         }
-        // A panic line is kept and logged whatever the budget: it is the
-        // last thing the instance says (the trap follows), and the one line
-        // that explains the fault.
-        let panic = matches!(level, wit::LogLevel::Error) && message.starts_with(PANIC_PREFIX);
+        let level = match level {
+            wit::LogLevel::Trace => tracing::Level::TRACE,
+            wit::LogLevel::Debug => tracing::Level::DEBUG,
+            wit::LogLevel::Info => tracing::Level::INFO,
+            wit::LogLevel::Warn => tracing::Level::WARN,
+            wit::LogLevel::Error => tracing::Level::ERROR,
+        };
+        // Two lines are kept for the call and logged whatever the budget:
+        // a panic line (the last thing the instance says; the trap follows)
+        // and the call's first reason for filtering the event out (the SDK
+        // writes one per declined event, so a filter that declines most
+        // events does not spend the budget of the lines that matter).
+        let panic = level == tracing::Level::ERROR && message.starts_with(PANIC_PREFIX);
+        let declined = level == tracing::Level::DEBUG
+            && self.call.declined.is_none()
+            && message.starts_with(DECLINED_PREFIX);
         if panic {
             self.call.panic = Some(message.clone());
+        } else if declined {
+            self.call.declined = Some(message[DECLINED_PREFIX.len()..].to_owned());
         } else if self.log_budget == 0 {
             return;
         } else {
             self.log_budget -= 1;
         }
-        let plugin = &*self.plugin;
-        match level {
-            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
-        if self.log_budget == 0 && !panic {
-            tracing::warn!(
-                plugin,
-                "plugin log budget spent; dropping its further lines"
+        self.emit(level, message);
+        if self.log_budget == 0 && !panic && !declined {
+            self.emit(
+                tracing::Level::WARN,
+                "plugin log budget spent; dropping its further lines".to_owned(),
             );
         }
     }
