@@ -40,6 +40,8 @@
 // path; this makes the same path resolve inside the SDK too.
 extern crate self as callisto_plugin_sdk;
 
+#[cfg(not(target_arch = "wasm32"))]
+mod check;
 mod config;
 mod event;
 pub mod filter;
@@ -53,6 +55,8 @@ mod wasm;
 /// The repository an event belongs to ([`RepositoryRef`]).
 pub use callisto_event::RepositoryRef as Repository;
 pub use callisto_event::{Event, EventSource, EventType, RepositoryRef, Timestamp};
+#[cfg(not(target_arch = "wasm32"))]
+pub use check::{MAX_BODY, MAX_HEADERS, RESERVED_HEADERS, RequestError};
 pub use config::{Config, ConfigError, STANDARD_KEYS};
 pub use event::Webhook;
 pub use log::{LogLevel, PANIC_PREFIX, log};

@@ -64,6 +64,61 @@ pub fn webhook(config: &[(&str, &str)]) -> Webhook {
     }
 }
 
+/// Why [`run`] produced no request where the sandbox would not either.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// `validate_config` refused the webhook's configuration: the gateway
+    /// would not have saved the webhook.
+    #[error("configuration refused: {0}")]
+    Config(String),
+    /// `format` returned an error: the delivery fails with this message.
+    #[error("format failed: {0}")]
+    Format(String),
+    /// The request is one the host will not send ([`Request::check`]).
+    #[error("invalid request: {0}")]
+    Invalid(#[from] crate::RequestError),
+}
+
+/// What the gateway does with `event` for `webhook`, natively:
+/// `validate_config`, `filter`, then `format`, then the host's own checks of
+/// the request ([`Request::check`] with the default body limit). `Ok(None)`:
+/// filtered out. A plugin whose test passes through `run` is refused by the
+/// sandbox for none of these reasons; what only the sandbox enforces is
+/// time, memory and the absence of a filesystem, network and clock.
+///
+/// ```
+/// use callisto_plugin_sdk::{testing, Event, Plugin, PluginInfo, Request, Webhook};
+///
+/// struct Typed;
+/// impl Plugin for Typed {
+///     fn describe() -> PluginInfo {
+///         PluginInfo::new("typed", "0.1.0", "sets its content type the wrong way")
+///     }
+///     fn format(event: &Event, _: &Webhook) -> Result<Request, String> {
+///         Ok(Request::new("application/json", event.to_json()).header("Content-Type", "text/plain"))
+///     }
+/// }
+///
+/// let event = testing::pushed("demo/app", "v1");
+/// let err = testing::run::<Typed>(&event, &testing::webhook(&[])).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid request: header `content-type` is set by the host, not by plugins");
+/// ```
+///
+/// [`Request::check`]: crate::Request::check
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run<P: crate::Plugin>(
+    event: &Event,
+    webhook: &Webhook,
+) -> Result<Option<crate::Request>, RunError> {
+    P::validate_config(&webhook.config).map_err(RunError::Config)?;
+    if !P::filter(event, webhook) {
+        return Ok(None);
+    }
+    let request = P::format(event, webhook).map_err(RunError::Format)?;
+    Ok(Some(request.check(crate::MAX_BODY)?))
+}
+
 /// A request rendered as text for golden files: `content-type`, the
 /// plugin's headers in order, the signature scheme, a blank line, then the
 /// body byte for byte.

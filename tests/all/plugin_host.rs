@@ -428,6 +428,38 @@ fn errors_faults_and_bad_output_stay_distinct() {
     assert!(run_mode(&host, "log-spam").unwrap().is_some());
 }
 
+/// A plugin's native test (`testing::run`) refuses what the sandbox
+/// refuses, in the same words: the checks are one function.
+#[test]
+fn native_testing_refuses_what_the_sandbox_refuses() {
+    use callisto_guest_hostile::Hostile;
+    let host = host();
+    let event = sdk::testing::pushed("demo/app", "v1");
+    for mode in ["content-type-header", "inject-header"] {
+        let native =
+            sdk::testing::run::<Hostile>(&event, &sdk::testing::webhook(&[("mode", mode)]))
+                .unwrap_err();
+        let CallError::InvalidOutput { reason, .. } = run_mode(&host, mode).unwrap_err() else {
+            panic!("{mode}: the sandbox did not refuse the output");
+        };
+        assert_eq!(native.to_string(), format!("invalid request: {reason}"));
+    }
+    assert_eq!(
+        sdk::testing::run::<Hostile>(
+            &event,
+            &sdk::testing::webhook(&[("mode", "content-type-header")])
+        )
+        .unwrap_err(),
+        sdk::testing::RunError::Invalid(sdk::RequestError::Reserved("content-type".into()))
+    );
+    // And passes what it passes, as the sandbox sends it.
+    let sent = run_mode(&host, "none").unwrap().unwrap();
+    let native = sdk::testing::run::<Hostile>(&event, &sdk::testing::webhook(&[("mode", "none")]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(to_sdk(&sent), native);
+}
+
 #[test]
 fn a_fault_in_filter_is_caught_too() {
     let host = host();

@@ -41,7 +41,8 @@ impl Plugin for Hostile {
         PluginInfo::new("hostile", "0.0.1", "Misbehaves on request (tests only)")
             .key(
                 "mode",
-                "loop | alloc | trap | error | huge-body | inject-header | log-spam | count",
+                "loop | alloc | trap | error | huge-body | inject-header | content-type-header \
+                 | log-spam | count",
             )
             .key("stage", "filter | format (default)")
     }
@@ -75,6 +76,10 @@ impl Plugin for Hostile {
             }
             Some("inject-header") => Ok(Request::new("application/json", event.to_json())
                 .header("x-injected", "a\r\nx-evil: 1")),
+            // The content type belongs in `content_type`; the host refuses it
+            // as a header.
+            Some("content-type-header") => Ok(Request::new("application/json", event.to_json())
+                .header("Content-Type", "text/plain")),
             _ => Ok(Request::new("application/json", event.to_json())),
         }
     }
