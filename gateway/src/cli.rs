@@ -34,7 +34,7 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
-    /// Webhooks of a repository: add, list, test, rm.
+    /// Webhooks of a repository: add, list, test, filtered, rm.
     Webhook {
         #[command(subcommand)]
         command: client::WebhookCommand,

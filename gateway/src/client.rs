@@ -13,7 +13,7 @@ use crate::api::input::{
 };
 use crate::api::plugins::PluginView;
 use crate::api::views::{
-    DeliveryView, EventWithDeliveries, Page, RepositoryView, TagView, WebhookView,
+    DeliveryView, EventWithDeliveries, FilteredView, Page, RepositoryView, TagView, WebhookView,
 };
 use crate::api::webhooks::{DeliveryQuery, ReplayResult, TestResult};
 use crate::event::Event;
@@ -278,6 +278,12 @@ impl Client {
             &input,
         )
         .await
+    }
+
+    /// The events the webhook's filter declined lately, and why.
+    pub async fn filtered(&self, webhook_id: &str) -> Result<FilteredView, ClientError> {
+        self.get(&format!("/webhooks/{}/filtered", segment(webhook_id)))
+            .await
     }
 
     // History.

@@ -686,6 +686,97 @@ async fn a_panicking_plugin_names_the_panic_on_the_delivery() {
     );
 }
 
+/// Per webhook, the events its filter declined and why, in memory; by
+/// plugin and rule in /metrics.
+#[tokio::test]
+async fn filtered_events_are_shown_per_webhook_and_counted_by_rule() {
+    let gw = crate::gateway().await;
+    let receiver = Receiver::start().await;
+    let repo = repository(
+        &gw,
+        json!([
+            {"url": receiver.url("/v"), "config": {"tags": "v*", "exclude_tags": "*-rc*"}},
+            {"url": receiver.url("/all")},
+        ]),
+    )
+    .await;
+    let hooks = repo.webhooks.as_ref().unwrap();
+    let (tagged, all) = (hooks[0].id.clone(), hooks[1].id.clone());
+    for tag in ["v1", "latest", "v2-rc1", "nightly"] {
+        ingest(&gw, &push_envelope(tag)).await;
+    }
+    receiver.wait_for(5, Duration::from_secs(10)).await;
+    let filtered = eventually(&gw, &format!("/webhooks/{tagged}/filtered"), |f| {
+        f["count"] == 3
+    })
+    .await;
+    assert_eq!(filtered["webhook_id"], tagged.as_str());
+    let recent = filtered["recent"].as_array().unwrap();
+    let seen: Vec<(&str, &str, &str)> = recent
+        .iter()
+        .map(|e| {
+            (
+                e["tag"].as_str().unwrap(),
+                e["rule"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "nightly",
+                "tags",
+                "tags=v*: tag `nightly` matches none of the globs"
+            ),
+            (
+                "v2-rc1",
+                "exclude_tags",
+                "exclude_tags: tag `v2-rc1` matches `*-rc*`"
+            ),
+            (
+                "latest",
+                "tags",
+                "tags=v*: tag `latest` matches none of the globs"
+            ),
+        ],
+        "newest first"
+    );
+    assert_eq!(recent[0]["type"], "image.pushed");
+    assert_eq!(recent[0]["plugin"], "default");
+    assert!(recent[0]["event_id"].as_str().unwrap().starts_with("evt_"));
+    assert!(recent[0]["filtered_at"].is_string());
+    let typed = gw.client().filtered(&tagged).await.unwrap();
+    assert_eq!(typed.count, 3);
+
+    let none = get(&gw, &format!("/webhooks/{all}/filtered")).await;
+    assert_eq!(none, json!({"webhook_id": all, "count": 0, "recent": []}));
+
+    let metrics = gw.metrics().await;
+    for needle in [
+        "callisto_events_filtered_total{plugin=\"default\",rule=\"tags\"} 2",
+        "callisto_events_filtered_total{plugin=\"default\",rule=\"exclude_tags\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "no `{needle}` in:\n{metrics}");
+    }
+
+    let (status, _) = call(&gw, Method::DELETE, &format!("/webhooks/{tagged}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_error(
+        &call(
+            &gw,
+            Method::GET,
+            &format!("/webhooks/{tagged}/filtered"),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &tagged,
+    );
+}
+
 #[tokio::test]
 async fn events_page_newest_first_and_filter() {
     let gw = crate::gateway().await;

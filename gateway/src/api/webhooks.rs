@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use super::App;
 use super::input::{self, ApiJson, ApiPath, ApiQuery, ReplayInput, WebhookInput, WebhookPatch};
 use super::views::{
-    AttemptView, DeliveryView, Page, PageQuery, ResponseView, SentRequestView, WebhookView,
+    AttemptView, DeliveryView, FilteredView, Page, PageQuery, ResponseView, SentRequestView,
+    WebhookView,
 };
 use super::{ApiError, ErrorBody};
 use crate::deliver::test::{Outcome, Tester};
@@ -244,6 +245,7 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_webhook(&id).await?;
+    app.filtered.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -361,6 +363,7 @@ pub async fn replay(
         &app.store,
         &app.plugins,
         &app.metrics,
+        &app.filtered,
         webhook,
         &input.since,
     )
@@ -410,4 +413,22 @@ pub async fn deliveries(
         items: items.iter().map(|d| DeliveryView::new(d, None)).collect(),
         next,
     }))
+}
+
+/// The events this webhook's filter declined lately, and why: a count and
+/// the latest 20, kept in the gateway's memory since it started (not in the
+/// store).
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/filtered", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses((status = 200, body = FilteredView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn filtered(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<FilteredView>, ApiError> {
+    let webhook = load(&app, &id).await?;
+    Ok(Json(FilteredView::new(
+        &webhook.id,
+        app.filtered.of(&webhook.id),
+    )))
 }
