@@ -3,6 +3,7 @@
 
 mod client;
 mod plugin;
+mod scaffold;
 mod serve;
 
 use std::process::ExitCode;
@@ -24,7 +25,8 @@ pub struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(serve::ServeArgs),
-    /// Work with plugins: list, check and run them in the real sandbox.
+    /// Work with plugins: start one, list, check and run them in the real
+    /// sandbox.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
     /// Repositories: add, list, rm.

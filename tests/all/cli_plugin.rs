@@ -324,6 +324,79 @@ fn run_shows_the_plugins_log_lines() {
     );
 }
 
+/// `plugin new` writes a crate that passes its own test at once: `cargo
+/// test` in it, with this build's target directory (the SDK and its
+/// dependencies are built once and reused) and this workspace's lock file
+/// (the same dependency versions, offline).
+#[test]
+fn new_writes_a_crate_that_passes_its_own_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("hello-world");
+    let krate_arg = krate.to_str().unwrap();
+    let out = callisto(&["plugin", "new", "hello-world", "--dir", krate_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("created plugin `hello-world` in "));
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugin-sdk")
+        .canonicalize()
+        .unwrap();
+    for line in [
+        format!(
+            "callisto-plugin-sdk = {{ path = {:?} }}",
+            sdk.to_str().unwrap()
+        ),
+        "opt-level = \"s\"".to_owned(),
+        "lto = true".to_owned(),
+        "codegen-units = 1".to_owned(),
+        "strip = true".to_owned(),
+        "panic = \"abort\"".to_owned(),
+    ] {
+        assert!(
+            manifest.lines().any(|l| l == line),
+            "no `{line}` in:\n{manifest}"
+        );
+    }
+    let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("pub struct HelloWorld;"), "{lib}");
+    assert!(
+        lib.contains("\"hello-world\","),
+        "describe() names the plugin"
+    );
+
+    // Never over someone's work.
+    let again = callisto(&["plugin", "new", "hello-world", "--dir", krate_arg]);
+    assert!(
+        stderr(&again).contains("is not empty"),
+        "{}",
+        stderr(&again)
+    );
+    let bad = callisto(&["plugin", "new", "Hello_World"]);
+    assert!(
+        stderr(&bad).contains("cannot name a plugin"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let jobs = std::env::var("CARGO_BUILD_JOBS").unwrap_or_else(|_| "2".to_owned());
+    let test = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["test", "--offline"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_BUILD_JOBS", jobs)
+        .output()
+        .expect("run cargo test");
+    assert!(
+        test.status.success() && stdout(&test).contains("test result: ok. 2 passed"),
+        "{}\n{}",
+        stdout(&test),
+        stderr(&test)
+    );
+}
+
 /// The SDK's walkthrough shows this plugin's source verbatim, so the README
 /// cannot drift from code that is built and run above.
 #[test]

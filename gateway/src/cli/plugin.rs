@@ -12,6 +12,22 @@ use crate::plugin::{EventInput, HostDirs, Limits, Plugin, PluginHost, Verdict, W
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Starts a plugin: writes a crate (Cargo.toml with the release profile
+    /// for wasm32-wasip2, src/lib.rs with describe, filter and format, a
+    /// native test against a golden file) that builds and passes its test
+    /// at once.
+    New {
+        /// The plugin's name, as webhooks and the install will name it:
+        /// lowercase letters, digits and `-`.
+        name: String,
+        /// The crate's directory [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin SDK to depend on (`plugin-sdk/` of a checkout of
+        /// Callisto) [default: the one this binary was built from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Lists the built-in plugins and those installed in the data directory.
     List {
         /// The gateway's data directory (installed plugins are in its
@@ -71,6 +87,16 @@ struct Overrides {
 impl PluginCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            PluginCommand::New { name, dir, sdk } => {
+                let dir = super::scaffold::new_plugin(&name, dir.as_deref(), sdk.as_deref())?;
+                println!("created plugin `{name}` in {}", dir.display());
+                println!("  cd {} && cargo test", dir.display());
+                println!(
+                    "  cargo build --release --target wasm32-wasip2   # then: callisto plugin check target/wasm32-wasip2/release/{}.wasm",
+                    name.replace('-', "_")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             PluginCommand::List { data_dir, json } => list(&data_dir, json),
             PluginCommand::Check { file } => check(&file),
             PluginCommand::Run {
