@@ -318,12 +318,28 @@ impl Plugin {
         (verdict, instance.logs())
     }
 
-    /// `format` alone on a fresh instance: Test Webhook must reach the
-    /// receiver whatever the webhook filters.
-    pub fn format(&self, event: &EventInput, webhook: &WebhookInput) -> Result<Request, CallError> {
-        self.instantiate()?
-            .format(&self.runtime, &event.0, &webhook.0)
+    /// Test Webhook's call: `filter`, then `format` whatever `filter` said
+    /// (a test reaches the receiver whatever the webhook filters), on one
+    /// fresh instance.
+    pub fn test(&self, event: &EventInput, webhook: &WebhookInput) -> Result<Tested, CallError> {
+        let mut instance = self.instantiate()?;
+        let filtered = match instance.filter(&self.runtime, &event.0, &webhook.0)? {
+            true => None,
+            false => Some(instance.declined()),
+        };
+        let request = instance.format(&self.runtime, &event.0, &webhook.0)?;
+        Ok(Tested { request, filtered })
     }
+}
+
+/// What Test Webhook gets from a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tested {
+    /// What `format` made of the event.
+    pub request: Request,
+    /// Set when the webhook's filter declines the event: a real event like
+    /// it would not be sent.
+    pub filtered: Option<Filtered>,
 }
 
 /// Calls plugins for fan-out, keeping one warm instance per webhook.

@@ -686,6 +686,58 @@ async fn a_panicking_plugin_names_the_panic_on_the_delivery() {
     );
 }
 
+/// Test Webhook runs the webhook's filter too: the test is sent whatever it
+/// says, and the answer says when it declines the sample event.
+#[tokio::test]
+async fn test_webhook_says_when_the_filter_declines_the_sample() {
+    let gw = crate::gateway().await;
+    let installed = gw
+        .api(Method::PUT, "/plugins/hostile")
+        .header("content-type", "application/wasm")
+        .body(guests::HOSTILE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    let receiver = Receiver::start().await;
+    let repo = repository(
+        &gw,
+        json!([
+            {"url": receiver.url("/declines"), "plugin": "hostile", "config": {"mode": "decline"}},
+            {"url": receiver.url("/tags"), "config": {"tags": "v*"}},
+        ]),
+    )
+    .await;
+    let hooks = repo.webhooks.as_ref().unwrap();
+
+    let declined = gw.client().test_webhook(&hooks[0].id).await.unwrap();
+    assert_eq!(declined.summary, "Success (200)");
+    assert_eq!(
+        declined.filtered.as_deref(),
+        Some("hostile declines every event on purpose")
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].path, "/declines", "sent anyway");
+
+    // The standard filter passes test events whatever it keeps.
+    let passed = gw.client().test_webhook(&hooks[1].id).await.unwrap();
+    assert_eq!(passed.summary, "Success (200)");
+    assert_eq!(passed.filtered, None);
+
+    let (status, unsaved) = call(
+        &gw,
+        Method::POST,
+        &format!("/repositories/{}/webhooks/test", repo.id.as_str()),
+        Some(json!({"url": receiver.url("/draft"), "plugin": "hostile", "config": {"mode": "decline"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{unsaved}");
+    assert_eq!(
+        unsaved["filtered"],
+        "hostile declines every event on purpose"
+    );
+}
+
 /// Per webhook, the events its filter declined and why, in memory; by
 /// plugin and rule in /metrics.
 #[tokio::test]

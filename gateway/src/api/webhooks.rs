@@ -265,16 +265,31 @@ pub struct TestResult {
     pub duration_ms: u64,
     /// The delivery recording this test (saved webhooks only).
     pub delivery_id: Option<String>,
+    /// Set when the webhook's filter declines the sample event: why, as its
+    /// plugin said. The test was sent anyway (a test always reaches the
+    /// receiver), but a real event like it would not be. The standard
+    /// filter passes every `webhook.test` event; a plugin's own may not.
+    pub filtered: Option<String>,
 }
 
 impl TestResult {
     fn new(outcome: &Outcome, delivery_id: Option<String>) -> Self {
-        let (request, response, duration_ms) = match outcome {
-            Outcome::Sent { request, sent, .. } => {
+        let (request, response, duration_ms, filtered) = match outcome {
+            Outcome::Sent {
+                request,
+                sent,
+                filtered,
+                ..
+            } => {
                 let view = AttemptView::new(&sent.attempt, &request.body);
-                (Some(view.request), view.response, sent.attempt.duration_ms)
+                (
+                    Some(view.request),
+                    view.response,
+                    sent.attempt.duration_ms,
+                    filtered.as_ref().map(ToString::to_string),
+                )
             }
-            Outcome::PluginFailed { .. } => (None, None, 0),
+            Outcome::PluginFailed { .. } => (None, None, 0, None),
         };
         Self {
             result: if outcome.succeeded() {
@@ -289,6 +304,7 @@ impl TestResult {
             response,
             duration_ms,
             delivery_id,
+            filtered,
         }
     }
 }

@@ -377,6 +377,12 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             let result = cli.run(cli.client.test_webhook(&id))?;
             cli.print(&result, |r| {
                 println!("{}", r.summary);
+                if let Some(why) = &r.filtered {
+                    println!(
+                        "note: the webhook's filter declines this event ({why}): sent as a test, \
+                         but a real event like it would not be"
+                    );
+                }
                 if details {
                     print_exchange(r);
                 }

@@ -42,12 +42,16 @@ impl Plugin for Hostile {
             .key(
                 "mode",
                 "loop | alloc | trap | error | huge-body | inject-header | content-type-header \
-                 | log-spam | count",
+                 | log-spam | count | decline",
             )
             .key("stage", "filter | format (default)")
     }
 
     fn filter(event: &Event, webhook: &Webhook) -> bool {
+        // Declines every event, test events too, saying why.
+        if webhook.config.get("mode") == Some("decline") {
+            return callisto_plugin_sdk::filter::decline("hostile declines every event on purpose");
+        }
         if webhook.config.get("stage") == Some("filter")
             && let Err(e) = misbehave(webhook.config.get("mode"))
         {
