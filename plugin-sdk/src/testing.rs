@@ -138,7 +138,9 @@ pub fn render(request: &crate::Request) -> Vec<u8> {
     bytes
 }
 
-/// Compares `request` with the golden file at `path`, byte for byte.
+/// Compares `request` with the golden file at `path`, byte for byte. A
+/// mismatch (or a missing file) panics at the caller's line, so the failure
+/// points at the test, not at the SDK.
 ///
 /// Regenerating golden files is a deliberate act: set `CALLISTO_BLESS=1` to
 /// write `path` instead of comparing, then review the diff.
@@ -153,12 +155,15 @@ pub fn assert_golden(path: impl AsRef<std::path::Path>, request: &crate::Request
         std::fs::write(path, &actual).expect("write golden file");
         return;
     }
-    let expected = std::fs::read(path).unwrap_or_else(|e| {
-        panic!(
+    // No closures from here on: a panic in one would name this file, not
+    // the caller's test (`#[track_caller]` does not reach into closures).
+    let expected = match std::fs::read(path) {
+        Ok(expected) => expected,
+        Err(e) => panic!(
             "cannot read golden file {}: {e} (run with CALLISTO_BLESS=1 to create it)",
             path.display()
-        )
-    });
+        ),
+    };
     if actual != expected {
         panic!(
             "{} differs from the plugin's output (CALLISTO_BLESS=1 regenerates it)\n--- expected\n{}\n--- actual\n{}",
@@ -166,5 +171,51 @@ pub fn assert_golden(path: impl AsRef<std::path::Path>, request: &crate::Request
             String::from_utf8_lossy(&expected),
             String::from_utf8_lossy(&actual)
         );
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use std::panic::Location;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Runs `f`, expecting a panic; returns the line it was reported at.
+    fn panic_line(f: impl FnOnce() + std::panic::UnwindSafe) -> u32 {
+        let seen: Arc<Mutex<Option<(String, u32)>>> = Arc::default();
+        let hook_seen = seen.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(at) = info.location() {
+                *hook_seen.lock().unwrap() = Some((at.file().to_owned(), at.line()));
+            }
+        }));
+        let result = std::panic::catch_unwind(f);
+        std::panic::set_hook(previous);
+        assert!(result.is_err(), "no panic");
+        let (file, line) = seen.lock().unwrap().take().expect("a location");
+        // This test lives in the SDK's own file: the line tells them apart.
+        assert_eq!(file, file!());
+        line
+    }
+
+    #[test]
+    fn golden_failures_point_at_the_callers_line() {
+        let dir = std::env::temp_dir().join(format!("callisto-golden-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let request = crate::Request::new("text/plain", b"hello".to_vec());
+
+        let missing = dir.join("missing.http");
+        let here = Location::caller().line() + 1;
+        let line = panic_line(|| assert_golden(&missing, &request));
+        assert_eq!(line, here);
+
+        let differs = dir.join("differs.http");
+        std::fs::write(&differs, b"something else").unwrap();
+        let here = Location::caller().line() + 1;
+        let line = panic_line(|| assert_golden(&differs, &request));
+        assert_eq!(line, here);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
