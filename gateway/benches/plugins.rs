@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
                 runner
                     .run(&plugin, black_box(&input), &webhook)
                     .unwrap()
+                    .into_request()
                     .unwrap()
             })
         });

@@ -37,6 +37,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         repositories::delete, repositories::tags, repositories::poll,
         webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
         webhooks::test_saved, webhooks::test_unsaved, webhooks::replay, webhooks::deliveries,
+        webhooks::filtered,
         events::list, events::get,
         deliveries::get, deliveries::redeliver,
         plugins::list, plugins::put, plugins::delete,
@@ -112,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/webhooks/{id}/test", post(webhooks::test_saved))
         .route("/webhooks/{id}/replay", post(webhooks::replay))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/webhooks/{id}/filtered", get(webhooks::filtered))
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::get))
         .route("/deliveries/{id}", get(deliveries::get))

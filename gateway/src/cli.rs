@@ -4,6 +4,7 @@
 mod client;
 mod completions;
 mod plugin;
+mod scaffold;
 pub mod serve;
 mod store;
 
@@ -35,7 +36,8 @@ pub struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(serve::ServeArgs),
-    /// Work with plugins: list, check and run them in the real sandbox.
+    /// Work with plugins: start one, list, check and run them in the real
+    /// sandbox.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
     /// Repositories: add, list, show, rm.
@@ -45,7 +47,7 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
-    /// Webhooks of a repository: add, list, test, rm.
+    /// Webhooks of a repository: add, list, test, filtered, rm.
     Webhook {
         #[command(subcommand)]
         command: client::WebhookCommand,

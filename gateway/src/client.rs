@@ -14,7 +14,7 @@ use crate::api::input::{
 use crate::api::plugins::PluginView;
 use crate::api::store::SEALING_KEY_HEADER;
 use crate::api::views::{
-    DeliveryView, EventWithDeliveries, Page, RepositoryView, TagView, WebhookView,
+    DeliveryView, EventWithDeliveries, FilteredView, Page, RepositoryView, TagView, WebhookView,
 };
 use crate::api::webhooks::{DeliveryQuery, ReplayResult, TestResult};
 use crate::event::Event;
@@ -304,6 +304,12 @@ impl Client {
             &input,
         )
         .await
+    }
+
+    /// The events the webhook's filter declined lately, and why.
+    pub async fn filtered(&self, webhook_id: &str) -> Result<FilteredView, ClientError> {
+        self.get(&format!("/webhooks/{}/filtered", segment(webhook_id)))
+            .await
     }
 
     // History.

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, Timestamp};
+use crate::filtered::{FilteredEvent, FilteredEvents};
 use crate::metrics::Metrics;
-use crate::plugin::{EventInput, PluginHost, Runner, WebhookInput};
+use crate::plugin::{EventInput, PluginHost, Runner, Verdict, WebhookInput};
 use crate::records::{Delivery, DeliveryKind, Webhook};
 use crate::store::{PlanBatch, Store, StoreError};
 
@@ -25,6 +26,8 @@ pub struct Context {
     pub store: Store,
     pub plugins: Arc<PluginHost>,
     pub metrics: Arc<Metrics>,
+    /// Where declined events are told, per webhook.
+    pub filtered: Arc<FilteredEvents>,
 }
 
 /// Starts fan-out. It wakes when the store announces appended events, and
@@ -100,6 +103,7 @@ async fn process_batch(
                 &planner.plugins,
                 &mut runner,
                 &planner.metrics,
+                &planner.filtered,
                 event,
                 hooks,
                 DeliveryKind::Event,
@@ -154,6 +158,7 @@ pub async fn replay(
     store: &Store,
     plugins: &Arc<PluginHost>,
     metrics: &Arc<Metrics>,
+    filtered: &Arc<FilteredEvents>,
     webhook: Webhook,
     since: &str,
 ) -> Result<Replayed, ReplayError> {
@@ -174,7 +179,12 @@ pub async fn replay(
         });
     }
     let count = events.len();
-    let (plugins, metrics, hook) = (plugins.clone(), metrics.clone(), webhook.clone());
+    let (plugins, metrics, declined, hook) = (
+        plugins.clone(),
+        metrics.clone(),
+        filtered.clone(),
+        webhook.clone(),
+    );
     let deliveries = tokio::task::spawn_blocking(move || {
         let mut runner = Runner::new(1);
         events
@@ -184,6 +194,7 @@ pub async fn replay(
                     &plugins,
                     &mut runner,
                     &metrics,
+                    &declined,
                     e,
                     std::slice::from_ref(&hook),
                     DeliveryKind::Event,
@@ -205,11 +216,14 @@ pub async fn replay(
 
 /// The deliveries `event` makes for `webhooks`: one per webhook whose plugin
 /// wants the event, pending with the formatted request, or failed with the
-/// plugin's error. Used by fan-out and by replays.
+/// plugin's error. An event a webhook's filter declines is told to
+/// `filtered` with the plugin's reason, and counted by plugin and rule.
+/// Used by fan-out and by replays.
 pub fn plan(
     plugins: &PluginHost,
     runner: &mut Runner,
     metrics: &Metrics,
+    filtered: &FilteredEvents,
     event: &Event,
     webhooks: &[Webhook],
     kind: DeliveryKind,
@@ -245,8 +259,29 @@ pub fn plan(
             .get_or_create(&vec![("plugin", webhook.plugin.clone())])
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(Some(request)) => out.push(delivery(Ok(request))),
-            Ok(None) => Metrics::count(&metrics.deliveries, "outcome", "filtered"),
+            Ok(Verdict::Send(request)) => out.push(delivery(Ok(request))),
+            Ok(Verdict::Filtered(why)) => {
+                Metrics::count(&metrics.deliveries, "outcome", "filtered");
+                metrics
+                    .events_filtered
+                    .get_or_create(&vec![
+                        ("plugin", webhook.plugin.clone()),
+                        ("rule", why.rule().to_owned()),
+                    ])
+                    .inc();
+                filtered.record(
+                    &webhook.id,
+                    FilteredEvent {
+                        event_id: event.id.clone(),
+                        kind: event.kind,
+                        tag: event.tag.clone(),
+                        plugin: webhook.plugin.clone(),
+                        rule: why.rule(),
+                        reason: why.reason,
+                        at: now,
+                    },
+                );
+            }
             Err(e) => {
                 tracing::warn!(webhook = webhook.id, event = event.id, "{e}");
                 metrics

@@ -21,6 +21,7 @@ pub mod config;
 pub mod deliver;
 pub mod event;
 pub mod fanout;
+pub mod filtered;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod ingest;

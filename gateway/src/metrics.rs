@@ -36,6 +36,10 @@ pub struct Metrics {
     /// Plugin failures by plugin and kind (`error`, `timeout`, `trap`,
     /// `memory`, ...).
     pub plugin_failures: Family<Labels, Counter>,
+    /// Events a webhook's filter declined, by plugin and rule (`events`,
+    /// `tags`, `exclude_tags`, `tag_regex`, `plugin`, `unexplained`): not by
+    /// webhook, whose ids are unbounded; per webhook, see `filtered`.
+    pub events_filtered: Family<Labels, Counter>,
     pub poll_cycles: Family<Labels, Counter>,
     pub poll_errors: Counter,
     pub poll_requests: Counter,
@@ -90,6 +94,12 @@ impl Metrics {
             "Plugin errors and faults, by plugin and kind",
             plugin_failures.clone(),
         );
+        let events_filtered = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_filtered",
+            "Events a webhook's filter declined, by plugin and by the rule that declined them",
+            events_filtered.clone(),
+        );
         let poll_cycles = Family::<Labels, Counter>::default();
         registry.register(
             "poll_cycles",
@@ -117,6 +127,7 @@ impl Metrics {
             pending,
             plugin_call_seconds,
             plugin_failures,
+            events_filtered,
             poll_cycles,
             poll_errors,
             poll_requests,

@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 pub use crate::records::{Request, SignatureScheme};
 pub use error::{CallError, Fault, LoadError};
 pub use runtime::Limits;
+pub use sandbox::LogLine;
 
 use cache::ArtifactCache;
 use instance::Instance;
@@ -176,6 +177,56 @@ impl WebhookInput {
     }
 }
 
+/// What a plugin decided for one event and one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send this request (checked: the host will send it as it is).
+    Send(Request),
+    /// The webhook does not want the event.
+    Filtered(Filtered),
+}
+
+impl Verdict {
+    /// The request to send; `None` when filtered out.
+    pub fn into_request(self) -> Option<Request> {
+        match self {
+            Verdict::Send(request) => Some(request),
+            Verdict::Filtered(_) => None,
+        }
+    }
+}
+
+/// Why a plugin's filter declined an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filtered {
+    /// What the plugin said: the SDK's standard filter names the rule and
+    /// what did not match (`tags=v*: tag `latest` matches none of the
+    /// globs`), a plugin's own filter says what it likes with
+    /// `filter::decline`. `None`: it gave no reason (a plugin built without
+    /// the SDK, or with an SDK from before reasons).
+    pub reason: Option<String>,
+}
+
+impl Filtered {
+    /// The rule that declined, for counting: `events`, `tags`,
+    /// `exclude_tags`, `tag_regex`, `plugin` (the plugin's own) or
+    /// `unexplained`.
+    pub fn rule(&self) -> &'static str {
+        self.reason
+            .as_deref()
+            .map_or("unexplained", callisto_plugin_sdk::filter::rule_of)
+    }
+}
+
+impl std::fmt::Display for Filtered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            Some(reason) => f.write_str(reason),
+            None => f.write_str("the plugin's filter declined it without saying why"),
+        }
+    }
+}
+
 /// A loaded plugin, ready to instantiate. Shared by `Arc`: replacing a
 /// plugin swaps the host's map entry, and calls in flight finish on the
 /// `Arc` they hold.
@@ -245,15 +296,50 @@ impl Plugin {
         event: &EventInput,
         webhook: &WebhookInput,
     ) -> Result<Option<Request>, CallError> {
-        self.instantiate()?.run(&self.runtime, &event.0, &webhook.0)
+        self.instantiate()?
+            .run(&self.runtime, &event.0, &webhook.0)
+            .map(Verdict::into_request)
     }
 
-    /// `format` alone on a fresh instance: Test Webhook must reach the
-    /// receiver whatever the webhook filters.
-    pub fn format(&self, event: &EventInput, webhook: &WebhookInput) -> Result<Request, CallError> {
-        self.instantiate()?
-            .format(&self.runtime, &event.0, &webhook.0)
+    /// Like [`Plugin::run`], with the reason of a filtered event and every
+    /// line the plugin logged (whatever the gateway's log filter keeps):
+    /// what `callisto plugin run` shows.
+    pub fn run_logged(
+        &self,
+        event: &EventInput,
+        webhook: &WebhookInput,
+    ) -> (Result<Verdict, CallError>, Vec<LogLine>) {
+        let mut instance = match self.instantiate() {
+            Ok(instance) => instance,
+            Err(e) => return (Err(e), Vec::new()),
+        };
+        instance.capture_logs();
+        let verdict = instance.run(&self.runtime, &event.0, &webhook.0);
+        (verdict, instance.logs())
     }
+
+    /// Test Webhook's call: `filter`, then `format` whatever `filter` said
+    /// (a test reaches the receiver whatever the webhook filters), on one
+    /// fresh instance.
+    pub fn test(&self, event: &EventInput, webhook: &WebhookInput) -> Result<Tested, CallError> {
+        let mut instance = self.instantiate()?;
+        let filtered = match instance.filter(&self.runtime, &event.0, &webhook.0)? {
+            true => None,
+            false => Some(instance.declined()),
+        };
+        let request = instance.format(&self.runtime, &event.0, &webhook.0)?;
+        Ok(Tested { request, filtered })
+    }
+}
+
+/// What Test Webhook gets from a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tested {
+    /// What `format` made of the event.
+    pub request: Request,
+    /// Set when the webhook's filter declines the event: a real event like
+    /// it would not be sent.
+    pub filtered: Option<Filtered>,
 }
 
 /// Calls plugins for fan-out, keeping one warm instance per webhook.
@@ -289,13 +375,14 @@ impl Runner {
         }
     }
 
-    /// Like [`Plugin::run`], on the webhook's warm instance.
+    /// Like [`Plugin::run`], on the webhook's warm instance, with the
+    /// reason of a filtered event.
     pub fn run(
         &mut self,
         plugin: &Arc<Plugin>,
         event: &EventInput,
         webhook: &WebhookInput,
-    ) -> Result<Option<Request>, CallError> {
+    ) -> Result<Verdict, CallError> {
         self.clock += 1;
         let key = webhook.id();
         let fresh = match self.slots.get(key) {

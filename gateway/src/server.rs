@@ -18,6 +18,7 @@ use crate::api::App;
 use crate::config::{Config, Tokens};
 use crate::deliver;
 use crate::fanout;
+use crate::filtered::FilteredEvents;
 use crate::metrics::Metrics;
 use crate::net::{self, Policy};
 use crate::plugin::{HostDirs, PluginHost};
@@ -139,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .transpose()
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
+    let filtered = Arc::new(FilteredEvents::new());
 
     let (stop_workers, stop_rx) = watch::channel(false);
     let sender_task = deliver::spawn(
@@ -158,6 +160,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             store: store.clone(),
             plugins: plugins.clone(),
             metrics: metrics.clone(),
+            filtered: filtered.clone(),
         },
         warm,
         stopped(stop_rx.clone()),
@@ -193,6 +196,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         plugins,
         poller,
         metrics,
+        filtered,
         client,
         policy,
         sealer,

@@ -40,6 +40,8 @@
 // path; this makes the same path resolve inside the SDK too.
 extern crate self as callisto_plugin_sdk;
 
+#[cfg(not(target_arch = "wasm32"))]
+mod check;
 mod config;
 mod event;
 pub mod filter;
@@ -53,9 +55,11 @@ mod wasm;
 /// The repository an event belongs to ([`RepositoryRef`]).
 pub use callisto_event::RepositoryRef as Repository;
 pub use callisto_event::{Event, EventSource, EventType, RepositoryRef, Timestamp};
+#[cfg(not(target_arch = "wasm32"))]
+pub use check::{MAX_BODY, MAX_HEADERS, RESERVED_HEADERS, RequestError};
 pub use config::{Config, ConfigError, STANDARD_KEYS};
 pub use event::Webhook;
-pub use log::{LogLevel, log};
+pub use log::{LogLevel, PANIC_PREFIX, log};
 pub use request::{Request, SignatureScheme};
 
 /// Who a plugin is and which configuration keys it reads.
@@ -146,6 +150,12 @@ pub trait Plugin {
 /// Exports a [`Plugin`] implementation as the component's `callisto:plugin`
 /// world. Call it once per crate. On targets other than `wasm32` it expands
 /// to nothing, so native tests of the plugin need no WebAssembly toolchain.
+///
+/// The exported functions install a panic hook on their first call: a
+/// panic's message and location go to the host through [`log`] at error
+/// level (see [`PANIC_PREFIX`]) before the trap, so the delivery's error,
+/// the gateway's log and `callisto plugin run` say
+/// `panicked at src/lib.rs:12:5: tag missing` rather than `unreachable`.
 #[macro_export]
 macro_rules! export {
     ($plugin:ty) => {

@@ -17,3 +17,9 @@ pub fn log(level: LogLevel, message: &str) {
     #[cfg(not(target_arch = "wasm32"))]
     eprintln!("[plugin {level:?}] {message}");
 }
+
+/// How the line that the SDK's panic hook logs (at error level, just before
+/// the panic traps) begins: `panicked at src/lib.rs:12:5: tag missing`. The
+/// host keeps the last such line of a call and reports it as the fault, so
+/// that a delivery's error names the panic rather than an anonymous trap.
+pub const PANIC_PREFIX: &str = "panicked at ";

@@ -19,8 +19,10 @@ pub enum SignatureScheme {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub content_type: String,
-    /// Extra headers. The host refuses `host`, `content-length`, hop-by-hop
-    /// and signature headers, and anything that is not valid HTTP.
+    /// Extra headers. The host refuses `host`, `content-length`,
+    /// `content-type` (the field above), hop-by-hop and signature headers,
+    /// and anything that is not valid HTTP: see [`Request::check`], which a
+    /// native test runs through [`testing::run`](crate::testing::run).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub signature: SignatureScheme,

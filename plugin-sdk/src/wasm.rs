@@ -2,6 +2,7 @@
 //! between them and the SDK's own types. Kept private so that plugin code
 //! depends only on the SDK's API.
 
+use crate::log::PANIC_PREFIX;
 use crate::{
     Config, Event, EventSource, EventType, LogLevel, Plugin, Repository, Request, SignatureScheme,
     Timestamp, Webhook,
@@ -20,6 +21,29 @@ pub mod bindings {
 
 use bindings::callisto::plugin::types as wit;
 
+/// Installs, once per instance, a panic hook that sends the panic's message
+/// and location to the host. Without it the panic message goes to the
+/// guest's stderr, which the sandbox discards, and the host sees only an
+/// anonymous `unreachable` trap.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.payload_as_str().unwrap_or("Box<dyn Any>");
+            let line = match info.location() {
+                Some(at) => format!(
+                    "{PANIC_PREFIX}{}:{}:{}: {message}",
+                    at.file(),
+                    at.line(),
+                    at.column()
+                ),
+                None => format!("{PANIC_PREFIX}an unknown location: {message}"),
+            };
+            log(LogLevel::Error, &line);
+        }));
+    });
+}
+
 pub fn log(level: LogLevel, message: &str) {
     let level = match level {
         LogLevel::Trace => wit::LogLevel::Trace,
@@ -32,6 +56,7 @@ pub fn log(level: LogLevel, message: &str) {
 }
 
 pub fn describe<P: Plugin>() -> wit::PluginInfo {
+    install_panic_hook();
     let info = P::describe();
     wit::PluginInfo {
         name: info.name,
@@ -50,14 +75,17 @@ pub fn describe<P: Plugin>() -> wit::PluginInfo {
 }
 
 pub fn validate_config<P: Plugin>(config: Vec<(String, String)>) -> Result<(), String> {
+    install_panic_hook();
     P::validate_config(&Config::new(config))
 }
 
 pub fn filter<P: Plugin>(event: wit::Event, webhook: wit::Webhook) -> bool {
+    install_panic_hook();
     P::filter(&event.into(), &webhook.into())
 }
 
 pub fn format<P: Plugin>(event: wit::Event, webhook: wit::Webhook) -> Result<wit::Request, String> {
+    install_panic_hook();
     P::format(&event.into(), &webhook.into()).map(Into::into)
 }
 
@@ -65,6 +93,7 @@ pub fn handle<P: Plugin>(
     event: wit::Event,
     webhook: wit::Webhook,
 ) -> Result<Option<wit::Request>, String> {
+    install_panic_hook();
     let (event, webhook) = (event.into(), webhook.into());
     if !P::filter(&event, &webhook) {
         return Ok(None);

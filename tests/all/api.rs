@@ -653,6 +653,182 @@ async fn plugins_upload_replace_and_delete_and_a_plugin_error_is_reported() {
     );
 }
 
+/// A plugin's panic reaches the delivery with its message and location,
+/// not as an anonymous trap.
+#[tokio::test]
+async fn a_panicking_plugin_names_the_panic_on_the_delivery() {
+    let gw = crate::gateway().await;
+    let installed = gw
+        .api(Method::PUT, "/plugins/hostile")
+        .header("content-type", "application/wasm")
+        .body(guests::HOSTILE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    let repo = repository(
+        &gw,
+        json!([{"url": "http://127.0.0.1:9/h", "plugin": "hostile", "config": {"mode": "trap"}}]),
+    )
+    .await;
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
+    ingest(&gw, &push_envelope("v1")).await;
+    let page = eventually(&gw, &format!("/webhooks/{webhook}/deliveries"), |p| {
+        !p["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let delivery = &page["items"][0];
+    assert_eq!(delivery["state"], "failed");
+    assert_eq!(
+        delivery["last_error"],
+        "plugin hostile faulted: trapped: panicked at tests/guests/hostile/src/lib.rs:27:25: \
+         hostile plugin panics on purpose"
+    );
+}
+
+/// Test Webhook runs the webhook's filter too: the test is sent whatever it
+/// says, and the answer says when it declines the sample event.
+#[tokio::test]
+async fn test_webhook_says_when_the_filter_declines_the_sample() {
+    let gw = crate::gateway().await;
+    let installed = gw
+        .api(Method::PUT, "/plugins/hostile")
+        .header("content-type", "application/wasm")
+        .body(guests::HOSTILE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    let receiver = Receiver::start().await;
+    let repo = repository(
+        &gw,
+        json!([
+            {"url": receiver.url("/declines"), "plugin": "hostile", "config": {"mode": "decline"}},
+            {"url": receiver.url("/tags"), "config": {"tags": "v*"}},
+        ]),
+    )
+    .await;
+    let hooks = repo.webhooks.as_ref().unwrap();
+
+    let declined = gw.client().test_webhook(&hooks[0].id).await.unwrap();
+    assert_eq!(declined.summary, "Success (200)");
+    assert_eq!(
+        declined.filtered.as_deref(),
+        Some("hostile declines every event on purpose")
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].path, "/declines", "sent anyway");
+
+    // The standard filter passes test events whatever it keeps.
+    let passed = gw.client().test_webhook(&hooks[1].id).await.unwrap();
+    assert_eq!(passed.summary, "Success (200)");
+    assert_eq!(passed.filtered, None);
+
+    let (status, unsaved) = call(
+        &gw,
+        Method::POST,
+        &format!("/repositories/{}/webhooks/test", repo.id.as_str()),
+        Some(json!({"url": receiver.url("/draft"), "plugin": "hostile", "config": {"mode": "decline"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{unsaved}");
+    assert_eq!(
+        unsaved["filtered"],
+        "hostile declines every event on purpose"
+    );
+}
+
+/// Per webhook, the events its filter declined and why, in memory; by
+/// plugin and rule in /metrics.
+#[tokio::test]
+async fn filtered_events_are_shown_per_webhook_and_counted_by_rule() {
+    let gw = crate::gateway().await;
+    let receiver = Receiver::start().await;
+    let repo = repository(
+        &gw,
+        json!([
+            {"url": receiver.url("/v"), "config": {"tags": "v*", "exclude_tags": "*-rc*"}},
+            {"url": receiver.url("/all")},
+        ]),
+    )
+    .await;
+    let hooks = repo.webhooks.as_ref().unwrap();
+    let (tagged, all) = (hooks[0].id.clone(), hooks[1].id.clone());
+    for tag in ["v1", "latest", "v2-rc1", "nightly"] {
+        ingest(&gw, &push_envelope(tag)).await;
+    }
+    receiver.wait_for(5, Duration::from_secs(10)).await;
+    let filtered = eventually(&gw, &format!("/webhooks/{tagged}/filtered"), |f| {
+        f["count"] == 3
+    })
+    .await;
+    assert_eq!(filtered["webhook_id"], tagged.as_str());
+    let recent = filtered["recent"].as_array().unwrap();
+    let seen: Vec<(&str, &str, &str)> = recent
+        .iter()
+        .map(|e| {
+            (
+                e["tag"].as_str().unwrap(),
+                e["rule"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "nightly",
+                "tags",
+                "tags=v*: tag `nightly` matches none of the globs"
+            ),
+            (
+                "v2-rc1",
+                "exclude_tags",
+                "exclude_tags: tag `v2-rc1` matches `*-rc*`"
+            ),
+            (
+                "latest",
+                "tags",
+                "tags=v*: tag `latest` matches none of the globs"
+            ),
+        ],
+        "newest first"
+    );
+    assert_eq!(recent[0]["type"], "image.pushed");
+    assert_eq!(recent[0]["plugin"], "default");
+    assert!(recent[0]["event_id"].as_str().unwrap().starts_with("evt_"));
+    assert!(recent[0]["filtered_at"].is_string());
+    let typed = gw.client().filtered(&tagged).await.unwrap();
+    assert_eq!(typed.count, 3);
+
+    let none = get(&gw, &format!("/webhooks/{all}/filtered")).await;
+    assert_eq!(none, json!({"webhook_id": all, "count": 0, "recent": []}));
+
+    let metrics = gw.metrics().await;
+    for needle in [
+        "callisto_events_filtered_total{plugin=\"default\",rule=\"tags\"} 2",
+        "callisto_events_filtered_total{plugin=\"default\",rule=\"exclude_tags\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "no `{needle}` in:\n{metrics}");
+    }
+
+    let (status, _) = call(&gw, Method::DELETE, &format!("/webhooks/{tagged}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_error(
+        &call(
+            &gw,
+            Method::GET,
+            &format!("/webhooks/{tagged}/filtered"),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &tagged,
+    );
+}
+
 #[tokio::test]
 async fn events_page_newest_first_and_filter() {
     let gw = crate::gateway().await;

@@ -189,6 +189,26 @@ async fn the_cli_drives_repositories_webhooks_tests_and_history() {
     let got = receiver.wait_for(5, Duration::from_secs(20)).await;
     assert_eq!(got[4].header("webhook-id"), Some(delivery.as_str()));
 
+    // `latest` is not `v*`: the webhook's filter declines it, and says so.
+    post_event(&gw, "latest").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let filtered = loop {
+        let out = ok(&cli(&gw, &["webhook", "filtered", &webhook]).await);
+        if out.starts_with("1 event filtered out") {
+            break out;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let row = filtered.lines().nth(2).unwrap_or_default();
+    assert!(
+        row.contains("image.pushed")
+            && row.contains("latest")
+            && row.contains("tags")
+            && row.ends_with("tags=v*: tag `latest` matches none of the globs"),
+        "{filtered}"
+    );
+
     // Errors name the problem.
     let e = err(&cli(&gw, &["repo", "rm", "repo_nope"]).await);
     assert!(

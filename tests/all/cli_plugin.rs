@@ -175,10 +175,16 @@ fn run_a_builtin_by_name_filter_and_errors() {
         "plugin", "run", "default", "--event", &event, "--config", "tags=v2*",
     ]);
     assert!(filtered.status.success());
+    assert_eq!(
+        stdout(&filtered),
+        "filtered out (rule tags): tags=v2*: tag `v1` matches none of the globs\n"
+    );
+    // The plugin's own debug line, whatever the gateway's log filter says.
     assert!(
-        stdout(&filtered).starts_with("filtered out"),
+        stderr(&filtered)
+            .contains("DEBUG default: filtered out: tags=v2*: tag `v1` matches none of the globs"),
         "{}",
-        stdout(&filtered)
+        stderr(&filtered)
     );
 
     let refused = callisto(&[
@@ -207,11 +213,187 @@ fn run_a_builtin_by_name_filter_and_errors() {
         stderr(&hostile)
     );
 
+    let panicked = callisto(&[
+        "plugin",
+        "run",
+        guests::HOSTILE_PATH,
+        "--event",
+        &event,
+        "--config",
+        "mode=trap",
+    ]);
+    assert!(!panicked.status.success());
+    assert!(
+        stderr(&panicked).contains(
+            "plugin hostile faulted: trapped: panicked at tests/guests/hostile/src/lib.rs:27:25: \
+             hostile plugin panics on purpose"
+        ),
+        "{}",
+        stderr(&panicked)
+    );
+
     let missing = callisto(&["plugin", "run", "nope", "--event", &event]);
     assert!(
         stderr(&missing).contains("neither a file nor a built-in plugin"),
         "{}",
         stderr(&missing)
+    );
+}
+
+/// Without `--event`, the SDK's sample push; `--tag`, `--type` and
+/// `--repository` change it (or a given event) without editing JSON.
+#[test]
+fn run_overrides_the_sample_event_from_the_command_line() {
+    let sample = callisto(&["plugin", "run", "default"]);
+    assert!(sample.status.success(), "{}", stderr(&sample));
+    let (_, body) = parse_request(&stdout(&sample));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "image.pushed");
+    assert_eq!(body["repository"]["name"], "demo/app");
+    assert_eq!(body["tag"], "v1");
+
+    let changed = callisto(&[
+        "plugin",
+        "run",
+        "default",
+        "--tag",
+        "v2.1",
+        "--type",
+        "image.deleted",
+        "--repository",
+        "team/api",
+        "--config",
+        "tags=v2*",
+    ]);
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    let (_, body) = parse_request(&stdout(&changed));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "image.deleted");
+    assert_eq!(body["repository"]["name"], "team/api");
+    assert_eq!(body["tag"], "v2.1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let retagged = callisto(&[
+        "plugin",
+        "run",
+        "default",
+        "--event",
+        &event_file(dir.path()),
+        "--tag",
+        "latest",
+        "--config",
+        "events=image.deleted",
+    ]);
+    assert_eq!(
+        stdout(&retagged),
+        "filtered out (rule events): events=image.deleted: image.pushed is not listed\n"
+    );
+
+    let bad = callisto(&["plugin", "run", "default", "--type", "image.pulled"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("--type `image.pulled`"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+/// A plugin's log lines are shown whatever CALLISTO_LOG says, up to the
+/// budget the gateway applies.
+#[test]
+fn run_shows_the_plugins_log_lines() {
+    let out = Command::new(env!("CARGO_BIN_EXE_callisto-e2e"))
+        .args([
+            "plugin",
+            "run",
+            guests::HOSTILE_PATH,
+            "--config",
+            "mode=log-spam",
+        ])
+        .env("CALLISTO_LOG", "error")
+        .output()
+        .expect("run callisto");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(" INFO hostile: spam line 0\n"), "{err}");
+    assert!(err.contains(" INFO hostile: spam line 99\n"), "{err}");
+    assert!(!err.contains("spam line 100"), "{err}");
+    assert!(
+        err.contains(" WARN hostile: plugin log budget spent; dropping its further lines"),
+        "{err}"
+    );
+}
+
+/// `plugin new` writes a crate that passes its own test at once: `cargo
+/// test` in it, with this build's target directory (the SDK and its
+/// dependencies are built once and reused) and this workspace's lock file
+/// (the same dependency versions, offline).
+#[test]
+fn new_writes_a_crate_that_passes_its_own_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("hello-world");
+    let krate_arg = krate.to_str().unwrap();
+    let out = callisto(&["plugin", "new", "hello-world", "--dir", krate_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("created plugin `hello-world` in "));
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugin-sdk")
+        .canonicalize()
+        .unwrap();
+    for line in [
+        format!(
+            "callisto-plugin-sdk = {{ path = {:?} }}",
+            sdk.to_str().unwrap()
+        ),
+        "opt-level = \"s\"".to_owned(),
+        "lto = true".to_owned(),
+        "codegen-units = 1".to_owned(),
+        "strip = true".to_owned(),
+        "panic = \"abort\"".to_owned(),
+    ] {
+        assert!(
+            manifest.lines().any(|l| l == line),
+            "no `{line}` in:\n{manifest}"
+        );
+    }
+    let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("pub struct HelloWorld;"), "{lib}");
+    assert!(
+        lib.contains("\"hello-world\","),
+        "describe() names the plugin"
+    );
+
+    // Never over someone's work.
+    let again = callisto(&["plugin", "new", "hello-world", "--dir", krate_arg]);
+    assert!(
+        stderr(&again).contains("is not empty"),
+        "{}",
+        stderr(&again)
+    );
+    let bad = callisto(&["plugin", "new", "Hello_World"]);
+    assert!(
+        stderr(&bad).contains("cannot name a plugin"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let jobs = std::env::var("CARGO_BUILD_JOBS").unwrap_or_else(|_| "2".to_owned());
+    let test = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["test", "--offline"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_BUILD_JOBS", jobs)
+        .output()
+        .expect("run cargo test");
+    assert!(
+        test.status.success() && stdout(&test).contains("test result: ok. 2 passed"),
+        "{}\n{}",
+        stdout(&test),
+        stderr(&test)
     );
 }
 

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use callisto::deliver::signature;
 use callisto::plugin::{
     CallError, EventInput, Fault, HostDirs, Limits, LoadError, PluginHost, Runner, SignatureScheme,
-    WebhookInput,
+    Verdict, WebhookInput,
 };
 use callisto_plugin_sdk as sdk;
 use callisto_tests::guests;
@@ -254,6 +254,44 @@ fn standard_filter_keys_apply_through_the_host() {
     );
 }
 
+/// The standard filter says which rule declined an event, on every call of
+/// a warm instance: the reasons do not spend the plugin's log budget.
+#[test]
+fn a_filtered_event_says_which_rule_declined() {
+    let host = host();
+    let plugin = host.get("default").unwrap();
+    let mut runner = Runner::new(4);
+    let hook = webhook("wh_1", &[("tags", "v*"), ("exclude_tags", "*-rc*")]);
+    for i in 0..150 {
+        let event = EventInput::from(&sdk::testing::pushed("demo/app", &format!("x{i}")));
+        match runner.run(&plugin, &event, &hook).unwrap() {
+            Verdict::Filtered(filtered) => {
+                assert_eq!(
+                    filtered.reason.as_deref(),
+                    Some(format!("tags=v*: tag `x{i}` matches none of the globs").as_str())
+                );
+                assert_eq!(filtered.rule(), "tags");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let rc = EventInput::from(&sdk::testing::pushed("demo/app", "v2-rc1"));
+    let Verdict::Filtered(filtered) = runner.run(&plugin, &rc, &hook).unwrap() else {
+        panic!("v2-rc1 passed");
+    };
+    assert_eq!(filtered.rule(), "exclude_tags");
+    assert_eq!(
+        filtered.to_string(),
+        "exclude_tags: tag `v2-rc1` matches `*-rc*`"
+    );
+    // A sent event carries no stale reason.
+    let v1 = EventInput::from(&sdk::testing::pushed("demo/app", "v1"));
+    assert!(matches!(
+        runner.run(&plugin, &v1, &hook).unwrap(),
+        Verdict::Send(_)
+    ));
+}
+
 fn hostile(host: &PluginHost) -> callisto::plugin::Plugin {
     host.load(guests::HOSTILE).expect("hostile guest loads")
 }
@@ -313,8 +351,12 @@ fn unbounded_allocation_stops_at_the_memory_cap() {
     still_serves(&host);
 }
 
+/// Where the hostile guest panics in mode `trap`.
+const HOSTILE_PANIC: &str =
+    "panicked at tests/guests/hostile/src/lib.rs:27:25: hostile plugin panics on purpose";
+
 #[test]
-fn a_trap_is_reported_with_the_plugins_name() {
+fn a_panic_is_reported_with_its_message_and_location() {
     let host = host();
     let err = run_mode(&host, "trap").unwrap_err();
     match &err {
@@ -323,15 +365,24 @@ fn a_trap_is_reported_with_the_plugins_name() {
             fault: Fault::Trap { message },
         } => {
             assert_eq!(plugin, "hostile");
-            assert!(message.contains("unreachable"), "{message}");
+            assert_eq!(message, HOSTILE_PANIC);
         }
         other => panic!("expected a trap, got {other:?}"),
     }
-    assert!(
-        err.to_string()
-            .starts_with("plugin hostile faulted: trapped")
+    assert_eq!(
+        err.to_string(),
+        format!("plugin hostile faulted: trapped: {HOSTILE_PANIC}")
     );
     still_serves(&host);
+
+    // In `filter` too, through a warm instance.
+    let event = EventInput::from(&sdk::testing::pushed("demo/app", "v1"));
+    let mut runner = Runner::new(4);
+    let in_filter = webhook("wh_f", &[("mode", "trap"), ("stage", "filter")]);
+    let err = runner
+        .run(&Arc::new(hostile(&host)), &event, &in_filter)
+        .unwrap_err();
+    assert!(err.to_string().ends_with(HOSTILE_PANIC), "{err}");
 }
 
 #[test]
@@ -375,6 +426,38 @@ fn errors_faults_and_bad_output_stay_distinct() {
 
     // A plugin that logs without end is cut off, not fatal.
     assert!(run_mode(&host, "log-spam").unwrap().is_some());
+}
+
+/// A plugin's native test (`testing::run`) refuses what the sandbox
+/// refuses, in the same words: the checks are one function.
+#[test]
+fn native_testing_refuses_what_the_sandbox_refuses() {
+    use callisto_guest_hostile::Hostile;
+    let host = host();
+    let event = sdk::testing::pushed("demo/app", "v1");
+    for mode in ["content-type-header", "inject-header"] {
+        let native =
+            sdk::testing::run::<Hostile>(&event, &sdk::testing::webhook(&[("mode", mode)]))
+                .unwrap_err();
+        let CallError::InvalidOutput { reason, .. } = run_mode(&host, mode).unwrap_err() else {
+            panic!("{mode}: the sandbox did not refuse the output");
+        };
+        assert_eq!(native.to_string(), format!("invalid request: {reason}"));
+    }
+    assert_eq!(
+        sdk::testing::run::<Hostile>(
+            &event,
+            &sdk::testing::webhook(&[("mode", "content-type-header")])
+        )
+        .unwrap_err(),
+        sdk::testing::RunError::Invalid(sdk::RequestError::Reserved("content-type".into()))
+    );
+    // And passes what it passes, as the sandbox sends it.
+    let sent = run_mode(&host, "none").unwrap().unwrap();
+    let native = sdk::testing::run::<Hostile>(&event, &sdk::testing::webhook(&[("mode", "none")]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(to_sdk(&sent), native);
 }
 
 #[test]
@@ -500,7 +583,11 @@ fn runner_reuses_instances_per_webhook_and_never_across_webhooks() {
     let b = webhook("wh_b", &[("mode", "count")]);
     let mut runner = Runner::new(16);
     let mut count = |w: &WebhookInput| {
-        let request = runner.run(&plugin, &event, w).unwrap().unwrap();
+        let request = runner
+            .run(&plugin, &event, w)
+            .unwrap()
+            .into_request()
+            .unwrap();
         String::from_utf8(request.body).unwrap()
     };
     assert_eq!(count(&a), "1");
@@ -529,6 +616,10 @@ fn runner_recycles_after_a_fault_and_evicts_beyond_capacity() {
     runner.run(&plugin, &event, &webhook("wh_e", &[])).unwrap();
     assert_eq!(runner.len(), 2);
     // wh_c was least recently used, so its count starts again.
-    let again = runner.run(&plugin, &event, &count).unwrap().unwrap();
+    let again = runner
+        .run(&plugin, &event, &count)
+        .unwrap()
+        .into_request()
+        .unwrap();
     assert_eq!(again.body, b"1");
 }

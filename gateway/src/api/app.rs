@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::config::{Config, Tokens};
+use crate::filtered::FilteredEvents;
 use crate::metrics::Metrics;
 use crate::net::Policy;
 use crate::plugin::PluginHost;
@@ -20,6 +21,8 @@ pub struct App {
     pub plugins: Arc<PluginHost>,
     pub poller: Poller,
     pub metrics: Arc<Metrics>,
+    /// What each webhook's filter declined lately (fan-out records it).
+    pub filtered: Arc<FilteredEvents>,
     pub client: reqwest::Client,
     pub policy: Arc<Policy>,
     pub sealer: Sealer,

@@ -304,8 +304,12 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    let webhooks = app.store.webhooks_of(&id).await?;
     app.store.delete_repository(&id).await?;
     app.poller.forget(&id);
+    for webhook in webhooks {
+        app.filtered.forget(&webhook.id);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

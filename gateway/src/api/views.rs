@@ -7,7 +7,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::event::{Event, Timestamp};
+use crate::event::{Event, EventType, Timestamp};
+use crate::filtered::{FilteredEvent, WebhookFiltered};
 use crate::plugin::{Request, SignatureScheme};
 use crate::records::{
     Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
@@ -342,5 +343,65 @@ pub struct PageQuery {
 impl PageQuery {
     pub fn limit(&self) -> usize {
         self.limit.unwrap_or(50).clamp(1, 500)
+    }
+}
+
+/// What a webhook's filter declined lately, kept in this gateway's memory
+/// since it started (not in the store; with several replicas, what this one
+/// planned).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FilteredView {
+    pub webhook_id: String,
+    /// Events the webhook's filter declined since the gateway started.
+    pub count: u64,
+    /// The latest of them, newest first (at most 20).
+    pub recent: Vec<FilteredEventView>,
+}
+
+/// One event a webhook's filter declined, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FilteredEventView {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub tag: Option<String>,
+    /// The webhook's plugin.
+    pub plugin: String,
+    /// The rule that declined it: `events`, `tags`, `exclude_tags`,
+    /// `tag_regex`, `plugin` (the plugin's own rule) or `unexplained`.
+    pub rule: String,
+    /// What the plugin said, e.g. `tags=v*: tag `latest` matches none of the
+    /// globs`; absent when it said nothing.
+    pub reason: Option<String>,
+    /// When fan-out ran the filter.
+    #[schema(value_type = String)]
+    pub filtered_at: Timestamp,
+}
+
+impl FilteredView {
+    pub fn new(webhook_id: &str, filtered: WebhookFiltered) -> Self {
+        Self {
+            webhook_id: webhook_id.to_owned(),
+            count: filtered.count,
+            recent: filtered
+                .recent
+                .into_iter()
+                .map(FilteredEventView::from)
+                .collect(),
+        }
+    }
+}
+
+impl From<FilteredEvent> for FilteredEventView {
+    fn from(e: FilteredEvent) -> Self {
+        Self {
+            event_id: e.event_id,
+            kind: e.kind,
+            tag: e.tag,
+            plugin: e.plugin,
+            rule: e.rule.to_owned(),
+            reason: e.reason,
+            filtered_at: e.at,
+        }
     }
 }

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use super::App;
 use super::input::{self, ApiJson, ApiPath, ApiQuery, ReplayInput, WebhookInput, WebhookPatch};
 use super::views::{
-    AttemptView, DeliveryView, Page, PageQuery, ResponseView, SentRequestView, WebhookView,
+    AttemptView, DeliveryView, FilteredView, Page, PageQuery, ResponseView, SentRequestView,
+    WebhookView,
 };
 use super::{ApiError, ErrorBody};
 use crate::deliver::test::{Outcome, Tester};
@@ -244,6 +245,7 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     app.store.delete_webhook(&id).await?;
+    app.filtered.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -263,16 +265,31 @@ pub struct TestResult {
     pub duration_ms: u64,
     /// The delivery recording this test (saved webhooks only).
     pub delivery_id: Option<String>,
+    /// Set when the webhook's filter declines the sample event: why, as its
+    /// plugin said. The test was sent anyway (a test always reaches the
+    /// receiver), but a real event like it would not be. The standard
+    /// filter passes every `webhook.test` event; a plugin's own may not.
+    pub filtered: Option<String>,
 }
 
 impl TestResult {
     fn new(outcome: &Outcome, delivery_id: Option<String>) -> Self {
-        let (request, response, duration_ms) = match outcome {
-            Outcome::Sent { request, sent, .. } => {
+        let (request, response, duration_ms, filtered) = match outcome {
+            Outcome::Sent {
+                request,
+                sent,
+                filtered,
+                ..
+            } => {
                 let view = AttemptView::new(&sent.attempt, &request.body);
-                (Some(view.request), view.response, sent.attempt.duration_ms)
+                (
+                    Some(view.request),
+                    view.response,
+                    sent.attempt.duration_ms,
+                    filtered.as_ref().map(ToString::to_string),
+                )
             }
-            Outcome::PluginFailed { .. } => (None, None, 0),
+            Outcome::PluginFailed { .. } => (None, None, 0, None),
         };
         Self {
             result: if outcome.succeeded() {
@@ -287,6 +304,7 @@ impl TestResult {
             response,
             duration_ms,
             delivery_id,
+            filtered,
         }
     }
 }
@@ -361,6 +379,7 @@ pub async fn replay(
         &app.store,
         &app.plugins,
         &app.metrics,
+        &app.filtered,
         webhook,
         &input.since,
     )
@@ -410,4 +429,22 @@ pub async fn deliveries(
         items: items.iter().map(|d| DeliveryView::new(d, None)).collect(),
         next,
     }))
+}
+
+/// The events this webhook's filter declined lately, and why: a count and
+/// the latest 20, kept in the gateway's memory since it started (not in the
+/// store).
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/filtered", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses((status = 200, body = FilteredView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn filtered(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<FilteredView>, ApiError> {
+    let webhook = load(&app, &id).await?;
+    Ok(Json(FilteredView::new(
+        &webhook.id,
+        app.filtered.of(&webhook.id),
+    )))
 }

@@ -126,6 +126,9 @@ pub enum WebhookCommand {
         #[arg(long)]
         details: bool,
     },
+    /// The events the webhook's filter declined lately, and which rule
+    /// declined each (kept by the gateway since it started).
+    Filtered { id: String },
     /// Delete a webhook (its pending deliveries end).
     Rm {
         /// The webhook's id.
@@ -471,6 +474,12 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             let result = cli.run(cli.client.test_webhook(&id))?;
             cli.print(&result, |r| {
                 println!("{}", r.summary);
+                if let Some(why) = &r.filtered {
+                    println!(
+                        "note: the webhook's filter declines this event ({why}): sent as a test, \
+                         but a real event like it would not be"
+                    );
+                }
                 if details {
                     print_exchange(r);
                 }
@@ -478,6 +487,42 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             if result.result != "success" {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        WebhookCommand::Filtered { id } => {
+            let filtered = cli.run(cli.client.filtered(&id))?;
+            cli.print(&filtered, |f| {
+                println!(
+                    "{} event{} filtered out since the gateway started{}",
+                    f.count,
+                    if f.count == 1 { "" } else { "s" },
+                    if f.recent.is_empty() {
+                        ""
+                    } else {
+                        "; the latest:"
+                    }
+                );
+                if f.recent.is_empty() {
+                    return;
+                }
+                let rows = f
+                    .recent
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.filtered_at.to_rfc3339(),
+                            e.event_id.clone(),
+                            e.kind.as_str().to_owned(),
+                            or_dash(e.tag.as_ref()),
+                            e.rule.clone(),
+                            or_dash(e.reason.as_ref()),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["FILTERED", "EVENT", "TYPE", "TAG", "RULE", "REASON"],
+                    rows,
+                );
+            });
         }
         WebhookCommand::Rm { id } => {
             cli.run(cli.client.delete_webhook(&id))?;

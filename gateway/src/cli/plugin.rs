@@ -4,12 +4,30 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use callisto_plugin_sdk::testing;
+
 use crate::deliver::signature;
-use crate::event::{Event, new_id};
-use crate::plugin::{EventInput, HostDirs, Limits, Plugin, PluginHost, WebhookInput};
+use crate::event::{Event, EventType, new_id};
+use crate::plugin::{EventInput, HostDirs, Limits, Plugin, PluginHost, Verdict, WebhookInput};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Starts a plugin: writes a crate (Cargo.toml with the release profile
+    /// for wasm32-wasip2, src/lib.rs with describe, filter and format, a
+    /// native test against a golden file) that builds and passes its test
+    /// at once.
+    New {
+        /// The plugin's name, as webhooks and the install will name it:
+        /// lowercase letters, digits and `-`.
+        name: String,
+        /// The crate's directory [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin SDK to depend on (`plugin-sdk/` of a checkout of
+        /// Callisto) [default: the one this binary was built from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Lists the built-in plugins and those installed in the data directory.
     List {
         /// The gateway's data directory (installed plugins are in its
@@ -26,14 +44,27 @@ pub enum PluginCommand {
         file: PathBuf,
     },
     /// Runs a plugin on an event in the real sandbox and prints the exact
-    /// request the gateway would send, signature included.
+    /// request the gateway would send, signature included, or why the
+    /// event was filtered out; the plugin's log lines go to standard error,
+    /// whatever CALLISTO_LOG says.
     Run {
         /// A component file, or the name of a built-in plugin.
         plugin: String,
         /// The event as JSON (as `GET /api/v1/events/{id}` shows it), or `-`
-        /// for standard input.
+        /// for standard input [default: a push of 127.0.0.1:5000/demo/app:v1,
+        /// the SDK's `testing::pushed`].
         #[arg(long)]
-        event: PathBuf,
+        event: Option<PathBuf>,
+        /// Use this tag instead of the event's.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Use this event type instead of the event's: image.pushed,
+        /// image.deleted or webhook.test.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Use this repository name instead of the event's (`team/api`).
+        #[arg(long)]
+        repository: Option<String>,
         /// Webhook configuration, `key=value`, repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
@@ -46,18 +77,52 @@ pub enum PluginCommand {
     },
 }
 
+/// What `plugin run` changes in the event it runs on.
+struct Overrides {
+    tag: Option<String>,
+    kind: Option<String>,
+    repository: Option<String>,
+}
+
 impl PluginCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
+            PluginCommand::New { name, dir, sdk } => {
+                let dir = super::scaffold::new_plugin(&name, dir.as_deref(), sdk.as_deref())?;
+                println!("created plugin `{name}` in {}", dir.display());
+                println!("  cd {} && cargo test", dir.display());
+                println!(
+                    "  cargo build --release --target wasm32-wasip2   # then: callisto plugin check target/wasm32-wasip2/release/{}.wasm",
+                    name.replace('-', "_")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             PluginCommand::List { data_dir, json } => list(&data_dir, json),
             PluginCommand::Check { file } => check(&file),
             PluginCommand::Run {
                 plugin,
                 event,
+                tag,
+                kind,
+                repository,
                 config,
                 secret,
                 url,
-            } => run(&plugin, &event, &config, secret.as_deref(), &url),
+            } => {
+                let overrides = Overrides {
+                    tag,
+                    kind,
+                    repository,
+                };
+                run(
+                    &plugin,
+                    event.as_deref(),
+                    &overrides,
+                    &config,
+                    secret.as_deref(),
+                    &url,
+                )
+            }
         }
     }
 }
@@ -139,7 +204,8 @@ fn print_info(plugin: &Plugin) {
 
 fn run(
     plugin: &str,
-    event: &Path,
+    event: Option<&Path>,
+    overrides: &Overrides,
     config: &[String],
     secret: Option<&str>,
     url: &str,
@@ -166,30 +232,22 @@ fn run(
         }
     };
 
-    let json = if event == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).context("reading the event from stdin")?
-    } else {
-        std::fs::read_to_string(event).with_context(|| format!("reading {}", event.display()))?
-    };
-    let event: Event = serde_json::from_str(&json).with_context(|| {
-        format!(
-            "{} is not an event (give one as `GET /api/v1/events/{{id}}` answers it)",
-            event.display()
-        )
-    })?;
+    let event = load_event(event, overrides)?;
+    eprintln!("event: {} of {}", event.kind.as_str(), event.image_ref());
     let config = parse_config(config)?;
 
     if let Err(e) = plugin.validate_config(&config) {
         bail!("configuration refused: {e}");
     }
     let webhook = WebhookInput::new("wh_cli", url, &config);
-    let request = match plugin.run(&EventInput::from(&event), &webhook)? {
-        Some(request) => request,
-        None => {
-            println!(
-                "filtered out: {} does not send this event with this configuration",
-                plugin.name()
-            );
+    let (verdict, logs) = plugin.run_logged(&EventInput::from(&event), &webhook);
+    for line in &logs {
+        eprintln!("{:>5} {}: {}", line.level, plugin.name(), line.message);
+    }
+    let request = match verdict? {
+        Verdict::Send(request) => request,
+        Verdict::Filtered(filtered) => {
+            println!("filtered out (rule {}): {filtered}", filtered.rule());
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -213,6 +271,58 @@ fn run(
     println!();
     println!("{}", String::from_utf8_lossy(&request.body));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The event from `path` (`-`: standard input), or the SDK's sample push,
+/// with the command line's changes.
+fn load_event(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Event> {
+    let kind = overrides
+        .kind
+        .as_deref()
+        .map(|k| {
+            EventType::parse(k).with_context(|| {
+                format!("--type `{k}` is not one of image.pushed, image.deleted, webhook.test")
+            })
+        })
+        .transpose()?;
+    let mut event = match path {
+        None => {
+            let name = overrides.repository.as_deref().unwrap_or("demo/app");
+            let tag = overrides.tag.as_deref().unwrap_or("v1");
+            match kind.unwrap_or(EventType::ImagePushed) {
+                EventType::ImagePushed => testing::pushed(name, tag),
+                EventType::ImageDeleted => testing::deleted(name, tag),
+                EventType::WebhookTest => Event {
+                    tag: Some(tag.to_owned()),
+                    ..testing::webhook_test(name)
+                },
+            }
+        }
+        Some(path) => {
+            let json = if path == Path::new("-") {
+                std::io::read_to_string(std::io::stdin()).context("reading the event from stdin")?
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+            };
+            serde_json::from_str(&json).with_context(|| {
+                format!(
+                    "{} is not an event (give one as `GET /api/v1/events/{{id}}` answers it)",
+                    path.display()
+                )
+            })?
+        }
+    };
+    if let Some(tag) = &overrides.tag {
+        event.tag = Some(tag.clone());
+    }
+    if let Some(kind) = kind {
+        event.kind = kind;
+    }
+    if let Some(name) = &overrides.repository {
+        event.repository.name = name.clone();
+    }
+    Ok(event)
 }
 
 /// `key=value` pairs, in order.

@@ -1,14 +1,17 @@
 //! Test Webhook: the webhook's plugin, the signature and one attempt, run
 //! synchronously on a sample event, with the normal timeouts; never
 //! retried. The same path as a real delivery, so that a test that succeeds
-//! means the real thing will.
+//! means the real thing will. The plugin's `filter` runs too: a test is
+//! sent whatever it says, and the outcome says when it declines the sample
+//! (the SDK's standard filter passes every `webhook.test` event; a plugin's
+//! own filter may not).
 
 use std::sync::Arc;
 
 use super::attempt::{self, Outbound, Sent};
 use crate::event::{Event, EventSource, EventType, Timestamp, new_event, new_id};
 use crate::net::Policy;
-use crate::plugin::{EventInput, PluginHost, WebhookInput};
+use crate::plugin::{EventInput, Filtered, PluginHost, Tested, WebhookInput};
 use crate::records::{Delivery, DeliveryKind, Repository, RepositoryKind, Request, Webhook};
 use crate::store::{Store, StoreError};
 
@@ -48,6 +51,9 @@ pub enum Outcome {
         event: Box<Event>,
         request: Request,
         sent: Box<Sent>,
+        /// Set when the webhook's filter declines the sample event: sent
+        /// anyway, as a test, but a real event like it would not be.
+        filtered: Option<Filtered>,
     },
 }
 
@@ -107,7 +113,8 @@ impl Tester<'_> {
         .with_media_type(media_type))
     }
 
-    /// Formats the sample event with the webhook's plugin and sends it once,
+    /// Runs the webhook's plugin on the sample event (`filter`, then
+    /// `format` whatever the filter said) and sends the request once,
     /// signed with `secret`, as message `message_id`.
     pub async fn run(
         &self,
@@ -127,11 +134,11 @@ impl Tester<'_> {
             EventInput::from(&event),
             WebhookInput::new(&webhook.id, &webhook.url, &webhook.config),
         );
-        let formatted = tokio::task::spawn_blocking(move || plugin.format(&input, &hook))
+        let tested = tokio::task::spawn_blocking(move || plugin.test(&input, &hook))
             .await
             .map_err(|e| TestError::Panicked(e.to_string()))?;
-        let request = match formatted {
-            Ok(request) => request,
+        let Tested { request, filtered } = match tested {
+            Ok(tested) => tested,
             Err(e) => {
                 return Ok(Outcome::PluginFailed {
                     message: e.to_string(),
@@ -155,6 +162,7 @@ impl Tester<'_> {
             event: Box::new(event),
             request,
             sent: Box::new(sent),
+            filtered,
         })
     }
 
@@ -183,6 +191,7 @@ impl Tester<'_> {
                 event,
                 request,
                 sent,
+                ..
             } => {
                 delivery.event_id = event.id.clone();
                 delivery.request = Some(request.clone());

@@ -10,7 +10,8 @@ use super::bindings::{self, wit};
 use super::error::{CallError, Fault};
 use super::output;
 use super::runtime::Runtime;
-use super::sandbox::Sandbox;
+use super::sandbox::{LogLine, Sandbox};
+use super::{Filtered, Verdict};
 use crate::records::Request;
 
 /// The optional `handle` export: filter and format in one call.
@@ -71,33 +72,50 @@ impl Instance {
     }
 
     /// `filter` then `format`, through `handle` when the plugin has it (one
-    /// crossing instead of two). `Ok(None)`: filtered out.
+    /// crossing instead of two).
     pub fn run(
         &mut self,
         runtime: &Runtime,
         event: &wit::Event,
         webhook: &wit::Webhook,
-    ) -> Result<Option<Request>, CallError> {
+    ) -> Result<Verdict, CallError> {
         let Some(handle) = self.handle else {
             if !self.filter(runtime, event, webhook)? {
-                return Ok(None);
+                return Ok(Verdict::Filtered(self.declined()));
             }
-            return self.format(runtime, event, webhook).map(Some);
+            return self.format(runtime, event, webhook).map(Verdict::Send);
         };
         self.arm(runtime);
         let result = handle.call(&mut self.store, (event, webhook));
         let plugin = self.name();
         match result {
             Ok((Ok(Some(request)),)) => {
-                output::check(&plugin, request, runtime.limits.max_body).map(Some)
+                output::check(&plugin, request, runtime.limits.max_body).map(Verdict::Send)
             }
-            Ok((Ok(None),)) => Ok(None),
+            Ok((Ok(None),)) => Ok(Verdict::Filtered(self.declined())),
             Ok((Err(message),)) => Err(CallError::Returned {
                 plugin: plugin.to_string(),
                 message,
             }),
             Err(e) => Err(classify(runtime, &self.store, &plugin, e)),
         }
+    }
+
+    /// Why the last call's filter declined the event, as the plugin said.
+    pub fn declined(&mut self) -> Filtered {
+        Filtered {
+            reason: self.store.data_mut().call.declined.take(),
+        }
+    }
+
+    /// Keeps every line the plugin logs from now on, for [`Instance::logs`].
+    pub fn capture_logs(&mut self) {
+        self.store.data_mut().captured = Some(Vec::new());
+    }
+
+    /// The lines kept since [`Instance::capture_logs`].
+    pub fn logs(&mut self) -> Vec<LogLine> {
+        self.store.data_mut().captured.take().unwrap_or_default()
     }
 
     /// Calls so far, and the bytes of linear memory in use: what the
@@ -108,6 +126,7 @@ impl Instance {
 
     fn arm(&mut self, runtime: &Runtime) {
         self.calls += 1;
+        self.store.data_mut().begin_call();
         self.store
             .set_epoch_deadline(runtime.limits.deadline_ticks());
     }
@@ -196,7 +215,12 @@ fn classify(
         Some(trap) => CallError::Fault {
             plugin,
             fault: Fault::Trap {
-                message: trap_message(*trap, &err),
+                // A panic says what went wrong and where; the trap that
+                // follows it (`unreachable` in the abort) says nothing more.
+                message: match &store.data().call.panic {
+                    Some(panic) => panic.clone(),
+                    None => trap_message(*trap, &err),
+                },
             },
         },
         None => CallError::Host {

@@ -1,94 +1,49 @@
-//! What a plugin returns, checked before the host will send it.
+//! What a plugin returns, checked before the host will send it. The rules
+//! are the SDK's ([`sdk::Request::check`]), so that a plugin's native test
+//! (`testing::run`) refuses what the host refuses; here they are applied
+//! and their verdict mapped to the host's errors.
+
+use callisto_plugin_sdk as sdk;
 
 use super::bindings::wit;
 use super::error::{CallError, Fault};
 use crate::records::{Request, SignatureScheme};
-
-/// Headers the host owns: framing, connection management and signatures. A
-/// plugin that sets one would either break the request or forge what the
-/// host vouches for.
-const RESERVED: [&str; 15] = [
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
-
-/// At most this many extra headers.
-const MAX_HEADERS: usize = 64;
 
 pub(crate) fn check(
     plugin: &str,
     request: wit::Request,
     max_body: usize,
 ) -> Result<Request, CallError> {
-    let invalid = |reason: String| CallError::InvalidOutput {
-        plugin: plugin.to_owned(),
-        reason,
-    };
-    if request.body.len() > max_body {
-        return Err(CallError::Fault {
-            plugin: plugin.to_owned(),
-            fault: Fault::BodyTooLarge {
-                size: request.body.len(),
-                limit: max_body,
-            },
-        });
-    }
-    if http::HeaderValue::from_str(&request.content_type).is_err()
-        || request.content_type.is_empty()
-    {
-        return Err(invalid(format!(
-            "content type {:?} is not a valid header value",
-            request.content_type
-        )));
-    }
-    if request.headers.len() > MAX_HEADERS {
-        return Err(invalid(format!(
-            "{} headers, more than the {MAX_HEADERS} allowed",
-            request.headers.len()
-        )));
-    }
-    for (name, value) in &request.headers {
-        let parsed = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(format!("header name {name:?} is not valid HTTP")))?;
-        let lower = parsed.as_str();
-        if RESERVED.contains(&lower) || lower.starts_with("x-europa-signature") {
-            return Err(invalid(format!(
-                "header `{lower}` is set by the host, not by plugins"
-            )));
-        }
-        http::HeaderValue::from_str(value).map_err(|_| {
-            invalid(format!(
-                "value of header `{lower}` is not valid HTTP (control characters?)"
-            ))
-        })?;
-    }
-    Ok(Request {
+    let request = sdk::Request {
         content_type: request.content_type,
-        headers: request
-            .headers
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect(),
+        headers: request.headers,
         body: request.body,
         signature: match request.signature {
-            wit::SignatureScheme::StandardWebhooks => SignatureScheme::StandardWebhooks,
-            wit::SignatureScheme::Europa => SignatureScheme::Europa,
-            wit::SignatureScheme::None => SignatureScheme::None,
+            wit::SignatureScheme::StandardWebhooks => sdk::SignatureScheme::StandardWebhooks,
+            wit::SignatureScheme::Europa => sdk::SignatureScheme::Europa,
+            wit::SignatureScheme::None => sdk::SignatureScheme::None,
         },
-    })
+    };
+    match request.check(max_body) {
+        Ok(request) => Ok(Request {
+            content_type: request.content_type,
+            headers: request.headers,
+            body: request.body,
+            signature: match request.signature {
+                sdk::SignatureScheme::StandardWebhooks => SignatureScheme::StandardWebhooks,
+                sdk::SignatureScheme::Europa => SignatureScheme::Europa,
+                sdk::SignatureScheme::None => SignatureScheme::None,
+            },
+        }),
+        Err(sdk::RequestError::BodyTooLarge { size, limit }) => Err(CallError::Fault {
+            plugin: plugin.to_owned(),
+            fault: Fault::BodyTooLarge { size, limit },
+        }),
+        Err(refused) => Err(CallError::InvalidOutput {
+            plugin: plugin.to_owned(),
+            reason: refused.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]

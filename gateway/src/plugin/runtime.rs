@@ -35,7 +35,7 @@ impl Default for Limits {
         Self {
             deadline: Duration::from_millis(100),
             memory: 16 << 20,
-            max_body: 1 << 20,
+            max_body: callisto_plugin_sdk::MAX_BODY,
             instances: 256,
             tick: Duration::from_millis(5),
         }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use callisto_plugin_sdk::PANIC_PREFIX;
+use callisto_plugin_sdk::filter::DECLINED_PREFIX;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -20,6 +22,29 @@ pub(crate) struct Sandbox {
     pub(crate) limiter: Limiter,
     pub(crate) plugin: Arc<str>,
     log_budget: u32,
+    /// What the plugin said during the current call.
+    pub(crate) call: CallNotes,
+    /// Every line logged, when the caller wants them (`callisto plugin
+    /// run`), besides the gateway's log.
+    pub(crate) captured: Option<Vec<LogLine>>,
+}
+
+/// Lines of the current call the host acts on, beyond logging them.
+#[derive(Debug, Default)]
+pub(crate) struct CallNotes {
+    /// The SDK's panic line (`panicked at src/lib.rs:12:5: ...`), the last
+    /// one of the call: what the trap that follows is reported as.
+    pub(crate) panic: Option<String>,
+    /// Why the plugin's filter declined the event: its first
+    /// `filtered out: ...` debug line of the call, without the prefix.
+    pub(crate) declined: Option<String>,
+}
+
+/// One line a plugin logged, as the gateway logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: tracing::Level,
+    pub message: String,
 }
 
 impl Sandbox {
@@ -41,6 +66,27 @@ impl Sandbox {
             },
             plugin,
             log_budget: LOG_BUDGET,
+            call: CallNotes::default(),
+            captured: None,
+        }
+    }
+
+    /// Forgets what the previous call said.
+    pub(crate) fn begin_call(&mut self) {
+        self.call = CallNotes::default();
+    }
+
+    fn emit(&mut self, level: tracing::Level, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
+        }
+        if let Some(lines) = &mut self.captured {
+            lines.push(LogLine { level, message });
         }
     }
 }
@@ -56,10 +102,6 @@ impl WasiView for Sandbox {
 
 impl bindings::PluginImports for Sandbox {
     fn log(&mut self, level: wit::LogLevel, message: String) {
-        if self.log_budget == 0 {
-            return;
-        }
-        self.log_budget -= 1;
         let mut message = message;
         if message.len() > LOG_LINE_MAX {
             let mut end = LOG_LINE_MAX;
@@ -68,18 +110,36 @@ impl bindings::PluginImports for Sandbox {
             }
             message.truncate(end);
         }
-        let plugin = &*self.plugin;
-        match level {
-            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        let level = match level {
+            wit::LogLevel::Trace => tracing::Level::TRACE,
+            wit::LogLevel::Debug => tracing::Level::DEBUG,
+            wit::LogLevel::Info => tracing::Level::INFO,
+            wit::LogLevel::Warn => tracing::Level::WARN,
+            wit::LogLevel::Error => tracing::Level::ERROR,
+        };
+        // Two lines are kept for the call and logged whatever the budget:
+        // a panic line (the last thing the instance says; the trap follows)
+        // and the call's first reason for filtering the event out (the SDK
+        // writes one per declined event, so a filter that declines most
+        // events does not spend the budget of the lines that matter).
+        let panic = level == tracing::Level::ERROR && message.starts_with(PANIC_PREFIX);
+        let declined = level == tracing::Level::DEBUG
+            && self.call.declined.is_none()
+            && message.starts_with(DECLINED_PREFIX);
+        if panic {
+            self.call.panic = Some(message.clone());
+        } else if declined {
+            self.call.declined = Some(message[DECLINED_PREFIX.len()..].to_owned());
+        } else if self.log_budget == 0 {
+            return;
+        } else {
+            self.log_budget -= 1;
         }
-        if self.log_budget == 0 {
-            tracing::warn!(
-                plugin,
-                "plugin log budget spent; dropping its further lines"
+        self.emit(level, message);
+        if self.log_budget == 0 && !panic && !declined {
+            self.emit(
+                tracing::Level::WARN,
+                "plugin log budget spent; dropping its further lines".to_owned(),
             );
         }
     }

@@ -41,12 +41,17 @@ impl Plugin for Hostile {
         PluginInfo::new("hostile", "0.0.1", "Misbehaves on request (tests only)")
             .key(
                 "mode",
-                "loop | alloc | trap | error | huge-body | inject-header | log-spam | count",
+                "loop | alloc | trap | error | huge-body | inject-header | content-type-header \
+                 | log-spam | count | decline",
             )
             .key("stage", "filter | format (default)")
     }
 
     fn filter(event: &Event, webhook: &Webhook) -> bool {
+        // Declines every event, test events too, saying why.
+        if webhook.config.get("mode") == Some("decline") {
+            return callisto_plugin_sdk::filter::decline("hostile declines every event on purpose");
+        }
         if webhook.config.get("stage") == Some("filter")
             && let Err(e) = misbehave(webhook.config.get("mode"))
         {
@@ -75,6 +80,10 @@ impl Plugin for Hostile {
             }
             Some("inject-header") => Ok(Request::new("application/json", event.to_json())
                 .header("x-injected", "a\r\nx-evil: 1")),
+            // The content type belongs in `content_type`; the host refuses it
+            // as a header.
+            Some("content-type-header") => Ok(Request::new("application/json", event.to_json())
+                .header("Content-Type", "text/plain")),
             _ => Ok(Request::new("application/json", event.to_json())),
         }
     }
