@@ -128,7 +128,10 @@ pub enum WebhookCommand {
     },
     /// The events the webhook's filter declined lately, and which rule
     /// declined each (kept by the gateway since it started).
-    Filtered { id: String },
+    Filtered {
+        /// The webhook's id.
+        id: String,
+    },
     /// Delete a webhook (its pending deliveries end).
     Rm {
         /// The webhook's id.
