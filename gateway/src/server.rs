@@ -106,6 +106,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&store_path, cache))
         .await
         .expect("opening the store does not panic")?;
+    tracing::debug!(store = %store.describe(), "store open");
     let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;
     let sealer = open_sealer(&config, &store).await?;
 
