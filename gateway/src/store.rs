@@ -14,6 +14,7 @@
 //! the one it was opened with; the announcements are the same for both.
 
 mod announce;
+mod postgres;
 mod records;
 mod redb;
 mod types;
@@ -66,6 +67,23 @@ pub enum StoreError {
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("cannot connect to PostgreSQL at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error(
+        "the PostgreSQL database {database} has schema version {found}, but this callisto understands \
+         version {supported}; it was left untouched (use the callisto release that migrated it, or a newer one)"
+    )]
+    DatabaseSchemaVersion {
+        database: String,
+        found: i32,
+        supported: i32,
+    },
+    #[error(
+        "migrating the PostgreSQL schema to version {version} failed (nothing was changed): {reason}"
+    )]
+    Migration { version: i32, reason: String },
+    #[error("PostgreSQL failed while {doing}: {reason}")]
+    Postgres { doing: &'static str, reason: String },
 }
 
 impl StoreError {
@@ -79,6 +97,7 @@ impl StoreError {
                 | StoreError::Batch(_)
                 | StoreError::WriterGone
                 | StoreError::Unavailable
+                | StoreError::Postgres { .. }
         )
     }
 
@@ -100,6 +119,17 @@ pub struct Store {
 #[derive(Clone)]
 enum Engine {
     Redb(redb::RedbStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Where the store is: a redb file, or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The redb file at this path.
+    Redb(PathBuf),
+    /// A `postgres://user:pass@host:port/db` URL (`?sslmode=require` for
+    /// TLS).
+    Postgres(String),
 }
 
 /// Calls the same operation on whichever engine the store has.
@@ -107,6 +137,7 @@ macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match &$self.engine {
             Engine::Redb($s) => $call,
+            Engine::Postgres($s) => $call,
         }
     };
 }
@@ -131,9 +162,41 @@ impl Store {
         })
     }
 
-    /// Where the store is, for the log and messages.
+    /// Connects to the PostgreSQL database at `url` (a
+    /// `postgres://user:pass@host:port/db` URL; TLS with
+    /// `sslmode=require`) and migrates its schema. A database migrated by a
+    /// newer callisto is refused untouched.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let announce = Announcer::default();
+        let engine = postgres::PgStore::connect(url, announce.clone()).await?;
+        Ok(Self {
+            engine: Engine::Postgres(engine),
+            announce,
+        })
+    }
+
+    /// Opens the store at `location`: the redb file (off the runtime's
+    /// workers, with a page cache of `cache_bytes`), or the PostgreSQL
+    /// database.
+    pub async fn open_at(location: &Location, cache_bytes: usize) -> Result<Self, StoreError> {
+        match location {
+            Location::Redb(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || Self::open_with_cache(&path, cache_bytes))
+                    .await
+                    .expect("opening the store does not panic")
+            }
+            Location::Postgres(url) => Self::connect(url).await,
+        }
+    }
+
+    /// Where the store is, for the log and messages (a URL without its
+    /// password).
     pub fn describe(&self) -> String {
-        dispatch!(self, s => s.path().display().to_string())
+        match &self.engine {
+            Engine::Redb(s) => s.path().display().to_string(),
+            Engine::Postgres(s) => s.describe(),
+        }
     }
 
     /// Receives an announcement each time events were appended.
@@ -400,7 +463,14 @@ impl Store {
 
     /// Writes a consistent copy of the store, as it is now, to a new file at
     /// `dest` (refused if it exists).
+    /// Only the redb store: a PostgreSQL database is backed up with its own
+    /// tools (`pg_dump`).
     pub async fn backup_to(&self, dest: &Path) -> Result<Backup, StoreError> {
-        dispatch!(self, s => s.backup_to(dest).await)
+        match &self.engine {
+            Engine::Redb(s) => s.backup_to(dest).await,
+            Engine::Postgres(_) => Err(StoreError::Conflict(
+                "the store is in PostgreSQL: back it up with pg_dump".into(),
+            )),
+        }
     }
 }
