@@ -97,6 +97,10 @@ pub struct Config {
     pub otlp_service_name: String,
     /// Events and finished deliveries older than this are pruned.
     pub retention_days: u32,
+    /// Where the store is: `redb` (the default: `<data_dir>/callisto.redb`)
+    /// or a PostgreSQL URL, `postgres://user:pass@host:port/db` (add
+    /// `?sslmode=require` for TLS), for a store in PostgreSQL.
+    pub store: String,
     /// Memory for the database's page cache, in MiB. More keeps more of the
     /// log in memory; the operating system caches the file as well.
     pub store_cache_mib: usize,
@@ -254,6 +258,7 @@ impl Default for Config {
             otlp_endpoint: None,
             otlp_service_name: "callisto".to_owned(),
             retention_days: 30,
+            store: "redb".to_owned(),
             store_cache_mib: 64,
             listener: ListenerConfig::default(),
             ingest: IngestConfig::default(),
@@ -311,6 +316,7 @@ pub struct Flags {
     pub log_format: Option<LogFormat>,
     pub allow_fresh_store: bool,
     pub allow_new_secret_key: bool,
+    pub store: Option<String>,
 }
 
 impl Config {
@@ -374,6 +380,9 @@ impl Config {
         if let Some(dir) = &flags.data_dir {
             config.data_dir = dir.clone();
         }
+        if let Some(store) = &flags.store {
+            config.store = store.clone();
+        }
         if flags.allow_private_targets {
             config.allow_private_targets = true;
         }
@@ -390,6 +399,14 @@ impl Config {
     /// makes sense, named when it is not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const DAY: u64 = 86_400;
+        if self.store != "redb"
+            && !(self.store.starts_with("postgres://") || self.store.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "store must be `redb` or a PostgreSQL URL (postgres://user:pass@host:port/db)"
+                    .into(),
+            ));
+        }
         let whole: [(&str, u64, u64, u64); 26] = [
             ("retention_days", self.retention_days.into(), 1, 3650),
             ("store_cache_mib", self.store_cache_mib as u64, 1, 65_536),
@@ -584,6 +601,12 @@ impl Config {
             }),
             ..Self::default()
         }
+    }
+
+    /// The PostgreSQL URL of `store`, if it names one (else the store is
+    /// the redb file).
+    pub fn postgres_url(&self) -> Option<&str> {
+        (self.store != "redb").then_some(self.store.as_str())
     }
 
     pub fn redb_path(&self) -> PathBuf {

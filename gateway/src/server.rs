@@ -101,12 +101,16 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Starts the gateway on `config.listen` (port 0 picks a free port).
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     create_private_dir(&config.data_dir)?;
-    let store_path = config.redb_path();
-    check_history(&config)?;
+    let location = match config.postgres_url() {
+        Some(url) => store::Location::Postgres(url.to_owned()),
+        None => {
+            check_history(&config)?;
+            store::Location::Redb(config.redb_path())
+        }
+    };
     let cache = config.store_cache_mib.max(1) << 20;
-    let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&store_path, cache))
-        .await
-        .expect("opening the store does not panic")?;
+    let store = Store::open_at(&location, cache).await?;
+    tracing::debug!(store = %store.describe(), "store open");
     let (tokens, generated_tokens) = Tokens::resolve(&config).map_err(ServeError::Tokens)?;
     let sealer = open_sealer(&config, &store).await?;
 

@@ -8,40 +8,30 @@
 //! each commit the store announces what it committed (events appended,
 //! deliveries due), and fan-out and the sender wake from that.
 //!
-//! The engine is one redb file. Reads go straight to redb (MVCC: they never
-//! wait for writers); writes are group-committed by one writer thread (see
-//! `writer`), and ingest requests are batched before that (see `ingest`).
+//! Two engines implement the same operations: one redb file (`redb`, the
+//! default: group commit, one process), or a PostgreSQL database
+//! (`postgres`, chosen with a `postgres://` URL). [`Store`] dispatches to
+//! the one it was opened with; the announcements are the same for both.
 
 mod announce;
-mod api;
-mod backup;
-mod deliveries;
-mod events;
-mod ingest;
+mod postgres;
 mod records;
-mod repos;
-mod retention;
-mod schema;
-mod verify;
-mod writer;
+mod redb;
+mod types;
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
-
 pub use announce::Due;
-pub use api::PlanBatch;
-pub use backup::{Backup, backup_file};
-pub use deliveries::{DueDelivery, Next};
-pub use events::EventFilter;
-pub use retention::Pruned;
-pub use verify::{Report, TableReport, verify_file};
+pub use redb::{Backup, Report, TableReport, backup_file, verify_file};
+pub use types::{DueDelivery, EventFilter, Next, PlanBatch, Pruned};
 
 use announce::Announcer;
 
-use schema::{META, SCHEMA_VERSION};
-use writer::Writer;
+use crate::changes::{Notification, Recorded};
+use crate::event::{Event, Timestamp};
+use crate::records::{Attempt, Delivery, DeliveryState, KnownTag, Repository, Webhook};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -62,7 +52,7 @@ pub enum StoreError {
     )]
     InUse { path: PathBuf },
     #[error("storage failed: {0}")]
-    Storage(Arc<redb::Error>),
+    Storage(Arc<::redb::Error>),
     #[error("a {table} record does not decode: {reason}")]
     Corrupt { table: &'static str, reason: String },
     #[error("cannot write the backup {path}: {reason}")]
@@ -77,6 +67,23 @@ pub enum StoreError {
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("cannot connect to PostgreSQL at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error(
+        "the PostgreSQL database {database} has schema version {found}, but this callisto understands \
+         version {supported}; it was left untouched (use the callisto release that migrated it, or a newer one)"
+    )]
+    DatabaseSchemaVersion {
+        database: String,
+        found: i32,
+        supported: i32,
+    },
+    #[error(
+        "migrating the PostgreSQL schema to version {version} failed (nothing was changed): {reason}"
+    )]
+    Migration { version: i32, reason: String },
+    #[error("PostgreSQL failed while {doing}: {reason}")]
+    Postgres { doing: &'static str, reason: String },
 }
 
 impl StoreError {
@@ -90,6 +97,7 @@ impl StoreError {
                 | StoreError::Batch(_)
                 | StoreError::WriterGone
                 | StoreError::Unavailable
+                | StoreError::Postgres { .. }
         )
     }
 
@@ -101,338 +109,368 @@ impl StoreError {
     }
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Storage(Arc::new(redb::Error::from(e)))
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::Error,
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError
-);
-
 /// The gateway's store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    // Fields drop in order: the ingest batcher's thread is joined first (it
-    // holds a writer handle), then `db`, then `writer`, whose last handle
-    // joins the writer thread: the file is closed when the last `Store`
-    // goes.
-    ingest: ingest::Batcher,
-    db: Arc<Handle>,
-    writer: Writer,
-    path: PathBuf,
+    engine: Engine,
     announce: Announcer,
 }
 
-/// The open database, shared by readers and the writer. After an I/O
-/// failure (a full disk) redb refuses every later write until the file is
-/// reopened; the writer then takes the database out of the handle, reopens
-/// it once the disk takes writes again, and puts it back. Meanwhile reads
-/// and writes fail fast, as unavailable, rather than hang.
-pub(crate) struct Handle {
-    db: std::sync::RwLock<Option<Arc<Database>>>,
+#[derive(Clone)]
+enum Engine {
+    Redb(redb::RedbStore),
+    Postgres(postgres::PgStore),
 }
 
-impl Handle {
-    fn current(&self) -> Result<Arc<Database>, StoreError> {
-        self.db
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(StoreError::Unavailable)
-    }
+/// Where the store is: a redb file, or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The redb file at this path.
+    Redb(PathBuf),
+    /// A `postgres://user:pass@host:port/db` URL (`?sslmode=require` for
+    /// TLS).
+    Postgres(String),
+}
 
-    fn take(&self) -> Option<Arc<Database>> {
-        self.db.write().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    fn put(&self, db: Arc<Database>) {
-        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
-    }
+/// Calls the same operation on whichever engine the store has.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match &$self.engine {
+            Engine::Redb($s) => $call,
+            Engine::Postgres($s) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`. A file written by an unknown
-    /// schema version, or one redb finds damaged, is refused with a message
-    /// saying so, and is not modified. It reads the header and the schema
-    /// version, not the records, so it takes as long whatever the history:
-    /// [`verify_file`] is the full check.
+    /// Opens (or creates) the redb store at `path`. A file written by an
+    /// unknown schema version, or one redb finds damaged, is refused with a
+    /// message saying so, and is not modified. It reads the header and the
+    /// schema version, not the records, so it takes as long whatever the
+    /// history: [`verify_file`] is the full check.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(path, 64 << 20)
     }
 
     /// [`Store::open`] with a page cache of `cache_bytes`.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
-        // redb asserts, rather than errors, on some damaged pages: that,
-        // too, is a damaged file. The checks below read before anything
-        // writes, so the file is still as it was.
-        std::panic::catch_unwind(|| Self::open_checked(path, cache_bytes)).unwrap_or_else(|_| {
-            Err(StoreError::Open {
-                path: path.to_owned(),
-                reason: "the file is damaged (its pages cannot be read); it was left as it is: restore it from a backup".into(),
-            })
-        })
-    }
-
-    fn open_checked(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
-        let open_err = |reason: String| StoreError::Open {
-            path: path.to_owned(),
-            reason,
-        };
-        let existed = path.exists();
-        // Look before opening for writing: opening read-write updates the
-        // header, and a file this version does not understand must be left
-        // exactly as it is. A file that needs crash recovery cannot be read
-        // this way; it is checked right after recovery instead.
-        if existed {
-            match redb::ReadOnlyDatabase::open(path) {
-                Ok(db) => {
-                    let found = schema_version(&db).map_err(|e| open_err(e.to_string()))?;
-                    check_version(path, found, &db)?;
-                }
-                Err(redb::DatabaseError::RepairAborted) => {}
-                Err(e) => return Err(open_error(path, e)),
-            }
-        }
-        let mut builder = redb::Builder::new();
-        builder.set_cache_size(cache_bytes);
-        let db = if existed {
-            builder.open(path)
-        } else {
-            builder.create(path)
-        }
-        .map_err(|e| open_error(path, e))?;
-        match schema_version(&db).map_err(|e| open_err(e.to_string()))? {
-            None if !has_tables(&db)? => init(&db).map_err(|e| open_err(e.to_string()))?,
-            found => check_version(path, found, &db)?,
-        }
-
-        let handle = Arc::new(Handle {
-            db: std::sync::RwLock::new(Some(Arc::new(db))),
-        });
-        let writer = Writer::start(handle.clone(), path.to_owned(), cache_bytes);
         let announce = Announcer::default();
+        let engine = redb::RedbStore::open_with_cache(path, cache_bytes, announce.clone())?;
         Ok(Self {
-            ingest: ingest::Batcher::start(writer.clone(), announce.clone()),
-            writer,
-            db: handle,
-            path: path.to_owned(),
+            engine: Engine::Redb(engine),
             announce,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connects to the PostgreSQL database at `url` (a
+    /// `postgres://user:pass@host:port/db` URL; TLS with
+    /// `sslmode=require`) and migrates its schema. A database migrated by a
+    /// newer callisto is refused untouched.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let announce = Announcer::default();
+        let engine = postgres::PgStore::connect(url, announce.clone()).await?;
+        Ok(Self {
+            engine: Engine::Postgres(engine),
+            announce,
+        })
     }
 
-    /// Runs `f` in a write transaction shared with other writers queued at
-    /// the same time, and returns its result once the transaction is durably
-    /// committed. `f` must check before it writes (see `writer`).
-    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
-    {
-        self.writer
-            .submit(true, f)
-            .await
-            .unwrap_or(Err(StoreError::WriterGone))
-    }
-
-    /// [`Store::write`] for what may be lost in a crash because it is redone
-    /// after one (an attempt's record, a cursor that made no delivery): it
-    /// is visible at once and on disk within a fraction of a second, without
-    /// waiting for a sync of its own.
-    async fn write_lazy<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
-    {
-        self.writer
-            .submit(false, f)
-            .await
-            .unwrap_or(Err(StoreError::WriterGone))
-    }
-
-    /// A consistent snapshot to read from.
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.db.current()?.begin_read()?)
-    }
-}
-
-/// What an open of `path` that redb refused means, for the operator.
-fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
-    let reason = match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => {
-            return StoreError::InUse {
-                path: path.to_owned(),
-            };
-        }
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
-            format!("the file is damaged ({what}); it was left as it is: restore it from a backup")
-        }
-        redb::DatabaseError::RepairAborted => {
-            "it was not closed cleanly (the gateway was killed or crashed), \
-             and reading it needs the recovery a start does: start `callisto serve` on it once, \
-             stop it, and try again"
-                .to_owned()
-        }
-        redb::DatabaseError::Storage(redb::StorageError::Io(e))
-            if e.kind() == std::io::ErrorKind::NotFound =>
-        {
-            "there is no such file".to_owned()
-        }
-        other => other.to_string(),
-    };
-    StoreError::Open {
-        path: path.to_owned(),
-        reason,
-    }
-}
-
-/// Opens an existing store read-only, changing nothing, for the tools that
-/// read a whole file (verify, an offline backup). Refused, as by
-/// [`Store::open`], when the file is damaged, of another schema version or
-/// not a store; and when a gateway has it open.
-fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, StoreError> {
-    let damaged = || {
-        StoreError::Open {
-        path: path.to_owned(),
-        reason: "the file is damaged (its pages cannot be read); it was left as it is: restore it from a backup".into(),
-    }
-    };
-    std::panic::catch_unwind(|| {
-        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| open_error(path, e))?;
-        match schema_version(&db)? {
-            None if !has_tables(&db)? => Err(StoreError::Open {
-                path: path.to_owned(),
-                reason: "it holds no tables: not a callisto store".into(),
-            }),
-            found => check_version(path, found, &db).map(|()| db),
-        }
-    })
-    .unwrap_or_else(|_| Err(damaged()))
-}
-
-fn has_tables(db: &impl ReadableDatabase) -> Result<bool, StoreError> {
-    let read = db.begin_read()?;
-    Ok(read.list_tables()?.next().is_some())
-}
-
-/// The schema version a file records, if any.
-fn schema_version(db: &impl ReadableDatabase) -> Result<Option<u32>, StoreError> {
-    let read = db.begin_read()?;
-    let meta = match read.open_table(META) {
-        Ok(meta) => meta,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let Some(value) = meta.get("schema_version")? else {
-        return Ok(None);
-    };
-    let bytes: [u8; 4] = value.value().try_into().map_err(|_| StoreError::Corrupt {
-        table: "meta",
-        reason: "the schema version record is not 4 bytes".into(),
-    })?;
-    Ok(Some(u32::from_le_bytes(bytes)))
-}
-
-/// Accepts this version; refuses another, and a file of tables without one.
-fn check_version(
-    path: &Path,
-    found: Option<u32>,
-    db: &impl ReadableDatabase,
-) -> Result<(), StoreError> {
-    match found {
-        Some(SCHEMA_VERSION) => Ok(()),
-        Some(found) => Err(StoreError::SchemaVersion {
-            path: path.to_owned(),
-            found,
-            supported: SCHEMA_VERSION,
-        }),
-        None if has_tables(db)? => Err(StoreError::Open {
-            path: path.to_owned(),
-            reason: "it holds tables but no schema version: not a callisto store".into(),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Creates every table and records the schema version, in one transaction.
-fn init(db: &Database) -> Result<(), StoreError> {
-    struct Create<'a>(&'a WriteTransaction);
-    impl schema::Tables for Create<'_> {
-        fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
-            &mut self,
-            def: redb::TableDefinition<'static, K, V>,
-            _: Option<schema::Check>,
-        ) -> Result<(), StoreError> {
-            self.0.open_table(def)?;
-            Ok(())
-        }
-        fn multimap<K: redb::Key + 'static, V: redb::Key + 'static>(
-            &mut self,
-            def: redb::MultimapTableDefinition<'static, K, V>,
-        ) -> Result<(), StoreError> {
-            self.0.open_multimap_table(def)?;
-            Ok(())
+    /// Opens the store at `location`: the redb file (off the runtime's
+    /// workers, with a page cache of `cache_bytes`), or the PostgreSQL
+    /// database.
+    pub async fn open_at(location: &Location, cache_bytes: usize) -> Result<Self, StoreError> {
+        match location {
+            Location::Redb(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || Self::open_with_cache(&path, cache_bytes))
+                    .await
+                    .expect("opening the store does not panic")
+            }
+            Location::Postgres(url) => Self::connect(url).await,
         }
     }
-    let txn = db.begin_write()?;
-    schema::each(&mut Create(&txn))?;
-    {
-        let mut meta = txn.open_table(META)?;
-        meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
-        meta.insert("fanout_cursor", 0u64.to_le_bytes().as_slice())?;
+
+    /// Where the store is, for the log and messages (a URL without its
+    /// password).
+    pub fn describe(&self) -> String {
+        match &self.engine {
+            Engine::Redb(s) => s.path().display().to_string(),
+            Engine::Postgres(s) => s.describe(),
+        }
     }
-    txn.commit()?;
-    Ok(())
-}
 
-/// Reads the fan-out cursor: the sequence number of the last event fanned
-/// out.
-fn fanout_cursor(txn: &impl MetaRead) -> Result<u64, StoreError> {
-    txn.meta_u64("fanout_cursor")
-}
-
-fn set_fanout_cursor(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {
-    txn.open_table(META)?
-        .insert("fanout_cursor", seq.to_le_bytes().as_slice())?;
-    Ok(())
-}
-
-/// Reading meta counters from either kind of transaction.
-trait MetaRead {
-    fn meta_u64(&self, key: &str) -> Result<u64, StoreError>;
-}
-
-impl MetaRead for ReadTransaction {
-    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
-        let meta = self.open_table(META)?;
-        let value = meta.get(key)?;
-        Ok(value.map_or(0, |v| u64_from(v.value())))
+    /// Receives an announcement each time events were appended.
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.announce.subscribe_events()
     }
-}
 
-impl MetaRead for WriteTransaction {
-    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
-        let meta = self.open_table(META)?;
-        let value = meta.get(key)?;
-        Ok(value.map_or(0, |v| u64_from(v.value())))
+    /// Receives every delivery that becomes due.
+    pub fn subscribe_due(&self) -> tokio::sync::mpsc::UnboundedReceiver<Due> {
+        self.announce.subscribe_due()
     }
-}
 
-#[cfg(test)]
-mod tests;
+    // The log.
 
-fn u64_from(bytes: &[u8]) -> u64 {
-    bytes.try_into().map(u64::from_le_bytes).unwrap_or(0)
+    /// Appends what one ingest request's notifications make, de-duplicated
+    /// by their keys; returns once it is durable.
+    pub async fn record_notifications(
+        &self,
+        notifications: Vec<Notification>,
+    ) -> Result<Recorded, StoreError> {
+        dispatch!(self, s => s.record_notifications(notifications).await)
+    }
+
+    /// Applies what a poll of `repository_id` found to its known tags and
+    /// its poll status, appending the events it makes, in one durable
+    /// transaction. Returns how many events it appended.
+    pub async fn apply_poll(
+        &self,
+        repository_id: &str,
+        listed: HashSet<String>,
+        observed: BTreeMap<String, String>,
+        duration_ms: u64,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.apply_poll(repository_id, listed, observed, duration_ms).await)
+    }
+
+    /// Records that a poll failed, and when the next is due.
+    pub async fn record_poll_failure(
+        &self,
+        repository_id: &str,
+        error: String,
+        duration_ms: u64,
+        next_poll_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_poll_failure(repository_id, error, duration_ms, next_poll_at).await)
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        dispatch!(self, s => s.event(id).await)
+    }
+
+    /// Events matching `filter`, newest first, and whether more remain.
+    pub async fn events(&self, filter: &EventFilter) -> Result<(Vec<Event>, bool), StoreError> {
+        dispatch!(self, s => s.events(filter).await)
+    }
+
+    /// The events of the repository of event `since`, from it on, in order
+    /// (a replay). `NotFound` if there is no such event.
+    pub async fn events_from(&self, since: &str) -> Result<Vec<Event>, StoreError> {
+        dispatch!(self, s => s.events_from(since).await)
+    }
+
+    // Fan-out.
+
+    /// Up to `limit` events past the fan-out cursor.
+    pub async fn next_to_plan(&self, limit: usize) -> Result<PlanBatch, StoreError> {
+        dispatch!(self, s => s.next_to_plan(limit).await)
+    }
+
+    /// Creates the deliveries a batch made and moves the fan-out cursor past
+    /// it, in one transaction. Refused (`Conflict`) if the cursor is no
+    /// longer `cursor`.
+    pub async fn plan_deliveries(
+        &self,
+        cursor: u64,
+        last: u64,
+        planned: Vec<Delivery>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.plan_deliveries(cursor, last, planned).await)
+    }
+
+    /// Adds deliveries for a webhook outside fan-out (a replay, durably).
+    pub async fn add_deliveries(
+        &self,
+        webhook_id: &str,
+        added: Vec<Delivery>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.add_deliveries(webhook_id, added).await)
+    }
+
+    // Sending.
+
+    /// Every webhook with pending deliveries, and when its earliest is due
+    /// (Unix ms).
+    pub async fn webhooks_with_due(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        dispatch!(self, s => s.webhooks_with_due().await)
+    }
+
+    /// Up to `limit` pending deliveries of `webhook_id`, earliest first.
+    pub async fn due_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        dispatch!(self, s => s.due_deliveries(webhook_id, limit).await)
+    }
+
+    /// How many deliveries are pending.
+    pub async fn pending_count(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.pending_count().await)
+    }
+
+    /// A delivery and its webhook, read together, for an attempt.
+    pub async fn delivery_to_send(
+        &self,
+        id: &str,
+        webhook_id: &str,
+    ) -> Result<Option<(Delivery, Webhook)>, StoreError> {
+        dispatch!(self, s => s.delivery_to_send(id, webhook_id).await)
+    }
+
+    /// Records an attempt and moves its delivery on; with `disable`, turns
+    /// the webhook off in the same write. Returns the delivery as it now is,
+    /// or `None` if it was deleted meanwhile.
+    pub async fn record_attempt(
+        &self,
+        id: &str,
+        attempt: Attempt,
+        next: Next,
+        disable: Option<String>,
+    ) -> Result<Option<Delivery>, StoreError> {
+        dispatch!(self, s => s.record_attempt(id, attempt, next, disable).await)
+    }
+
+    /// Keeps a Test Webhook of a saved webhook in its history.
+    pub async fn record_test(
+        &self,
+        delivery: Delivery,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_test(delivery, attempt).await)
+    }
+
+    /// Makes a delivery pending again, due now, keeping its id.
+    pub async fn redeliver(&self, id: &str) -> Result<Delivery, StoreError> {
+        dispatch!(self, s => s.redeliver(id).await)
+    }
+
+    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        dispatch!(self, s => s.delivery(id).await)
+    }
+
+    /// A delivery's attempts, in order.
+    pub async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        dispatch!(self, s => s.attempts(delivery_id).await)
+    }
+
+    /// An event's deliveries, oldest first.
+    pub async fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        dispatch!(self, s => s.deliveries_of_event(event_id).await)
+    }
+
+    /// A webhook's deliveries, newest first, optionally in one state, before
+    /// a cursor (a delivery id); and whether more remain. `NotFound` if the
+    /// webhook does not exist.
+    pub async fn deliveries_of_webhook(
+        &self,
+        webhook_id: &str,
+        state: Option<DeliveryState>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, bool), StoreError> {
+        dispatch!(self, s => s.deliveries_of_webhook(webhook_id, state, before, limit).await)
+    }
+
+    // Repositories and webhooks.
+
+    /// Creates a repository with its webhooks. `Conflict` if one of the same
+    /// kind, name and registry exists.
+    pub async fn create_repository(
+        &self,
+        repo: Repository,
+        webhooks: Vec<Webhook>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create_repository(repo, webhooks).await)
+    }
+
+    /// Replaces a repository's settings, keeping the poll status the poller
+    /// wrote meanwhile. Returns it as stored.
+    pub async fn update_repository(&self, repo: Repository) -> Result<Repository, StoreError> {
+        dispatch!(self, s => s.update_repository(repo).await)
+    }
+
+    /// Deletes a repository, its webhooks (their pending deliveries end) and
+    /// its known tags; its events stay in the log.
+    pub async fn delete_repository(&self, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete_repository(id).await)
+    }
+
+    pub async fn repository(&self, id: &str) -> Result<Option<Repository>, StoreError> {
+        dispatch!(self, s => s.repository(id).await)
+    }
+
+    /// Every repository, in creation order.
+    pub async fn repositories(&self) -> Result<Vec<Repository>, StoreError> {
+        dispatch!(self, s => s.repositories().await)
+    }
+
+    /// A repository's known tags, by tag.
+    pub async fn tags(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError> {
+        dispatch!(self, s => s.tags(repository_id).await)
+    }
+
+    /// Adds a webhook to its repository. `NotFound` if the repository is
+    /// gone.
+    pub async fn create_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
+        dispatch!(self, s => s.create_webhook(webhook).await)
+    }
+
+    /// Replaces a webhook. Enabling a disabled one makes its pending
+    /// deliveries due again.
+    pub async fn update_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
+        dispatch!(self, s => s.update_webhook(webhook).await)
+    }
+
+    /// Deletes a webhook; its pending deliveries end as `failed`.
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete_webhook(id).await)
+    }
+
+    pub async fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+        dispatch!(self, s => s.webhook(id).await)
+    }
+
+    /// A repository's webhooks, in creation order. `NotFound` if the
+    /// repository does not exist.
+    pub async fn webhooks_of(&self, repository_id: &str) -> Result<Vec<Webhook>, StoreError> {
+        dispatch!(self, s => s.webhooks_of(repository_id).await)
+    }
+
+    /// Every webhook.
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        dispatch!(self, s => s.webhooks().await)
+    }
+
+    /// The id of the key the store's secrets are sealed with, once one was
+    /// recorded (`seal::Sealer::key_id`).
+    pub async fn sealing_key_id(&self) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.sealing_key_id().await)
+    }
+
+    /// Records the id of the key the store's secrets are sealed with.
+    pub async fn set_sealing_key_id(&self, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_sealing_key_id(id).await)
+    }
+
+    // Housekeeping.
+
+    /// Deletes up to `batch` events and `batch` finished deliveries created
+    /// before `cutoff`.
+    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
+        dispatch!(self, s => s.prune(cutoff, batch).await)
+    }
+
+    /// Writes a consistent copy of the store, as it is now, to a new file at
+    /// `dest` (refused if it exists).
+    /// Only the redb store: a PostgreSQL database is backed up with its own
+    /// tools (`pg_dump`).
+    pub async fn backup_to(&self, dest: &Path) -> Result<Backup, StoreError> {
+        match &self.engine {
+            Engine::Redb(s) => s.backup_to(dest).await,
+            Engine::Postgres(_) => Err(StoreError::Conflict(
+                "the store is in PostgreSQL: back it up with pg_dump".into(),
+            )),
+        }
+    }
 }

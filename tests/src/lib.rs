@@ -9,6 +9,7 @@ pub mod guests {
 
 pub mod gateway;
 pub mod oci;
+pub mod postgres;
 pub mod receiver;
 pub mod registry;
 

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Where state lives [default: ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Where the store is: `redb` (the file in the data directory) or a
+    /// PostgreSQL URL, postgres://user:pass@host:port/db [default: redb].
+    #[arg(long)]
+    store: Option<String>,
     /// Deliver to loopback and private addresses too.
     #[arg(long)]
     allow_private_targets: bool,
@@ -47,6 +51,7 @@ impl ServeArgs {
             log_format: self.log_format,
             allow_fresh_store: self.allow_fresh_store,
             allow_new_secret_key: self.allow_new_secret_key,
+            store: self.store,
         };
         let config = Config::load(self.config.as_deref(), std::env::vars(), &flags)?;
         let _telemetry = crate::telemetry::init(&config)?;

@@ -52,9 +52,9 @@ fn digest(path: &std::path::Path) -> Vec<u8> {
     sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
 }
 
-fn open() -> (tempfile::TempDir, Store) {
+fn open() -> (tempfile::TempDir, RedbStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("callisto.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("callisto.redb")).unwrap();
     (dir, store)
 }
 
@@ -270,7 +270,7 @@ fn an_unknown_schema_version_is_refused_and_left_untouched() {
         txn.commit().unwrap();
     }
     let before = digest(&path);
-    let err = Store::open(&path).err().expect("refused");
+    let err = RedbStore::open(&path).err().expect("refused");
     assert!(
         matches!(
             err,
@@ -292,7 +292,7 @@ fn a_file_that_is_not_a_store_is_refused() {
     let path = dir.path().join("callisto.redb");
     std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
     let before = digest(&path);
-    let err = Store::open(&path).err().expect("refused");
+    let err = RedbStore::open(&path).err().expect("refused");
     assert!(
         err.to_string()
             .starts_with(&format!("cannot open {}", path.display())),
@@ -307,14 +307,14 @@ async fn a_store_reopens_with_its_data() {
     let path = dir.path().join("callisto.redb");
     let e = event("repo_1", "v1");
     {
-        let store = Store::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         let e2 = e.clone();
         store
             .write(move |txn| events::Log::open(txn)?.append(&e2, None))
             .await
             .unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = RedbStore::open(&path).unwrap();
     let txn = store.read().unwrap();
     assert_eq!(events::by_id(&txn, &e.id).unwrap().unwrap().1, e);
 }
@@ -325,7 +325,7 @@ async fn store_with_a_bad_webhook_record() -> (tempfile::TempDir, std::path::Pat
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("callisto.redb");
     {
-        let store = Store::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         let (a, b) = (event("repo_1", "v1"), event("repo_1", "v2"));
         store
             .write(move |txn| {
@@ -351,7 +351,7 @@ async fn store_with_a_bad_webhook_record() -> (tempfile::TempDir, std::path::Pat
 async fn opening_reads_no_records_and_verify_names_the_damaged_table() {
     let (_dir, path) = store_with_a_bad_webhook_record().await;
     // Start-up does not scan the records: the bad one does not stop it.
-    drop(Store::open(&path).expect("opens without reading every record"));
+    drop(RedbStore::open(&path).expect("opens without reading every record"));
 
     let before = digest(&path);
     let report = verify_file(&path).unwrap();
@@ -471,7 +471,7 @@ async fn a_backup_is_one_snapshot_copied_while_writes_go_on() {
     assert_eq!(report.records("events"), n);
     assert_eq!(report.records("due"), 1);
     // One snapshot: the copy's log is the first n events, without gaps.
-    let copy = Store::open(&copy_dest).unwrap();
+    let copy = RedbStore::open(&copy_dest).unwrap();
     let txn = copy.read().unwrap();
     let seqs: Vec<u64> = events::after(&txn, 0, 10_000)
         .unwrap()

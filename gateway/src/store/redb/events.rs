@@ -3,10 +3,10 @@
 
 use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 
-use super::StoreError;
 use super::records::{StoredEvent, StoredEventRef, decode, encode};
 use super::schema::{DEDUPE, EVENT_IDS, EVENTS};
-use crate::event::{Event, EventType, Timestamp};
+use super::{EventFilter, StoreError};
+use crate::event::Event;
 
 /// The log's write side, its tables opened once for a whole batch of
 /// appends: opening a table is a lookup of its own, and ingest appends many
@@ -90,18 +90,6 @@ pub fn by_id(txn: &ReadTransaction, id: &str) -> Result<Option<(u64, Event)>, St
         ))),
         None => Ok(None),
     }
-}
-
-/// What `GET /api/v1/events` may ask for. Newest first.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub repository_id: Option<String>,
-    pub kind: Option<EventType>,
-    pub since: Option<Timestamp>,
-    pub until: Option<Timestamp>,
-    /// Cursor: only events older than this event id.
-    pub before: Option<String>,
-    pub limit: usize,
 }
 
 /// Events matching `filter`, newest first, and whether more remain.

@@ -4,24 +4,11 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::StoreError;
 use super::records::{StoredEvent, decode};
 use super::schema::{DEDUPE, DELIVERIES, EVENT_IDS, EVENTS};
+use super::{Pruned, StoreError};
 use crate::event::Timestamp;
 use crate::records::{Delivery, DeliveryState};
-
-/// What one pruning pass removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
-    pub events: usize,
-    pub deliveries: usize,
-}
-
-impl Pruned {
-    pub fn is_empty(&self) -> bool {
-        self.events == 0 && self.deliveries == 0
-    }
-}
 
 /// The creation time of a record from its ULID id (`evt_...`, `dlv_...`).
 fn created_ms(id: &str) -> Option<u64> {

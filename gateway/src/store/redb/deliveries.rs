@@ -2,31 +2,11 @@
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::StoreError;
 use super::records::{decode, encode};
 use super::schema::{ATTEMPTS, DELIVERIES, DUE, EVENT_DELIVERIES, WEBHOOK_DELIVERIES};
+use super::{DueDelivery, Next, StoreError};
 use crate::event::Timestamp;
 use crate::records::{Attempt, Delivery, DeliveryKind, DeliveryState};
-
-/// A pending delivery's place in the due index.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DueDelivery {
-    pub due_ms: u64,
-    pub id: String,
-}
-
-/// Where a delivery goes after an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
-    Succeeded,
-    Retry {
-        at: Timestamp,
-    },
-    /// The schedule is spent.
-    Dead,
-    /// Not to be attempted again (e.g. the webhook answered `410 Gone`).
-    Failed,
-}
 
 fn due_ms(t: Timestamp) -> u64 {
     t.unix_millis().max(0) as u64

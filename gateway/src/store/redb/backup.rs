@@ -1,7 +1,7 @@
 //! A consistent copy of a store in a new file: one read transaction (a
 //! snapshot: what was committed when it began, and nothing after) copied
 //! table by table into a new redb file. The live store keeps taking writes
-//! meanwhile; the copy is a store like any other, opened by `Store::open`
+//! meanwhile; the copy is a store like any other, opened by `RedbStore::open`
 //! and checked by `verify_file`.
 //!
 //! The sealing key is not in the store, so not in the copy either: a
@@ -17,7 +17,7 @@ use redb::{
 };
 
 use super::schema::{self, Check};
-use super::{Store, StoreError, open_read_only};
+use super::{RedbStore, StoreError, open_read_only};
 
 /// Records copied per write transaction, so that copying a large table does
 /// not hold all of it in one transaction.
@@ -43,7 +43,7 @@ impl Backup {
     }
 }
 
-impl Store {
+impl RedbStore {
     /// Writes a consistent copy of the store, as it is now, to a new file at
     /// `dest` (refused if it exists). Writers are not held up; what they
     /// commit after the copy began is not in it.
@@ -61,7 +61,7 @@ impl Store {
     }
 }
 
-/// [`Store::backup_to`] for a store no gateway has open: the file at `src`
+/// [`RedbStore::backup_to`] for a store no gateway has open: the file at `src`
 /// is opened read-only (`StoreError::InUse` if a gateway has it).
 pub fn backup_file(src: &Path, dest: &Path) -> Result<Backup, StoreError> {
     let db = open_read_only(src)?;

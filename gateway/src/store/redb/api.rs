@@ -5,29 +5,19 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::announce::Due;
-use super::events::{self, EventFilter, Log};
+use super::events::{self, Log};
 use super::ingest::Book;
 use super::repos::{self, Reader, Tags};
-use super::retention::{self, Pruned};
-use super::{DueDelivery, Next, Store, StoreError, deliveries, fanout_cursor, set_fanout_cursor};
+use super::retention;
+use super::{
+    DueDelivery, EventFilter, Next, PlanBatch, Pruned, RedbStore, StoreError, deliveries,
+    fanout_cursor, set_fanout_cursor,
+};
 use crate::changes::{self, Notification, Recorded};
 use crate::event::{Event, Timestamp};
 use crate::records::{
     Attempt, Delivery, DeliveryState, InitialSync, KnownTag, PollStatus, Repository, Webhook,
 };
-
-/// The next events fan-out has to plan, with the enabled webhooks of their
-/// repositories, read from one snapshot.
-#[derive(Debug, Default)]
-pub struct PlanBatch {
-    /// The cursor the batch starts after: planning it moves the cursor from
-    /// here to `last`.
-    pub cursor: u64,
-    pub last: u64,
-    pub events: Vec<Event>,
-    /// Enabled webhooks by repository id.
-    pub webhooks: HashMap<String, Vec<Webhook>>,
-}
 
 fn due_of(deliveries: &[Delivery]) -> Vec<Due> {
     deliveries
@@ -42,17 +32,7 @@ fn due_of(deliveries: &[Delivery]) -> Vec<Due> {
         .collect()
 }
 
-impl Store {
-    /// Receives an announcement each time events were appended.
-    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.announce.subscribe_events()
-    }
-
-    /// Receives every delivery that becomes due.
-    pub fn subscribe_due(&self) -> tokio::sync::mpsc::UnboundedReceiver<Due> {
-        self.announce.subscribe_due()
-    }
-
+impl RedbStore {
     // The log.
 
     /// Appends what one ingest request's notifications make, de-duplicated

@@ -1,0 +1,1481 @@
+//! The PostgreSQL engine: the same operations as redb's, one transaction
+//! each, through a pool of connections (tokio-postgres and deadpool; rustls
+//! when the URL asks for `sslmode=require`).
+//!
+//! Records are the same MessagePack bytes as in redb (`records`), beside
+//! the columns the indexes and constraints need. The schema is migrated at
+//! start (`migrations/`, embedded), under an advisory lock; a database of a
+//! newer schema than this binary knows is refused untouched.
+//!
+//! Appends to the log hold the log's advisory lock until they commit, so
+//! that sequence numbers are committed in order and de-duplication sees
+//! every earlier append. What several gateways on one database still need
+//! (claims with leases, LISTEN/NOTIFY wakeups, poll leases) is not here yet:
+//! see docs/scaling.md.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{IsolationLevel, NoTls, Transaction};
+
+use super::StoreError;
+use super::announce::{Announcer, Due};
+use super::records::{StoredEvent, StoredEventRef, decode, encode};
+use super::types::{DueDelivery, EventFilter, Next, PlanBatch, Pruned};
+use crate::changes::{self, Notification, Recorded, TagBook};
+use crate::event::{Event, Timestamp};
+use crate::records::{
+    Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
+    RepositoryKind, Webhook,
+};
+
+/// The schema's migrations, in order: version N is the first N applied.
+const MIGRATIONS: &[&str] = &[include_str!("postgres/migrations/0001_initial.sql")];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Advisory lock keys (arbitrary, fixed): migrating; appending to the log;
+/// creating repositories.
+const MIGRATE_LOCK: i64 = 0x6361_6c6c_0001;
+const LOG_LOCK: i64 = 0x6361_6c6c_0002;
+const REPOSITORIES_LOCK: i64 = 0x6361_6c6c_0003;
+
+/// Connections kept open at most.
+const POOL_SIZE: usize = 16;
+
+/// A PostgreSQL database holding the gateway's store. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct PgStore {
+    pool: Pool,
+    /// The URL without its password, for messages.
+    shown: Arc<str>,
+    announce: Announcer,
+}
+
+/// Turns a driver error into a [`StoreError`] that says what was being done.
+trait Doing<T> {
+    fn doing(self, what: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Doing<T> for Result<T, tokio_postgres::Error> {
+    fn doing(self, what: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Postgres {
+            doing: what,
+            reason: reason(&e),
+        })
+    }
+}
+
+fn reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres { reason, .. } if reason.contains("SQLSTATE 23505"))
+}
+
+/// `url` without its password.
+pub(super) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(an unparsable postgres URL)".to_owned(),
+    }
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.unix_millis().max(0)
+}
+
+fn nanos(t: Timestamp) -> i64 {
+    t.unix_nanos().clamp(0, i128::from(i64::MAX)) as i64
+}
+
+/// The creation time of a record from its ULID id (`evt_...`, `dlv_...`).
+fn created_ms(id: &str) -> i64 {
+    id.split_once('_')
+        .and_then(|(_, u)| ulid::Ulid::from_string(u).ok())
+        .map_or(0, |u| u.timestamp_ms() as i64)
+}
+
+fn state_str(state: DeliveryState) -> &'static str {
+    state.as_str()
+}
+
+fn kind_str(kind: DeliveryKind) -> &'static str {
+    match kind {
+        DeliveryKind::Event => "event",
+        DeliveryKind::Test => "test",
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, migrates its schema, and keeps a
+    /// pool of connections to it.
+    pub async fn connect(url: &str, announce: Announcer) -> Result<Self, StoreError> {
+        let shown: Arc<str> = redact(url).into();
+        let connect_err = {
+            let url = shown.to_string();
+            move |reason: String| StoreError::Connect {
+                url: url.clone(),
+                reason,
+            }
+        };
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            connect_err(format!("not a PostgreSQL URL: {e}"))
+        })?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if config.get_ssl_mode() == SslMode::Require {
+            Manager::from_config(config, tls_connector(), manager_config)
+        } else {
+            Manager::from_config(config, NoTls, manager_config)
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| connect_err(e.to_string()))?;
+        let store = Self {
+            pool,
+            shown,
+            announce,
+        };
+        let mut conn = store
+            .pool
+            .get()
+            .await
+            .map_err(|e| connect_err(pool_reason(e)))?;
+        migrate(&mut conn, &store.shown).await?;
+        Ok(store)
+    }
+
+    pub fn describe(&self) -> String {
+        self.shown.to_string()
+    }
+
+    async fn conn(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Postgres {
+            doing: "taking a connection from the pool",
+            reason: pool_reason(e),
+        })
+    }
+
+    // The log.
+
+    pub async fn record_notifications(
+        &self,
+        notifications: Vec<Notification>,
+    ) -> Result<Recorded, StoreError> {
+        if notifications.is_empty() {
+            return Ok(Recorded::default());
+        }
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        lock(&txn, LOG_LOCK).await?;
+        let mut recorded = Recorded::default();
+        let mut repos: HashMap<(String, Option<String>), Repository> = HashMap::new();
+        let mut books: HashMap<String, MemBook> = HashMap::new();
+        for n in &notifications {
+            let seen = txn
+                .query_opt("SELECT 1 FROM dedupe WHERE key = $1", &[&n.dedupe_key])
+                .await
+                .doing("reading the de-duplication keys")?;
+            if seen.is_some() {
+                recorded.duplicates += 1;
+                continue;
+            }
+            let key = (n.repository.clone(), n.host.clone());
+            let repo = match repos.get(&key) {
+                Some(repo) => repo.clone(),
+                None => {
+                    let repo = local_repository(&txn, n).await?;
+                    repos.insert(key, repo.clone());
+                    repo
+                }
+            };
+            let mut reference = repo.reference();
+            reference.registry = reference.registry.or_else(|| n.host.clone());
+            if !books.contains_key(&repo.id) {
+                books.insert(repo.id.clone(), MemBook::load(&txn, &repo.id).await?);
+            }
+            let book = books.get_mut(&repo.id).expect("loaded above");
+            let events = changes::from_notification(book, &reference, n)?;
+            for (i, e) in events.iter().enumerate() {
+                // The first event carries the key; its presence is what counts.
+                append(&txn, e, (i == 0).then_some(n.dedupe_key.as_str())).await?;
+            }
+            recorded.events.extend(events);
+        }
+        for book in books.values() {
+            book.flush(&txn).await?;
+        }
+        txn.commit().await.doing("committing notifications")?;
+        if !recorded.events.is_empty() {
+            self.announce.events_appended();
+        }
+        Ok(recorded)
+    }
+
+    pub async fn apply_poll(
+        &self,
+        repository_id: &str,
+        listed: HashSet<String>,
+        observed: BTreeMap<String, String>,
+        duration_ms: u64,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        lock(&txn, LOG_LOCK).await?;
+        let Some(mut repo) = repository(&txn, repository_id, true).await? else {
+            return Ok(0);
+        };
+        let silent = !repo.poll.synced
+            && repo
+                .remote
+                .as_ref()
+                .is_some_and(|s| s.initial_sync == InitialSync::Silent);
+        let now = Timestamp::now();
+        let mut book = MemBook::load(&txn, repository_id).await?;
+        let events = changes::from_poll(
+            &mut book,
+            &repo.reference(),
+            &listed,
+            &observed,
+            silent,
+            now,
+        )?;
+        for e in &events {
+            append(&txn, e, None).await?;
+        }
+        book.flush(&txn).await?;
+        let interval = repo.remote.as_ref().map_or(60, |s| s.poll_interval_secs);
+        repo.poll = PollStatus {
+            synced: true,
+            last_poll_at: Some(now),
+            last_duration_ms: Some(duration_ms),
+            last_error: None,
+            consecutive_errors: 0,
+            next_poll_at: Some(Timestamp::from_unix_millis(
+                now.unix_millis()
+                    .saturating_add((interval as i64).saturating_mul(1000)),
+            )),
+        };
+        put_repository(&txn, &repo).await?;
+        txn.commit().await.doing("committing a poll")?;
+        if !events.is_empty() {
+            self.announce.events_appended();
+        }
+        Ok(events.len())
+    }
+
+    pub async fn record_poll_failure(
+        &self,
+        repository_id: &str,
+        error: String,
+        duration_ms: u64,
+        next_poll_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let Some(mut repo) = repository(&txn, repository_id, true).await? else {
+            return Ok(());
+        };
+        repo.poll.last_poll_at = Some(Timestamp::now());
+        repo.poll.last_duration_ms = Some(duration_ms);
+        repo.poll.last_error = Some(error);
+        repo.poll.consecutive_errors += 1;
+        repo.poll.next_poll_at = Some(next_poll_at);
+        put_repository(&txn, &repo).await?;
+        txn.commit().await.doing("committing a poll failure")
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt("SELECT record FROM events WHERE id = $1", &[&id])
+            .await
+            .doing("reading an event")?;
+        row.map(|r| decode_event(r.get(0))).transpose()
+    }
+
+    pub async fn events(&self, filter: &EventFilter) -> Result<(Vec<Event>, bool), StoreError> {
+        let conn = self.conn().await?;
+        let upper: i64 = match &filter.before {
+            Some(id) => conn
+                .query_opt("SELECT seq FROM events WHERE id = $1", &[id])
+                .await
+                .doing("reading an event")?
+                .map(|r| r.get(0))
+                .ok_or_else(|| StoreError::not_found("event", id))?,
+            None => i64::MAX,
+        };
+        let kind = filter.kind.map(|k| k.as_str());
+        let since = filter.since.map(nanos);
+        let until = filter.until.map(nanos);
+        let rows = conn
+            .query(
+                "SELECT record FROM events
+                 WHERE seq < $1
+                   AND ($2::text IS NULL OR repository_id = $2)
+                   AND ($3::text IS NULL OR kind = $3)
+                   AND ($4::bigint IS NULL OR occurred_at_ns >= $4)
+                   AND ($5::bigint IS NULL OR occurred_at_ns <= $5)
+                 ORDER BY seq DESC LIMIT $6",
+                &[
+                    &upper,
+                    &filter.repository_id,
+                    &kind,
+                    &since,
+                    &until,
+                    &(filter.limit as i64 + 1),
+                ],
+            )
+            .await
+            .doing("listing events")?;
+        let mut out = rows
+            .iter()
+            .map(|r| decode_event(r.get(0)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = out.len() > filter.limit;
+        out.truncate(filter.limit);
+        Ok((out, more))
+    }
+
+    pub async fn events_from(&self, since: &str) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn().await?;
+        let first = conn
+            .query_opt(
+                "SELECT seq, repository_id FROM events WHERE id = $1",
+                &[&since],
+            )
+            .await
+            .doing("reading an event")?
+            .ok_or_else(|| StoreError::not_found("event", since))?;
+        let (seq, repository_id): (i64, String) = (first.get(0), first.get(1));
+        let rows = conn
+            .query(
+                "SELECT record FROM events WHERE repository_id = $1 AND seq >= $2 ORDER BY seq",
+                &[&repository_id, &seq],
+            )
+            .await
+            .doing("reading a repository's events")?;
+        rows.iter().map(|r| decode_event(r.get(0))).collect()
+    }
+
+    // Fan-out.
+
+    pub async fn next_to_plan(&self, limit: usize) -> Result<PlanBatch, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .doing("beginning a transaction")?;
+        let cursor = fanout_cursor(&txn, false).await?;
+        let rows = txn
+            .query(
+                "SELECT seq, record FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(cursor as i64), &(limit as i64)],
+            )
+            .await
+            .doing("reading the events to fan out")?;
+        let mut last = cursor;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            last = row.get::<_, i64>(0) as u64;
+            events.push(decode_event(row.get(1))?);
+        }
+        let mut webhooks: HashMap<String, Vec<Webhook>> = HashMap::new();
+        for event in &events {
+            if !webhooks.contains_key(&event.repository.id) {
+                let enabled = webhooks_of(&txn, &event.repository.id)
+                    .await?
+                    .into_iter()
+                    .filter(|w| w.enabled)
+                    .collect();
+                webhooks.insert(event.repository.id.clone(), enabled);
+            }
+        }
+        txn.commit().await.doing("ending a read")?;
+        Ok(PlanBatch {
+            cursor,
+            last,
+            events,
+            webhooks,
+        })
+    }
+
+    pub async fn plan_deliveries(
+        &self,
+        cursor: u64,
+        last: u64,
+        planned: Vec<Delivery>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        // The cursor's row stays locked until commit: a concurrent planner
+        // waits, then sees the cursor moved and is refused.
+        let now = fanout_cursor(&txn, true).await?;
+        if now != cursor {
+            return Err(StoreError::Conflict(format!(
+                "fan-out cursor moved from {cursor} to {now} during a batch"
+            )));
+        }
+        for delivery in &planned {
+            match create_delivery(&txn, delivery, true).await {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::Conflict(format!(
+                        "event {} was already planned for webhook {}",
+                        delivery.event_id, delivery.webhook_id
+                    )));
+                }
+                other => other?,
+            }
+        }
+        txn.execute(
+            "UPDATE meta SET value = $1 WHERE key = 'fanout_cursor'",
+            &[&last.to_string()],
+        )
+        .await
+        .doing("moving the fan-out cursor")?;
+        txn.commit().await.doing("committing planned deliveries")?;
+        self.announce.due(due_of(&planned));
+        Ok(())
+    }
+
+    pub async fn add_deliveries(
+        &self,
+        webhook_id: &str,
+        added: Vec<Delivery>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        if webhook(&txn, webhook_id).await?.is_none() {
+            return Err(StoreError::not_found("webhook", webhook_id));
+        }
+        for d in &added {
+            create_delivery(&txn, d, false).await?;
+        }
+        txn.commit().await.doing("committing deliveries")?;
+        self.announce.due(due_of(&added));
+        Ok(())
+    }
+
+    // Sending.
+
+    pub async fn webhooks_with_due(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT webhook_id, min(due_ms) FROM deliveries
+                 WHERE due_ms IS NOT NULL GROUP BY webhook_id ORDER BY webhook_id",
+                &[],
+            )
+            .await
+            .doing("reading the webhooks with due deliveries")?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    pub async fn due_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT due_ms, id FROM deliveries
+                 WHERE webhook_id = $1 AND due_ms IS NOT NULL
+                 ORDER BY due_ms, id LIMIT $2",
+                &[&webhook_id, &(limit.min(i64::MAX as usize) as i64)],
+            )
+            .await
+            .doing("reading due deliveries")?;
+        Ok(rows
+            .iter()
+            .map(|r| DueDelivery {
+                due_ms: r.get::<_, i64>(0) as u64,
+                id: r.get(1),
+            })
+            .collect())
+    }
+
+    pub async fn pending_count(&self) -> Result<u64, StoreError> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE due_ms IS NOT NULL",
+                &[],
+            )
+            .await
+            .doing("counting pending deliveries")?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    pub async fn delivery_to_send(
+        &self,
+        id: &str,
+        webhook_id: &str,
+    ) -> Result<Option<(Delivery, Webhook)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = read_only(&mut conn).await?;
+        let delivery = delivery(&txn, id, false).await?;
+        let webhook = webhook(&txn, webhook_id).await?;
+        txn.commit().await.doing("ending a read")?;
+        Ok(delivery.zip(webhook))
+    }
+
+    pub async fn record_attempt(
+        &self,
+        id: &str,
+        attempt: Attempt,
+        next: Next,
+        disable: Option<String>,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let updated = record_attempt(&txn, id, &attempt, &next).await?;
+        if let (Some(reason), Some(d)) = (&disable, &updated) {
+            disable_webhook(&txn, &d.webhook_id, reason).await?;
+        }
+        txn.commit().await.doing("committing an attempt")?;
+        if let Some(d) = &updated
+            && let Some(at) = d.next_attempt_at
+        {
+            self.announce.due([Due {
+                webhook: d.webhook_id.clone(),
+                at,
+            }]);
+        }
+        Ok(updated)
+    }
+
+    pub async fn record_test(
+        &self,
+        delivery: Delivery,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        create_delivery(&txn, &delivery, false).await?;
+        if let Some(attempt) = attempt {
+            let next = if attempt.succeeded {
+                Next::Succeeded
+            } else {
+                Next::Failed
+            };
+            record_attempt(&txn, &delivery.id, &attempt, &next).await?;
+        }
+        txn.commit().await.doing("committing a test delivery")
+    }
+
+    pub async fn redeliver(&self, id: &str) -> Result<Delivery, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let mut delivery = delivery(&txn, id, true)
+            .await?
+            .ok_or_else(|| StoreError::not_found("delivery", id))?;
+        if delivery.kind == DeliveryKind::Test {
+            return Err(StoreError::Conflict(format!(
+                "{id} records a test; test the webhook again instead"
+            )));
+        }
+        if delivery.request.is_none() {
+            return Err(StoreError::Conflict(format!(
+                "delivery {id} has no request to send: its plugin failed ({}); replay the event instead",
+                delivery.last_error.as_deref().unwrap_or("unknown error")
+            )));
+        }
+        let now = Timestamp::now();
+        delivery.state = DeliveryState::Pending;
+        delivery.next_attempt_at = Some(now);
+        delivery.updated_at = now;
+        update_delivery(&txn, &delivery, Some(now)).await?;
+        txn.commit().await.doing("committing a redelivery")?;
+        self.announce.due(due_of(std::slice::from_ref(&delivery)));
+        Ok(delivery)
+    }
+
+    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = read_only(&mut conn).await?;
+        let found = delivery(&txn, id, false).await?;
+        txn.commit().await.doing("ending a read")?;
+        Ok(found)
+    }
+
+    pub async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT record FROM attempts WHERE delivery_id = $1 ORDER BY number",
+                &[&delivery_id],
+            )
+            .await
+            .doing("reading attempts")?;
+        rows.iter().map(|r| decode("attempts", r.get(0))).collect()
+    }
+
+    pub async fn deliveries_of_event(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT record FROM deliveries WHERE event_id = $1 ORDER BY id",
+                &[&event_id],
+            )
+            .await
+            .doing("reading an event's deliveries")?;
+        rows.iter()
+            .map(|r| decode("deliveries", r.get(0)))
+            .collect()
+    }
+
+    pub async fn deliveries_of_webhook(
+        &self,
+        webhook_id: &str,
+        state: Option<DeliveryState>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, bool), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = read_only(&mut conn).await?;
+        if webhook(&txn, webhook_id).await?.is_none() {
+            return Err(StoreError::not_found("webhook", webhook_id));
+        }
+        let state = state.map(state_str);
+        let rows = txn
+            .query(
+                "SELECT record FROM deliveries
+                 WHERE webhook_id = $1
+                   AND ($2::text IS NULL OR state = $2)
+                   AND ($3::text IS NULL OR id < $3)
+                 ORDER BY id DESC LIMIT $4",
+                &[&webhook_id, &state, &before, &(limit as i64 + 1)],
+            )
+            .await
+            .doing("listing a webhook's deliveries")?;
+        txn.commit().await.doing("ending a read")?;
+        let mut out = rows
+            .iter()
+            .map(|r| decode("deliveries", r.get(0)))
+            .collect::<Result<Vec<Delivery>, _>>()?;
+        let more = out.len() > limit;
+        out.truncate(limit);
+        Ok((out, more))
+    }
+
+    // Repositories and webhooks.
+
+    pub async fn create_repository(
+        &self,
+        repo: Repository,
+        webhooks: Vec<Webhook>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        lock(&txn, REPOSITORIES_LOCK).await?;
+        let clash = repositories_named(&txn, &repo.name)
+            .await?
+            .into_iter()
+            .any(|r| r.kind == repo.kind && r.registry == repo.registry);
+        if clash {
+            return Err(StoreError::Conflict(format!(
+                "a {} repository named {} already exists{}",
+                repo.kind.as_str(),
+                repo.name,
+                repo.registry
+                    .as_deref()
+                    .map(|r| format!(" on {r}"))
+                    .unwrap_or_default()
+            )));
+        }
+        put_repository(&txn, &repo).await?;
+        for w in &webhooks {
+            put_webhook(&txn, w).await?;
+        }
+        txn.commit().await.doing("committing a repository")
+    }
+
+    pub async fn update_repository(&self, repo: Repository) -> Result<Repository, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let Some(current) = repository(&txn, &repo.id, true).await? else {
+            return Err(StoreError::not_found("repository", &repo.id));
+        };
+        let fresh = Repository {
+            poll: current.poll,
+            ..repo
+        };
+        put_repository(&txn, &fresh).await?;
+        txn.commit().await.doing("committing a repository")?;
+        Ok(fresh)
+    }
+
+    pub async fn delete_repository(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        if repository(&txn, id, true).await?.is_none() {
+            return Err(StoreError::not_found("repository", id));
+        }
+        for w in webhooks_of(&txn, id).await? {
+            delete_webhook(&txn, &w.id).await?;
+        }
+        for sql in [
+            "DELETE FROM tags WHERE repository_id = $1",
+            "DELETE FROM tag_marks WHERE repository_id = $1",
+            "DELETE FROM repositories WHERE id = $1",
+        ] {
+            txn.execute(sql, &[&id])
+                .await
+                .doing("deleting a repository")?;
+        }
+        txn.commit().await.doing("committing a deleted repository")
+    }
+
+    pub async fn repository(&self, id: &str) -> Result<Option<Repository>, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = read_only(&mut conn).await?;
+        let found = repository(&txn, id, false).await?;
+        txn.commit().await.doing("ending a read")?;
+        Ok(found)
+    }
+
+    pub async fn repositories(&self) -> Result<Vec<Repository>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query("SELECT record FROM repositories ORDER BY id", &[])
+            .await
+            .doing("listing repositories")?;
+        rows.iter()
+            .map(|r| decode("repositories", r.get(0)))
+            .collect()
+    }
+
+    pub async fn tags(&self, repository_id: &str) -> Result<Vec<(String, KnownTag)>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT tag, record FROM tags WHERE repository_id = $1 ORDER BY tag",
+                &[&repository_id],
+            )
+            .await
+            .doing("reading known tags")?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), decode("tags", r.get(1))?)))
+            .collect()
+    }
+
+    pub async fn create_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        // Locks the repository's row: it cannot be deleted meanwhile.
+        if repository(&txn, &webhook.repository_id, true)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::not_found("repository", &webhook.repository_id));
+        }
+        put_webhook(&txn, &webhook).await?;
+        txn.commit().await.doing("committing a webhook")
+    }
+
+    pub async fn update_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let current = txn
+            .query_opt(
+                "SELECT record FROM webhooks WHERE id = $1 FOR UPDATE",
+                &[&webhook.id],
+            )
+            .await
+            .doing("reading a webhook")?
+            .map(|r| decode::<Webhook>("webhooks", r.get(0)))
+            .transpose()?
+            .ok_or_else(|| StoreError::not_found("webhook", &webhook.id))?;
+        put_webhook(&txn, &webhook).await?;
+        txn.commit().await.doing("committing a webhook")?;
+        if webhook.enabled && !current.enabled {
+            self.announce.due([Due {
+                webhook: webhook.id.clone(),
+                at: Timestamp::now(),
+            }]);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        delete_webhook(&txn, id).await?;
+        txn.commit().await.doing("committing a deleted webhook")
+    }
+
+    pub async fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = read_only(&mut conn).await?;
+        let found = webhook(&txn, id).await?;
+        txn.commit().await.doing("ending a read")?;
+        Ok(found)
+    }
+
+    pub async fn webhooks_of(&self, repository_id: &str) -> Result<Vec<Webhook>, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = read_only(&mut conn).await?;
+        if repository(&txn, repository_id, false).await?.is_none() {
+            return Err(StoreError::not_found("repository", repository_id));
+        }
+        let found = webhooks_of(&txn, repository_id).await?;
+        txn.commit().await.doing("ending a read")?;
+        Ok(found)
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query("SELECT record FROM webhooks ORDER BY id", &[])
+            .await
+            .doing("listing webhooks")?;
+        rows.iter().map(|r| decode("webhooks", r.get(0))).collect()
+    }
+
+    pub async fn sealing_key_id(&self) -> Result<Option<String>, StoreError> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt("SELECT value FROM meta WHERE key = 'seal_key_id'", &[])
+            .await
+            .doing("reading the sealing key's id")?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn set_sealing_key_id(&self, id: &str) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('seal_key_id', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&id],
+        )
+        .await
+        .doing("recording the sealing key's id")?;
+        Ok(())
+    }
+
+    // Housekeeping.
+
+    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let cutoff_ms = ms(cutoff);
+        let batch = batch.min(i64::MAX as usize) as i64;
+        let keys = txn
+            .query(
+                "DELETE FROM events WHERE seq IN (
+                     SELECT seq FROM events WHERE created_ms < $1 ORDER BY seq LIMIT $2
+                 ) RETURNING dedupe_key",
+                &[&cutoff_ms, &batch],
+            )
+            .await
+            .doing("pruning events")?;
+        let dedupe: Vec<String> = keys
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(0))
+            .collect();
+        txn.execute("DELETE FROM dedupe WHERE key = ANY($1)", &[&dedupe])
+            .await
+            .doing("pruning de-duplication keys")?;
+        // Pending deliveries are kept whatever their age: they are still
+        // owed to someone. Attempts go with their delivery (ON DELETE
+        // CASCADE).
+        let deliveries = txn
+            .execute(
+                "DELETE FROM deliveries WHERE id IN (
+                     SELECT id FROM deliveries
+                     WHERE created_ms < $1 AND state <> 'pending'
+                     ORDER BY id LIMIT $2
+                 )",
+                &[&cutoff_ms, &batch],
+            )
+            .await
+            .doing("pruning deliveries")?;
+        txn.commit().await.doing("committing a pruning pass")?;
+        Ok(Pruned {
+            events: keys.len(),
+            deliveries: deliveries as usize,
+        })
+    }
+}
+
+fn pool_reason(e: deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => reason(&e),
+        other => other.to_string(),
+    }
+}
+
+/// rustls for `sslmode=require`: the system's roots and webpki's.
+fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction, under an
+/// advisory lock (gateways starting together migrate once). A database of
+/// a newer version is refused before anything is written.
+async fn migrate(conn: &mut Object, shown: &str) -> Result<(), StoreError> {
+    let txn = conn
+        .transaction()
+        .await
+        .doing("beginning the schema migration")?;
+    lock(&txn, MIGRATE_LOCK).await?;
+    let exists: bool = txn
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await
+        .doing("reading the schema version")?
+        .get(0);
+    let found: i32 = if exists {
+        txn.query_opt("SELECT version FROM schema_version", &[])
+            .await
+            .doing("reading the schema version")?
+            .map_or(0, |r| r.get(0))
+    } else {
+        0
+    };
+    if found > SCHEMA_VERSION {
+        // Dropping the transaction rolls it back: nothing was written.
+        return Err(StoreError::DatabaseSchemaVersion {
+            database: shown.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return txn.commit().await.doing("ending the schema check");
+    }
+    if !exists {
+        txn.batch_execute(
+            "CREATE TABLE schema_version (version integer NOT NULL);
+             INSERT INTO schema_version (version) VALUES (0);",
+        )
+        .await
+        .doing("creating the schema version")?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        txn.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Migration {
+                version: i as i32 + 1,
+                reason: reason(&e),
+            })?;
+        tracing::info!(version = i + 1, "PostgreSQL schema migrated");
+    }
+    txn.execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])
+        .await
+        .doing("recording the schema version")?;
+    txn.commit().await.doing("committing the schema migration")
+}
+
+async fn lock(txn: &Transaction<'_>, key: i64) -> Result<(), StoreError> {
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await
+        .doing("taking an advisory lock")?;
+    Ok(())
+}
+
+async fn read_only<'a>(
+    conn: &'a mut Object,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    conn.build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .doing("beginning a transaction")
+}
+
+fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    Ok(decode::<StoredEvent>("events", bytes)?.event)
+}
+
+fn due_of(deliveries: &[Delivery]) -> Vec<Due> {
+    deliveries
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .filter_map(|d| {
+            Some(Due {
+                webhook: d.webhook_id.clone(),
+                at: d.next_attempt_at?,
+            })
+        })
+        .collect()
+}
+
+/// Appends an event to the log; the caller holds [`LOG_LOCK`].
+async fn append(
+    txn: &Transaction<'_>,
+    event: &Event,
+    dedupe_key: Option<&str>,
+) -> Result<i64, StoreError> {
+    let record = encode(&StoredEventRef { event, dedupe_key });
+    let row = txn
+        .query_one(
+            "INSERT INTO events (seq, id, repository_id, kind, occurred_at_ns, created_ms, dedupe_key, record)
+             VALUES (nextval('events_seq'), $1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+            &[
+                &event.id,
+                &event.repository.id,
+                &event.kind.as_str(),
+                &nanos(event.occurred_at),
+                &created_ms(&event.id),
+                &dedupe_key,
+                &record,
+            ],
+        )
+        .await
+        .doing("appending an event")?;
+    let seq: i64 = row.get(0);
+    if let Some(key) = dedupe_key {
+        txn.execute(
+            "INSERT INTO dedupe (key, seq) VALUES ($1, $2)",
+            &[&key, &seq],
+        )
+        .await
+        .doing("recording a de-duplication key")?;
+    }
+    Ok(seq)
+}
+
+async fn fanout_cursor(txn: &Transaction<'_>, for_update: bool) -> Result<u64, StoreError> {
+    let sql = if for_update {
+        "SELECT value FROM meta WHERE key = 'fanout_cursor' FOR UPDATE"
+    } else {
+        "SELECT value FROM meta WHERE key = 'fanout_cursor'"
+    };
+    let value: Option<String> = txn
+        .query_opt(sql, &[])
+        .await
+        .doing("reading the fan-out cursor")?
+        .map(|r| r.get(0));
+    value.map_or(Ok(0), |v| {
+        v.parse().map_err(|_| StoreError::Corrupt {
+            table: "meta",
+            reason: format!("the fan-out cursor {v:?} is not a number"),
+        })
+    })
+}
+
+async fn repository(
+    txn: &Transaction<'_>,
+    id: &str,
+    for_update: bool,
+) -> Result<Option<Repository>, StoreError> {
+    let sql = if for_update {
+        "SELECT record FROM repositories WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT record FROM repositories WHERE id = $1"
+    };
+    txn.query_opt(sql, &[&id])
+        .await
+        .doing("reading a repository")?
+        .map(|r| decode("repositories", r.get(0)))
+        .transpose()
+}
+
+async fn repositories_named(
+    txn: &Transaction<'_>,
+    name: &str,
+) -> Result<Vec<Repository>, StoreError> {
+    let rows = txn
+        .query(
+            "SELECT record FROM repositories WHERE name = $1 ORDER BY id",
+            &[&name],
+        )
+        .await
+        .doing("reading repositories by name")?;
+    rows.iter()
+        .map(|r| decode("repositories", r.get(0)))
+        .collect()
+}
+
+async fn put_repository(txn: &Transaction<'_>, repo: &Repository) -> Result<(), StoreError> {
+    txn.execute(
+        "INSERT INTO repositories (id, name, kind, registry, record) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+             registry = excluded.registry, record = excluded.record",
+        &[
+            &repo.id,
+            &repo.name,
+            &repo.kind.as_str(),
+            &repo.registry,
+            &encode(repo),
+        ],
+    )
+    .await
+    .doing("writing a repository")?;
+    Ok(())
+}
+
+/// The local repository a notification is for, created on first sight:
+/// one named as it says whose registry is unset or its host, the one that
+/// names the host first.
+async fn local_repository(
+    txn: &Transaction<'_>,
+    n: &Notification,
+) -> Result<Repository, StoreError> {
+    let host = n.host.as_deref();
+    let mut candidates: Vec<Repository> = repositories_named(txn, &n.repository)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == RepositoryKind::Local)
+        .filter(|r| match (&r.registry, host) {
+            (None, _) => true,
+            (Some(want), Some(host)) => want.eq_ignore_ascii_case(host),
+            (Some(_), None) => false,
+        })
+        .collect();
+    candidates.sort_by_key(|r| r.registry.is_none());
+    if let Some(repo) = candidates.into_iter().next() {
+        return Ok(repo);
+    }
+    let repo = Repository::new_local(&n.repository);
+    put_repository(txn, &repo).await?;
+    tracing::info!(repository = repo.name, id = repo.id, "new local repository");
+    Ok(repo)
+}
+
+async fn webhook(txn: &Transaction<'_>, id: &str) -> Result<Option<Webhook>, StoreError> {
+    txn.query_opt("SELECT record FROM webhooks WHERE id = $1", &[&id])
+        .await
+        .doing("reading a webhook")?
+        .map(|r| decode("webhooks", r.get(0)))
+        .transpose()
+}
+
+async fn webhooks_of(
+    txn: &Transaction<'_>,
+    repository_id: &str,
+) -> Result<Vec<Webhook>, StoreError> {
+    let rows = txn
+        .query(
+            "SELECT record FROM webhooks WHERE repository_id = $1 ORDER BY id",
+            &[&repository_id],
+        )
+        .await
+        .doing("reading a repository's webhooks")?;
+    rows.iter().map(|r| decode("webhooks", r.get(0))).collect()
+}
+
+async fn put_webhook(txn: &Transaction<'_>, webhook: &Webhook) -> Result<(), StoreError> {
+    txn.execute(
+        "INSERT INTO webhooks (id, repository_id, record) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET repository_id = excluded.repository_id,
+             record = excluded.record",
+        &[&webhook.id, &webhook.repository_id, &encode(webhook)],
+    )
+    .await
+    .doing("writing a webhook")?;
+    Ok(())
+}
+
+/// Deletes a webhook and ends its pending deliveries as `failed` (kept as
+/// history).
+async fn delete_webhook(txn: &Transaction<'_>, id: &str) -> Result<(), StoreError> {
+    let deleted = txn
+        .execute("DELETE FROM webhooks WHERE id = $1", &[&id])
+        .await
+        .doing("deleting a webhook")?;
+    if deleted == 0 {
+        return Err(StoreError::not_found("webhook", id));
+    }
+    let rows = txn
+        .query(
+            "SELECT record FROM deliveries WHERE webhook_id = $1 AND due_ms IS NOT NULL FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .doing("reading a webhook's pending deliveries")?;
+    for row in &rows {
+        let mut delivery: Delivery = decode("deliveries", row.get(0))?;
+        delivery.state = DeliveryState::Failed;
+        delivery.next_attempt_at = None;
+        delivery.last_error = Some("the webhook was deleted".to_owned());
+        delivery.updated_at = Timestamp::now();
+        update_delivery(txn, &delivery, None).await?;
+    }
+    Ok(())
+}
+
+/// Turns a webhook off, saying why; its pending deliveries wait for it to
+/// be enabled again.
+async fn disable_webhook(txn: &Transaction<'_>, id: &str, reason: &str) -> Result<(), StoreError> {
+    if let Some(mut webhook) = webhook(txn, id).await? {
+        let now = Timestamp::now();
+        webhook.enabled = false;
+        webhook.disabled_reason = Some(format!("{reason} at {now}"));
+        webhook.updated_at = now;
+        tracing::warn!(webhook = id, "webhook disabled: {reason}");
+        put_webhook(txn, &webhook).await?;
+    }
+    Ok(())
+}
+
+async fn delivery(
+    txn: &Transaction<'_>,
+    id: &str,
+    for_update: bool,
+) -> Result<Option<Delivery>, StoreError> {
+    let sql = if for_update {
+        "SELECT record FROM deliveries WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT record FROM deliveries WHERE id = $1"
+    };
+    txn.query_opt(sql, &[&id])
+        .await
+        .doing("reading a delivery")?
+        .map(|r| decode("deliveries", r.get(0)))
+        .transpose()
+}
+
+/// Stores a new delivery; a pending one is due at `next_attempt_at` (now
+/// if unset). `planned`: made by fan-out, at most once per (event, webhook).
+async fn create_delivery(
+    txn: &Transaction<'_>,
+    delivery: &Delivery,
+    planned: bool,
+) -> Result<(), StoreError> {
+    let due = (delivery.state == DeliveryState::Pending)
+        .then(|| ms(delivery.next_attempt_at.unwrap_or_else(Timestamp::now)));
+    txn.execute(
+        "INSERT INTO deliveries (id, kind, event_id, webhook_id, state, due_ms, planned, created_ms, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &delivery.id,
+            &kind_str(delivery.kind),
+            &delivery.event_id,
+            &delivery.webhook_id,
+            &state_str(delivery.state),
+            &due,
+            &planned,
+            &created_ms(&delivery.id),
+            &encode(delivery),
+        ],
+    )
+    .await
+    .doing("writing a delivery")?;
+    Ok(())
+}
+
+/// Writes a delivery as it now is; `due` is when it is due if pending.
+async fn update_delivery(
+    txn: &Transaction<'_>,
+    delivery: &Delivery,
+    due: Option<Timestamp>,
+) -> Result<(), StoreError> {
+    let due = due
+        .filter(|_| delivery.state == DeliveryState::Pending)
+        .map(ms);
+    txn.execute(
+        "UPDATE deliveries SET state = $2, due_ms = $3, record = $4 WHERE id = $1",
+        &[
+            &delivery.id,
+            &state_str(delivery.state),
+            &due,
+            &encode(delivery),
+        ],
+    )
+    .await
+    .doing("writing a delivery")?;
+    Ok(())
+}
+
+/// Records an attempt and moves the delivery on. Returns the updated
+/// delivery, or `None` if it was deleted meanwhile (retention).
+async fn record_attempt(
+    txn: &Transaction<'_>,
+    id: &str,
+    attempt: &Attempt,
+    next: &Next,
+) -> Result<Option<Delivery>, StoreError> {
+    let Some(mut delivery) = delivery(txn, id, true).await? else {
+        return Ok(None);
+    };
+    delivery.attempts = delivery.attempts.max(attempt.number);
+    delivery.last_status = attempt.response.as_ref().map(|r| r.status);
+    delivery.last_error = attempt.error.clone();
+    delivery.updated_at = attempt.started_at;
+    delivery.next_attempt_at = None;
+    delivery.state = match next {
+        Next::Succeeded => DeliveryState::Succeeded,
+        Next::Dead => DeliveryState::Dead,
+        Next::Failed => DeliveryState::Failed,
+        Next::Retry { at } => {
+            delivery.next_attempt_at = Some(*at);
+            DeliveryState::Pending
+        }
+    };
+    txn.execute(
+        "INSERT INTO attempts (delivery_id, number, record) VALUES ($1, $2, $3)
+         ON CONFLICT (delivery_id, number) DO UPDATE SET record = excluded.record",
+        &[&id, &(attempt.number as i32), &encode(attempt)],
+    )
+    .await
+    .doing("writing an attempt")?;
+    update_delivery(txn, &delivery, delivery.next_attempt_at).await?;
+    Ok(Some(delivery))
+}
+
+/// One repository's known tags and marks, loaded in the transaction for
+/// the rules (`changes`) to read and change in memory, then written back.
+struct MemBook {
+    repository_id: String,
+    tags: BTreeMap<String, KnownTag>,
+    marks: BTreeSet<String>,
+    /// Tags changed since loading.
+    touched: BTreeSet<String>,
+    marks_loaded: BTreeSet<String>,
+}
+
+impl MemBook {
+    async fn load(txn: &Transaction<'_>, repository_id: &str) -> Result<Self, StoreError> {
+        let rows = txn
+            .query(
+                "SELECT tag, record FROM tags WHERE repository_id = $1 FOR UPDATE",
+                &[&repository_id],
+            )
+            .await
+            .doing("reading known tags")?;
+        let mut tags = BTreeMap::new();
+        for row in &rows {
+            tags.insert(row.get::<_, String>(0), decode("tags", row.get(1))?);
+        }
+        let marks: BTreeSet<String> = txn
+            .query(
+                "SELECT tag FROM tag_marks WHERE repository_id = $1",
+                &[&repository_id],
+            )
+            .await
+            .doing("reading tag marks")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(Self {
+            repository_id: repository_id.to_owned(),
+            tags,
+            marks_loaded: marks.clone(),
+            marks,
+            touched: BTreeSet::new(),
+        })
+    }
+
+    /// Writes back what the rules changed.
+    async fn flush(&self, txn: &Transaction<'_>) -> Result<(), StoreError> {
+        let id = &self.repository_id;
+        for tag in &self.touched {
+            match self.tags.get(tag) {
+                Some(known) => {
+                    txn.execute(
+                        "INSERT INTO tags (repository_id, tag, record) VALUES ($1, $2, $3)
+                         ON CONFLICT (repository_id, tag) DO UPDATE SET record = excluded.record",
+                        &[id, tag, &encode(known)],
+                    )
+                    .await
+                    .doing("writing a known tag")?;
+                }
+                None => {
+                    txn.execute(
+                        "DELETE FROM tags WHERE repository_id = $1 AND tag = $2",
+                        &[id, tag],
+                    )
+                    .await
+                    .doing("removing a known tag")?;
+                }
+            }
+        }
+        for tag in self.marks.difference(&self.marks_loaded) {
+            txn.execute(
+                "INSERT INTO tag_marks (repository_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[id, tag],
+            )
+            .await
+            .doing("marking a tag")?;
+        }
+        for tag in self.marks_loaded.difference(&self.marks) {
+            txn.execute(
+                "DELETE FROM tag_marks WHERE repository_id = $1 AND tag = $2",
+                &[id, tag],
+            )
+            .await
+            .doing("removing a tag mark")?;
+        }
+        Ok(())
+    }
+}
+
+impl TagBook for MemBook {
+    type Error = StoreError;
+
+    fn get(&mut self, tag: &str) -> Result<Option<KnownTag>, StoreError> {
+        Ok(self.tags.get(tag).cloned())
+    }
+
+    fn put(&mut self, tag: &str, known: KnownTag) -> Result<(), StoreError> {
+        self.tags.insert(tag.to_owned(), known);
+        self.touched.insert(tag.to_owned());
+        Ok(())
+    }
+
+    fn remove(&mut self, tag: &str) -> Result<(), StoreError> {
+        self.tags.remove(tag);
+        self.touched.insert(tag.to_owned());
+        Ok(())
+    }
+
+    fn all(&mut self) -> Result<Vec<(String, KnownTag)>, StoreError> {
+        Ok(self
+            .tags
+            .iter()
+            .map(|(t, k)| (t.clone(), k.clone()))
+            .collect())
+    }
+
+    fn mark(&mut self, tag: &str) -> Result<(), StoreError> {
+        self.marks.insert(tag.to_owned());
+        Ok(())
+    }
+
+    fn take_mark(&mut self, tag: &str) -> Result<bool, StoreError> {
+        Ok(self.marks.remove(tag))
+    }
+}

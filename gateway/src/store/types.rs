@@ -1,0 +1,64 @@
+//! The types the store's operations take and give, whichever the engine.
+
+use std::collections::HashMap;
+
+use crate::event::{Event, EventType, Timestamp};
+use crate::records::Webhook;
+
+/// The next events fan-out has to plan, with the enabled webhooks of their
+/// repositories, read from one snapshot.
+#[derive(Debug, Default)]
+pub struct PlanBatch {
+    /// The cursor the batch starts after: planning it moves the cursor from
+    /// here to `last`.
+    pub cursor: u64,
+    pub last: u64,
+    pub events: Vec<Event>,
+    /// Enabled webhooks by repository id.
+    pub webhooks: HashMap<String, Vec<Webhook>>,
+}
+
+/// A pending delivery's place in the due index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DueDelivery {
+    pub due_ms: u64,
+    pub id: String,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Succeeded,
+    Retry {
+        at: Timestamp,
+    },
+    /// The schedule is spent.
+    Dead,
+    /// Not to be attempted again (e.g. the webhook answered `410 Gone`).
+    Failed,
+}
+
+/// What `GET /api/v1/events` may ask for. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub repository_id: Option<String>,
+    pub kind: Option<EventType>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Cursor: only events older than this event id.
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// What one pruning pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: usize,
+    pub deliveries: usize,
+}
+
+impl Pruned {
+    pub fn is_empty(&self) -> bool {
+        self.events == 0 && self.deliveries == 0
+    }
+}

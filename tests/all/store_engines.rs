@@ -1,0 +1,636 @@
+//! The store's behaviours through its public API, on both engines: a redb
+//! file in a temporary directory, and a fresh database in a throwaway
+//! PostgreSQL cluster. Each test runs the same steps on each engine; the
+//! last one runs a whole gateway on PostgreSQL.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use callisto::changes::{Notification, TagChange};
+use callisto::event::{EventSource, EventType, Timestamp, new_id};
+use callisto::records::{
+    Attempt, Delivery, DeliveryKind, DeliveryState, Repository, Request, SignatureScheme, Webhook,
+};
+use callisto::store::{EventFilter, Next, Store, StoreError};
+use callisto_tests::receiver::Receiver;
+use serde_json::json;
+
+use crate::delivery::{DIGEST, eventually, ingest, push_envelope, repository, verify_standard};
+
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Redb,
+    Postgres,
+}
+
+const ENGINES: [Engine; 2] = [Engine::Redb, Engine::Postgres];
+
+/// A store on `engine`, and what keeps it (the redb file's directory).
+async fn open(engine: Engine) -> (Option<tempfile::TempDir>, Store) {
+    match engine {
+        Engine::Redb => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("callisto.redb")).unwrap();
+            (Some(dir), store)
+        }
+        Engine::Postgres => {
+            let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+                .await
+                .unwrap();
+            (None, Store::connect(&url).await.unwrap())
+        }
+    }
+}
+
+fn webhook(repository_id: &str) -> Webhook {
+    let now = Timestamp::now();
+    Webhook {
+        id: new_id("wh"),
+        repository_id: repository_id.into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: None,
+        plugin: "default".into(),
+        config: vec![],
+        enabled: true,
+        retry_schedule_secs: None,
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn pushed(key: &str, repo: &str, tag: &str, digest: &str) -> Notification {
+    notification(
+        key,
+        repo,
+        TagChange::Pushed {
+            tag: tag.into(),
+            digest: digest.into(),
+            media_type: None,
+            size: None,
+        },
+    )
+}
+
+fn notification(key: &str, repo: &str, change: TagChange) -> Notification {
+    Notification {
+        dedupe_key: key.into(),
+        repository: repo.into(),
+        host: None,
+        change,
+        actor: None,
+        occurred_at: Timestamp::now(),
+        source: EventSource::Local,
+    }
+}
+
+fn delivery_for(event_id: &str, webhook: &Webhook) -> Delivery {
+    Delivery::new(
+        DeliveryKind::Event,
+        event_id,
+        webhook,
+        Ok(Request {
+            content_type: "application/json".into(),
+            headers: vec![],
+            body: b"{}".to_vec(),
+            signature: SignatureScheme::StandardWebhooks,
+        }),
+        Timestamp::now(),
+    )
+}
+
+fn attempt(number: u32, succeeded: bool) -> Attempt {
+    Attempt {
+        number,
+        started_at: Timestamp::now(),
+        duration_ms: 3,
+        url: "http://127.0.0.1:9/hook".into(),
+        request_headers: vec![],
+        response: None,
+        error: (!succeeded).then(|| "connection refused".into()),
+        succeeded,
+    }
+}
+
+/// A repository with one webhook, and one event planned to it: the
+/// delivery's id.
+async fn one_planned_delivery(store: &Store) -> (Webhook, String) {
+    let repo = Repository::new_local("demo/app");
+    let hook = webhook(&repo.id);
+    store
+        .create_repository(repo.clone(), vec![hook.clone()])
+        .await
+        .unwrap();
+    let recorded = store
+        .record_notifications(vec![pushed("k1", "demo/app", "v1", "sha256:a")])
+        .await
+        .unwrap();
+    let batch = store.next_to_plan(100).await.unwrap();
+    let planned = vec![delivery_for(&recorded.events[0].id, &hook)];
+    let id = planned[0].id.clone();
+    store
+        .plan_deliveries(batch.cursor, batch.last, planned)
+        .await
+        .unwrap();
+    (hook, id)
+}
+
+#[tokio::test]
+async fn repositories_and_webhooks_are_created_listed_and_refused_twice() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let repo = Repository::new_local("demo/app");
+        let hook = webhook(&repo.id);
+        store
+            .create_repository(repo.clone(), vec![hook.clone()])
+            .await
+            .unwrap();
+        let again = Repository::new_local("demo/app");
+        let err = store.create_repository(again, vec![]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{engine:?}: {err}");
+
+        assert_eq!(
+            store.repository(&repo.id).await.unwrap(),
+            Some(repo.clone())
+        );
+        assert_eq!(
+            store.repositories().await.unwrap(),
+            std::slice::from_ref(&repo)
+        );
+        assert_eq!(
+            store.webhooks_of(&repo.id).await.unwrap(),
+            std::slice::from_ref(&hook)
+        );
+        let second = webhook(&repo.id);
+        store.create_webhook(second.clone()).await.unwrap();
+        assert_eq!(store.webhooks().await.unwrap().len(), 2, "{engine:?}");
+        let orphan = webhook("repo_missing");
+        assert!(matches!(
+            store.create_webhook(orphan).await.unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
+
+        let mut off = second.clone();
+        off.enabled = false;
+        store.update_webhook(off.clone()).await.unwrap();
+        assert_eq!(store.webhook(&second.id).await.unwrap(), Some(off));
+        store.delete_webhook(&second.id).await.unwrap();
+        assert_eq!(store.webhook(&second.id).await.unwrap(), None);
+
+        store.delete_repository(&repo.id).await.unwrap();
+        assert!(store.repositories().await.unwrap().is_empty(), "{engine:?}");
+        assert!(matches!(
+            store.webhooks_of(&repo.id).await.unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
+
+        assert_eq!(store.sealing_key_id().await.unwrap(), None);
+        store.set_sealing_key_id("key-1").await.unwrap();
+        assert_eq!(
+            store.sealing_key_id().await.unwrap().as_deref(),
+            Some("key-1")
+        );
+    }
+}
+
+#[tokio::test]
+async fn notifications_are_deduplicated_and_follow_the_tag_rules() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let first = store
+            .record_notifications(vec![
+                pushed("d:1", "demo/app", "v1", "sha256:a"),
+                pushed("d:1", "demo/app", "v1", "sha256:a"),
+                pushed("d:2", "demo/app", "v2", "sha256:a"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!((first.events.len(), first.duplicates), (2, 1), "{engine:?}");
+        let again = store
+            .record_notifications(vec![pushed("d:2", "demo/app", "v2", "sha256:a")])
+            .await
+            .unwrap();
+        assert_eq!((again.events.len(), again.duplicates), (0, 1), "{engine:?}");
+
+        // The repository was created on first sight, and knows its tags.
+        let repos = store.repositories().await.unwrap();
+        assert_eq!(repos.len(), 1);
+        let tags = store.tags(&repos[0].id).await.unwrap();
+        assert_eq!(
+            tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+            ["v1", "v2"]
+        );
+
+        // A push over a known tag carries the previous digest.
+        let moved = store
+            .record_notifications(vec![pushed("d:3", "demo/app", "v1", "sha256:b")])
+            .await
+            .unwrap();
+        assert_eq!(moved.events[0].previous_digest.as_deref(), Some("sha256:a"));
+
+        // A manifest deletion deletes its tags once; the tag deletions the
+        // registry sends after it repeat nothing.
+        let deleted = store
+            .record_notifications(vec![notification(
+                "d:4",
+                "demo/app",
+                TagChange::ManifestDeleted {
+                    digest: "sha256:a".into(),
+                },
+            )])
+            .await
+            .unwrap();
+        assert_eq!(deleted.events.len(), 1, "{engine:?}: only v2 had sha256:a");
+        let tag_deleted = store
+            .record_notifications(vec![notification(
+                "d:5",
+                "demo/app",
+                TagChange::TagDeleted { tag: "v2".into() },
+            )])
+            .await
+            .unwrap();
+        assert!(tag_deleted.events.is_empty(), "{engine:?}");
+
+        let (events, more) = store
+            .events(&EventFilter {
+                limit: 10,
+                ..EventFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(!more);
+        assert_eq!(events.len(), 4, "{engine:?}");
+        assert_eq!(events[0].kind, EventType::ImageDeleted, "newest first");
+        assert_eq!(
+            store.event(&events[3].id).await.unwrap().as_ref(),
+            Some(&events[3])
+        );
+        let replay = store.events_from(&events[1].id).await.unwrap();
+        assert_eq!(replay.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn a_poll_learns_moves_and_forgets_tags() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let repo = Repository::new_local("mirror/app");
+        store.create_repository(repo.clone(), vec![]).await.unwrap();
+        let observed = |pairs: &[(&str, &str)]| -> (HashSet<String>, BTreeMap<String, String>) {
+            (
+                pairs.iter().map(|(t, _)| t.to_string()).collect(),
+                pairs
+                    .iter()
+                    .map(|(t, d)| (t.to_string(), d.to_string()))
+                    .collect(),
+            )
+        };
+        let (listed, digests) = observed(&[("v1", "sha256:a"), ("v2", "sha256:b")]);
+        assert_eq!(
+            store
+                .apply_poll(&repo.id, listed, digests, 5)
+                .await
+                .unwrap(),
+            2,
+            "{engine:?}"
+        );
+        let (listed, digests) = observed(&[("v1", "sha256:c")]);
+        assert_eq!(
+            store
+                .apply_poll(&repo.id, listed, digests, 5)
+                .await
+                .unwrap(),
+            2,
+            "{engine:?}: v1 moved, v2 went"
+        );
+        let stored = store.repository(&repo.id).await.unwrap().unwrap();
+        assert!(stored.poll.synced && stored.poll.next_poll_at.is_some());
+        assert_eq!(store.tags(&repo.id).await.unwrap().len(), 1);
+
+        let next = Timestamp::now();
+        store
+            .record_poll_failure(&repo.id, "timed out".into(), 7, next)
+            .await
+            .unwrap();
+        let stored = store.repository(&repo.id).await.unwrap().unwrap();
+        assert_eq!(stored.poll.consecutive_errors, 1, "{engine:?}");
+        assert_eq!(stored.poll.last_error.as_deref(), Some("timed out"));
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_planned_exactly_once() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let repo = Repository::new_local("demo/app");
+        let hook = webhook(&repo.id);
+        store
+            .create_repository(repo.clone(), vec![hook.clone()])
+            .await
+            .unwrap();
+        store
+            .record_notifications(vec![
+                pushed("p:1", "demo/app", "v1", "sha256:a"),
+                pushed("p:2", "demo/app", "v2", "sha256:a"),
+            ])
+            .await
+            .unwrap();
+        let batch = store.next_to_plan(100).await.unwrap();
+        assert_eq!(batch.events.len(), 2, "{engine:?}");
+        assert_eq!(batch.webhooks[&repo.id], std::slice::from_ref(&hook));
+        let planned: Vec<Delivery> = batch
+            .events
+            .iter()
+            .map(|e| delivery_for(&e.id, &hook))
+            .collect();
+        store
+            .plan_deliveries(batch.cursor, batch.last, planned.clone())
+            .await
+            .unwrap();
+        // The same batch again: the cursor has moved, nothing is planned.
+        let again: Vec<Delivery> = batch
+            .events
+            .iter()
+            .map(|e| delivery_for(&e.id, &hook))
+            .collect();
+        let err = store
+            .plan_deliveries(batch.cursor, batch.last, again)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{engine:?}: {err}");
+        assert!(store.next_to_plan(100).await.unwrap().events.is_empty());
+
+        assert_eq!(store.pending_count().await.unwrap(), 2, "{engine:?}");
+        let due = store.due_deliveries(&hook.id, 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        let with_due = store.webhooks_with_due().await.unwrap();
+        assert_eq!(with_due.len(), 1);
+        assert_eq!(with_due[0].0, hook.id);
+        let of_event = store
+            .deliveries_of_event(&batch.events[0].id)
+            .await
+            .unwrap();
+        assert_eq!(of_event, [planned[0].clone()], "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn attempts_are_recorded_and_a_delivery_is_redelivered() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let (hook, id) = one_planned_delivery(&store).await;
+        let (d, w) = store
+            .delivery_to_send(&id, &hook.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.id.as_str(), w.id.as_str()),
+            (id.as_str(), hook.id.as_str())
+        );
+
+        let retry_at = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000);
+        let after = store
+            .record_attempt(&id, attempt(1, false), Next::Retry { at: retry_at }, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.state, DeliveryState::Pending, "{engine:?}");
+        assert_eq!(after.attempts, 1);
+        let due = store.due_deliveries(&hook.id, 10).await.unwrap();
+        assert_eq!(due[0].due_ms, retry_at.unix_millis() as u64, "{engine:?}");
+
+        let done = store
+            .record_attempt(&id, attempt(2, true), Next::Succeeded, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.state, DeliveryState::Succeeded);
+        assert_eq!(store.pending_count().await.unwrap(), 0, "{engine:?}");
+        assert_eq!(store.attempts(&id).await.unwrap().len(), 2);
+
+        let again = store.redeliver(&id).await.unwrap();
+        assert_eq!(
+            (again.id.as_str(), again.state),
+            (id.as_str(), DeliveryState::Pending)
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 1, "{engine:?}");
+        assert!(matches!(
+            store.redeliver("dlv_missing").await.unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
+
+        // A 410 turns the webhook off in the same write.
+        let gone = store
+            .record_attempt(
+                &id,
+                attempt(3, false),
+                Next::Failed,
+                Some("410 Gone".into()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gone.state, DeliveryState::Failed);
+        assert!(
+            !store.webhook(&hook.id).await.unwrap().unwrap().enabled,
+            "{engine:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deliveries_and_events_page_newest_first() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let (hook, _) = one_planned_delivery(&store).await;
+        let event = store
+            .events(&EventFilter {
+                limit: 1,
+                ..EventFilter::default()
+            })
+            .await
+            .unwrap()
+            .0
+            .remove(0);
+        let mut added = Vec::new();
+        for _ in 0..4 {
+            added.push(delivery_for(&event.id, &hook));
+            // Ids are ULIDs: a millisecond apart, they sort as created.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        store.add_deliveries(&hook.id, added).await.unwrap();
+
+        let (page, more) = store
+            .deliveries_of_webhook(&hook.id, None, None, 2)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 2);
+        assert!(more, "{engine:?}");
+        assert!(page[0].id > page[1].id, "newest first");
+        let (rest, more) = store
+            .deliveries_of_webhook(&hook.id, None, Some(&page[1].id), 10)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 3, "{engine:?}");
+        assert!(!more);
+        let (none, _) = store
+            .deliveries_of_webhook(&hook.id, Some(DeliveryState::Succeeded), None, 10)
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+
+        store
+            .record_notifications(vec![
+                pushed("e:2", "demo/app", "v2", "sha256:a"),
+                pushed("e:3", "demo/app", "v3", "sha256:a"),
+            ])
+            .await
+            .unwrap();
+        let filter = EventFilter {
+            limit: 2,
+            ..EventFilter::default()
+        };
+        let (newest, more) = store.events(&filter).await.unwrap();
+        assert!(more, "{engine:?}");
+        let (older, more) = store
+            .events(&EventFilter {
+                before: Some(newest[1].id.clone()),
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!((older.len(), more), (1, false), "{engine:?}");
+        assert_eq!(older[0].id, event.id);
+        let none = store
+            .events(&EventFilter {
+                kind: Some(EventType::ImageDeleted),
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        assert!(none.0.is_empty());
+        assert!(matches!(
+            store
+                .events(&EventFilter {
+                    before: Some("evt_missing".into()),
+                    ..filter
+                })
+                .await
+                .unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
+    }
+}
+
+#[tokio::test]
+async fn retention_prunes_old_events_and_finished_deliveries_not_pending_ones() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let (hook, done) = one_planned_delivery(&store).await;
+        store
+            .record_attempt(&done, attempt(1, true), Next::Succeeded, None)
+            .await
+            .unwrap();
+        let event = store.delivery(&done).await.unwrap().unwrap().event_id;
+        store
+            .add_deliveries(&hook.id, vec![delivery_for(&event, &hook)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cutoff = Timestamp::now();
+        let pruned = store.prune(cutoff, 100).await.unwrap();
+        assert_eq!((pruned.events, pruned.deliveries), (1, 1), "{engine:?}");
+        assert_eq!(store.delivery(&done).await.unwrap(), None);
+        assert_eq!(store.pending_count().await.unwrap(), 1, "{engine:?}");
+        // The key went with its event: the same notification is new again.
+        let again = store
+            .record_notifications(vec![pushed("k1", "demo/app", "v1", "sha256:a")])
+            .await
+            .unwrap();
+        assert_eq!(again.events.len(), 1, "{engine:?}");
+        assert!(store.prune(cutoff, 100).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_database_of_a_newer_schema_is_refused_untouched() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    drop(Store::connect(&url).await.unwrap());
+    // Connecting again migrates nothing: the version is the binary's.
+    let store = Store::connect(&url).await.unwrap();
+    store.set_sealing_key_id("kept").await.unwrap();
+    drop(store);
+    let cluster = callisto_tests::postgres::cluster();
+    cluster.sql_in(&url, "UPDATE schema_version SET version = 99");
+    let err = Store::connect(&url).await.err().expect("refused");
+    assert!(
+        matches!(err, StoreError::DatabaseSchemaVersion { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("left untouched"), "{err}");
+    assert_eq!(
+        cluster.sql_in(&url, "SELECT version FROM schema_version"),
+        "99"
+    );
+    assert_eq!(
+        cluster.sql_in(&url, "SELECT value FROM meta WHERE key = 'seal_key_id'"),
+        "kept"
+    );
+    // A URL that reaches no server says so.
+    let err = Store::connect("postgres://callisto@127.0.0.1:1/none")
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_gateway_on_postgres_delivers_a_push_and_loses_nothing_across_a_restart() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let config = |data: &std::path::Path| {
+        let mut c = callisto::test_util::test_config(data);
+        c.plugins.cache_dir = Some(crate::shared_cache_dir());
+        c.store = url.clone();
+        c
+    };
+    let data = tempfile::tempdir().unwrap();
+    let cfg = config(data.path());
+    let gw = callisto::test_util::TestGateway::start_in(data, cfg).await;
+    let receiver = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let repo = repository(
+        &gw,
+        json!([{"url": receiver.url("/hook"), "secret": secret}]),
+    )
+    .await;
+    let accepted = ingest(&gw, &push_envelope("v1")).await;
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["id"], accepted.events[0].as_str());
+    assert_eq!(got[0].json()["digest"], DIGEST);
+    verify_standard(&got[0], secret);
+    let webhook = repo.webhooks.as_ref().unwrap()[0].id.clone();
+    eventually(&gw, &format!("/webhooks/{webhook}/deliveries"), |p| {
+        p["items"][0]["state"] == "succeeded"
+    })
+    .await;
+
+    // Restarted on the same database: the event, its delivery and the
+    // webhook are there, and nothing is sent again.
+    let data = gw.stop().await;
+    let cfg = config(data.path());
+    let gw = callisto::test_util::TestGateway::start_in(data, cfg).await;
+    let event = crate::delivery::get(&gw, &format!("/events/{}", accepted.events[0])).await;
+    assert_eq!(event["deliveries"].as_array().unwrap().len(), 1);
+    let second = ingest(&gw, &push_envelope("v2")).await;
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got[1].json()["id"], second.events[0].as_str());
+    verify_standard(&got[1], secret);
+    receiver.wait_quiet(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 2, "each event delivered once");
+    gw.stop().await;
+}

@@ -1,0 +1,213 @@
+//! A throwaway PostgreSQL cluster for the tests: `initdb` in a temporary
+//! directory, `postgres` on a free loopback port (the socket in that
+//! directory too), started once per test binary, and a fresh database for
+//! each test that asks.
+//!
+//! The cluster runs as the `postgres` user when the tests run as root
+//! (`initdb` refuses root). It is watched by a small shell that reads the
+//! test process's end of a pipe: when the test binary exits, however it
+//! exits, the pipe closes, the shell stops the server and removes the
+//! directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+/// The running cluster.
+pub struct Cluster {
+    pub port: u16,
+    bin: PathBuf,
+    /// Held open for as long as the test binary runs: its closing stops the
+    /// server.
+    _watchdog: Mutex<(Child, ChildStdin)>,
+}
+
+static CLUSTER: LazyLock<Cluster> = LazyLock::new(|| Cluster::start().expect("start PostgreSQL"));
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// The directory of Debian's PostgreSQL binaries (the newest installed).
+fn bin_dir() -> Result<PathBuf, String> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| {
+            format!("/usr/lib/postgresql: {e}; install Debian's `postgresql` (tests/run does)")
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".into())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+impl Cluster {
+    fn start() -> Result<Self, String> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("callisto-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            .keep();
+        let port = free_port();
+        let script = r#"
+set -e
+"$BIN/initdb" -D "$DIR/data" -U callisto -A trust -E UTF8 --no-sync >"$DIR/initdb.log" 2>&1
+"$BIN/postgres" -D "$DIR/data" -p "$PORT" -k "$DIR" -c listen_addresses=127.0.0.1 \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+    >"$DIR/postgres.log" 2>&1 &
+pid=$!
+read -r _ || true
+kill -INT "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+rm -rf "$DIR"
+"#;
+        let mut command = if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("chown of the cluster's directory to postgres failed".into());
+            }
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c", script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        command
+            .env("BIN", &bin)
+            .env("DIR", &dir)
+            .env("PORT", port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("starting PostgreSQL: {e}"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let cluster = Self {
+            port,
+            bin,
+            _watchdog: Mutex::new((child, stdin)),
+        };
+        cluster.wait_ready(&dir)?;
+        Ok(cluster)
+    }
+
+    fn wait_ready(&self, dir: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+                return Err(format!(
+                    "PostgreSQL did not start in 60 s\ninitdb: {}\npostgres: {}",
+                    log("initdb.log"),
+                    log("postgres.log")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs SQL as the cluster's superuser, in database `postgres`.
+    pub fn sql(&self, sql: &str) {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "callisto",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+            ])
+            .args(["-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql -c {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Runs SQL in the database at `url`; returns what it printed (unaligned,
+    /// tuples only).
+    pub fn sql_in(&self, url: &str, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql -c {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// The URL of database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://callisto@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+/// The shared cluster, started on first use.
+pub fn cluster() -> &'static Cluster {
+    &CLUSTER
+}
+
+/// A new, empty database in the shared cluster; returns its URL.
+pub fn database() -> String {
+    let cluster = cluster();
+    let name = format!(
+        "test_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::Relaxed)
+    );
+    cluster.sql(&format!("CREATE DATABASE {name}"));
+    cluster.url(&name)
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Statics are not dropped; the watchdog's pipe closing at exit is
+        // what stops the server. This is for a cluster dropped early.
+        if let Ok(mut guard) = self._watchdog.lock() {
+            let _ = guard.1.write_all(b"stop\n");
+        }
+    }
+}
