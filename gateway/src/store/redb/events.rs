@@ -21,7 +21,11 @@ pub struct Log<'txn> {
 impl<'txn> Log<'txn> {
     pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         let events = txn.open_table(EVENTS)?;
-        let next_seq = events.last()?.map_or(0, |(k, _)| k.value()) + 1;
+        // Never below the fan-out cursor: after retention pruned every
+        // event, numbering must go on from where fan-out stands, or new
+        // events would sit behind the cursor and never be fanned out.
+        let last = events.last()?.map_or(0, |(k, _)| k.value());
+        let next_seq = last.max(super::fanout_cursor(txn)?) + 1;
         Ok(Self {
             events,
             ids: txn.open_table(EVENT_IDS)?,
