@@ -225,23 +225,25 @@ async fn dispatch(
         if busy >= cap {
             continue;
         }
-        // Enough to fill the free slots past the held ones, and one more to
-        // learn when the next is due.
+        // Claim enough to fill the free slots; the held ones may come back
+        // too (on redb, and on PostgreSQL once their lease ran out) and are
+        // skipped: they are already under way here.
+        let free = (cap - busy).min(ctx.config.max_in_flight.saturating_sub(sched.total));
         let held = sched.held.get(&webhook).map_or(0, HashSet::len);
-        let due = match ctx
+        let claim = match ctx
             .store
-            .due_deliveries(&webhook, cap - busy + held + 1)
+            .claim_due(&webhook, free + held, lease(&ctx.config))
             .await
         {
-            Ok(due) => due,
+            Ok(claim) => claim,
             Err(e) => {
-                tracing::error!(webhook, "cannot read due deliveries: {e}");
+                tracing::error!(webhook, "cannot claim due deliveries: {e}");
                 continue;
             }
         };
         let mut started = busy;
-        let mut next = None;
-        for entry in due {
+        let mut next = claim.next_ms;
+        for entry in claim.claimed {
             if sched
                 .held
                 .get(&webhook)
@@ -249,12 +251,10 @@ async fn dispatch(
             {
                 continue;
             }
-            if entry.due_ms > now || started >= cap || sched.total >= ctx.config.max_in_flight {
-                next = Some(if entry.due_ms > now {
-                    entry.due_ms
-                } else {
-                    now
-                });
+            if started >= cap || sched.total >= ctx.config.max_in_flight {
+                // Not expected (the claim was sized to the free slots): it
+                // is sent here once its webhook has room again.
+                next = Some(now);
                 break;
             }
             started += 1;
@@ -293,6 +293,13 @@ async fn dispatch(
             }
         }
     }
+}
+
+/// How long a claim on a delivery lasts: longer than its attempt (the
+/// request timeout) and its recording, so that only a gateway that died
+/// mid-attempt loses it to another.
+fn lease(config: &DeliveryConfig) -> Duration {
+    Duration::from_secs(config.timeout_secs.saturating_mul(2).saturating_add(60))
 }
 
 async fn refresh_pending_gauge(ctx: &Context) {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use announce::Due;
 pub use redb::{Backup, Report, TableReport, backup_file, verify_file};
-pub use types::{DueDelivery, EventFilter, Next, PlanBatch, Pruned};
+pub use types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, Pruned};
 
 use announce::Announcer;
 
@@ -302,6 +302,21 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         dispatch!(self, s => s.due_deliveries(webhook_id, limit).await)
+    }
+
+    /// Claims up to `limit` of `webhook_id`'s deliveries that are due now,
+    /// earliest first, for `lease`: until the lease expires or an attempt is
+    /// recorded, no other gateway on the same database claims them (a
+    /// gateway that dies mid-attempt loses its claims when their leases
+    /// expire). On redb (one process) nothing is leased: the claim is what
+    /// is due, and the sender keeps what it is sending in memory.
+    pub async fn claim_due(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        dispatch!(self, s => s.claim_due(webhook_id, limit, lease).await)
     }
 
     /// How many deliveries are pending.

@@ -639,3 +639,157 @@ async fn a_gateway_on_postgres_delivers_a_push_and_loses_nothing_across_a_restar
     assert_eq!(receiver.requests().len(), 2, "each event delivered once");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_claim_takes_what_is_due_and_says_when_the_next_is() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let (hook, id) = one_planned_delivery(&store).await;
+        let lease = Duration::from_secs(60);
+        let claim = store.claim_due(&hook.id, 10, lease).await.unwrap();
+        let claimed: Vec<&str> = claim.claimed.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(claimed, [id.as_str()], "{engine:?}");
+        assert_eq!(
+            store.claim_due(&hook.id, 0, lease).await.unwrap().claimed,
+            []
+        );
+
+        // An attempt ends the claim; the retry is due in a minute.
+        let retry_at = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000);
+        store
+            .record_attempt(&id, attempt(1, false), Next::Retry { at: retry_at }, None)
+            .await
+            .unwrap();
+        let claim = store.claim_due(&hook.id, 10, lease).await.unwrap();
+        assert!(claim.claimed.is_empty(), "{engine:?}: {claim:?}");
+        assert_eq!(
+            claim.next_ms,
+            Some(retry_at.unix_millis() as u64),
+            "{engine:?}"
+        );
+        // Due now again: claimed again.
+        store
+            .record_attempt(
+                &id,
+                attempt(2, false),
+                Next::Retry {
+                    at: Timestamp::now(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let claim = store.claim_due(&hook.id, 10, lease).await.unwrap();
+        assert_eq!(claim.claimed.len(), 1, "{engine:?}: {claim:?}");
+        assert_eq!(claim.next_ms, None, "{engine:?}");
+    }
+}
+
+/// Two gateways' stores on one database, each with several claimers at
+/// once: every due delivery is claimed by exactly one of them, round after
+/// round; a claim whose lease ran out (its gateway died) is taken by the
+/// other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_database_claim_each_due_delivery_once() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let repo = Repository::new_local("demo/app");
+    let hook = webhook(&repo.id);
+    a.create_repository(repo, vec![hook.clone()]).await.unwrap();
+    let recorded = a
+        .record_notifications(vec![pushed("k1", "demo/app", "v1", "sha256:a")])
+        .await
+        .unwrap();
+    let event_id = recorded.events[0].id.clone();
+    let lease = Duration::from_secs(600);
+
+    for round in 0..10 {
+        let added: Vec<Delivery> = (0..200).map(|_| delivery_for(&event_id, &hook)).collect();
+        let all: HashSet<String> = added.iter().map(|d| d.id.clone()).collect();
+        a.add_deliveries(&hook.id, added).await.unwrap();
+
+        let mut claimers = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let hook_id = hook.id.clone();
+            claimers.spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claim = store.claim_due(&hook_id, 1 + i, lease).await.unwrap();
+                    if claim.claimed.is_empty() {
+                        return mine;
+                    }
+                    assert!(claim.claimed.is_sorted(), "earliest first");
+                    mine.extend(claim.claimed.into_iter().map(|d| d.id));
+                }
+            });
+        }
+        let mut seen = HashSet::new();
+        let mut total = 0;
+        while let Some(mine) = claimers.join_next().await {
+            let mine = mine.unwrap();
+            total += mine.len();
+            for id in mine {
+                assert!(seen.insert(id.clone()), "round {round}: {id} claimed twice");
+            }
+        }
+        assert_eq!(total, 200, "round {round}");
+        assert_eq!(
+            seen, all,
+            "round {round}: the claims cover every due delivery"
+        );
+        // All leased: nothing left to claim, on either side.
+        assert!(
+            a.claim_due(&hook.id, 500, lease)
+                .await
+                .unwrap()
+                .claimed
+                .is_empty()
+        );
+        assert!(
+            b.claim_due(&hook.id, 500, lease)
+                .await
+                .unwrap()
+                .claimed
+                .is_empty()
+        );
+    }
+
+    // A claims with a short lease and "dies"; B takes over once it expires.
+    let added: Vec<Delivery> = (0..20).map(|_| delivery_for(&event_id, &hook)).collect();
+    let all: HashSet<String> = added.iter().map(|d| d.id.clone()).collect();
+    a.add_deliveries(&hook.id, added).await.unwrap();
+    let short = Duration::from_millis(500);
+    let by_a = a.claim_due(&hook.id, 100, short).await.unwrap();
+    assert_eq!(by_a.claimed.len(), 20);
+    let by_b = b.claim_due(&hook.id, 100, lease).await.unwrap();
+    assert!(by_b.claimed.is_empty(), "{by_b:?}");
+    let expires = by_b
+        .next_ms
+        .expect("the leased deliveries are still pending");
+    assert!(expires > Timestamp::now().unix_millis() as u64 - 1_000);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let by_b = b.claim_due(&hook.id, 100, lease).await.unwrap();
+    let taken: HashSet<String> = by_b.claimed.into_iter().map(|d| d.id).collect();
+    assert_eq!(taken, all, "B takes over A's expired claims");
+
+    // Recording an attempt ends a claim at once: a retry due now is
+    // claimable again, by either store.
+    let one = taken.iter().next().unwrap().clone();
+    b.record_attempt(
+        &one,
+        attempt(1, false),
+        Next::Retry {
+            at: Timestamp::now(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let again = a.claim_due(&hook.id, 100, lease).await.unwrap();
+    let again: Vec<String> = again.claimed.into_iter().map(|d| d.id).collect();
+    assert_eq!(again, [one]);
+}

@@ -9,9 +9,10 @@
 //!
 //! Appends to the log hold the log's advisory lock until they commit, so
 //! that sequence numbers are committed in order and de-duplication sees
-//! every earlier append. What several gateways on one database still need
-//! (claims with leases, LISTEN/NOTIFY wakeups, poll leases) is not here yet:
-//! see docs/scaling.md.
+//! every earlier append. Due deliveries are claimed with a lease
+//! (`claim_due`), so that each is sent by one gateway at a time. What
+//! several gateways on one database still need (LISTEN/NOTIFY wakeups, poll
+//! leases) is not here yet: see docs/scaling.md.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Transaction};
 use super::StoreError;
 use super::announce::{Announcer, Due};
 use super::records::{StoredEvent, StoredEventRef, decode, encode};
-use super::types::{DueDelivery, EventFilter, Next, PlanBatch, Pruned};
+use super::types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, Pruned};
 use crate::changes::{self, Notification, Recorded, TagBook};
 use crate::event::{Event, Timestamp};
 use crate::records::{
@@ -33,7 +34,10 @@ use crate::records::{
 };
 
 /// The schema's migrations, in order: version N is the first N applied.
-const MIGRATIONS: &[&str] = &[include_str!("postgres/migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("postgres/migrations/0001_initial.sql"),
+    include_str!("postgres/migrations/0002_claims.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -521,6 +525,63 @@ impl PgStore {
                 id: r.get(1),
             })
             .collect())
+    }
+
+    /// Claims due deliveries with a lease: rows another gateway is claiming
+    /// right now are skipped (`SKIP LOCKED`), rows it claimed stay skipped
+    /// until their lease expires. Leases are on the database's clock.
+    pub async fn claim_due(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = ms(Timestamp::now());
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let rows = if limit == 0 {
+            Vec::new()
+        } else {
+            txn.query(
+                "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now)
+                 UPDATE deliveries SET lease_until = (SELECT now FROM clock) + $4
+                 WHERE id IN (
+                     SELECT id FROM deliveries
+                     WHERE webhook_id = $1 AND due_ms IS NOT NULL AND due_ms <= $2
+                       AND (lease_until IS NULL OR lease_until <= (SELECT now FROM clock))
+                     ORDER BY due_ms, id LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING due_ms, id",
+                &[&webhook_id, &now, &limit, &lease_ms],
+            )
+            .await
+            .doing("claiming due deliveries")?
+        };
+        let mut claimed: Vec<DueDelivery> = rows
+            .iter()
+            .map(|r| DueDelivery {
+                due_ms: r.get::<_, i64>(0) as u64,
+                id: r.get(1),
+            })
+            .collect();
+        claimed.sort();
+        let ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+        let next: Option<i64> = txn
+            .query_one(
+                "SELECT min(greatest(due_ms, coalesce(lease_until, 0))) FROM deliveries
+                 WHERE webhook_id = $1 AND due_ms IS NOT NULL AND NOT (id = ANY($2))",
+                &[&webhook_id, &ids],
+            )
+            .await
+            .doing("reading when the next delivery is due")?
+            .get(0);
+        txn.commit().await.doing("committing a claim")?;
+        Ok(Claim {
+            claimed,
+            next_ms: next.map(|n| n.max(0) as u64),
+        })
     }
 
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
@@ -1297,7 +1358,8 @@ async fn create_delivery(
     Ok(())
 }
 
-/// Writes a delivery as it now is; `due` is when it is due if pending.
+/// Writes a delivery as it now is; `due` is when it is due if pending. Any
+/// claim on it ends: it was attempted, redelivered or cancelled.
 async fn update_delivery(
     txn: &Transaction<'_>,
     delivery: &Delivery,
@@ -1307,7 +1369,8 @@ async fn update_delivery(
         .filter(|_| delivery.state == DeliveryState::Pending)
         .map(ms);
     txn.execute(
-        "UPDATE deliveries SET state = $2, due_ms = $3, record = $4 WHERE id = $1",
+        "UPDATE deliveries SET state = $2, due_ms = $3, record = $4, lease_until = NULL
+         WHERE id = $1",
         &[
             &delivery.id,
             &state_str(delivery.state),

@@ -24,7 +24,7 @@ pub use verify::{Report, TableReport, verify_file};
 use super::StoreError;
 use super::announce::{self, Announcer};
 use super::records;
-pub use super::types::{DueDelivery, EventFilter, Next, PlanBatch, Pruned};
+pub use super::types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, Pruned};
 
 use schema::{META, SCHEMA_VERSION};
 use writer::Writer;

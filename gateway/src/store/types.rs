@@ -62,3 +62,16 @@ impl Pruned {
         self.events == 0 && self.deliveries == 0
     }
 }
+
+/// What [`claim_due`](super::Store::claim_due) took for one webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// The deliveries claimed, due now, earliest first: this gateway sends
+    /// them, no other one does until the lease expires or an attempt is
+    /// recorded.
+    pub claimed: Vec<DueDelivery>,
+    /// When the webhook's next pending delivery not claimed here may be
+    /// claimed (Unix ms): when it is due, or when another gateway's lease on
+    /// it expires. `None` if it has none.
+    pub next_ms: Option<u64>,
+}

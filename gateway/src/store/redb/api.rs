@@ -10,7 +10,7 @@ use super::ingest::Book;
 use super::repos::{self, Reader, Tags};
 use super::retention;
 use super::{
-    DueDelivery, EventFilter, Next, PlanBatch, Pruned, RedbStore, StoreError, deliveries,
+    Claim, DueDelivery, EventFilter, Next, PlanBatch, Pruned, RedbStore, StoreError, deliveries,
     fanout_cursor, set_fanout_cursor,
 };
 use crate::changes::{self, Notification, Recorded};
@@ -255,6 +255,27 @@ impl RedbStore {
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         deliveries::due_for(&self.read()?, webhook_id, u64::MAX, limit)
+    }
+
+    /// Up to `limit` deliveries of `webhook_id` due now, earliest first, and
+    /// when the next one is due: one process, so nothing is leased.
+    pub async fn claim_due(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+        _lease: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = Timestamp::now().unix_millis().max(0) as u64;
+        let mut claimed =
+            deliveries::due_for(&self.read()?, webhook_id, u64::MAX, limit.saturating_add(1))?;
+        let split = claimed
+            .iter()
+            .take(limit)
+            .take_while(|d| d.due_ms <= now)
+            .count();
+        let next_ms = claimed.get(split).map(|d| d.due_ms);
+        claimed.truncate(split);
+        Ok(Claim { claimed, next_ms })
     }
 
     /// How many deliveries are pending.
