@@ -793,3 +793,48 @@ async fn two_stores_on_one_database_claim_each_due_delivery_once() {
     let again: Vec<String> = again.claimed.into_iter().map(|d| d.id).collect();
     assert_eq!(again, [one]);
 }
+
+/// Two gateways' stores on one database: what one commits wakes the other
+/// (LISTEN/NOTIFY), as its own commits wake it.
+#[tokio::test]
+async fn a_commit_through_one_store_wakes_another_on_the_same_database() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let mut events_b = b.subscribe_events();
+    let mut due_b = b.subscribe_due();
+    let mut due_a = a.subscribe_due();
+    events_b.borrow_and_update();
+
+    let (hook, id) = one_planned_delivery(&a).await;
+    tokio::time::timeout(Duration::from_secs(1), events_b.changed())
+        .await
+        .expect("B hears of A's append within a second")
+        .unwrap();
+    let due = tokio::time::timeout(Duration::from_secs(1), due_b.recv())
+        .await
+        .expect("B hears of the delivery A planned within a second")
+        .unwrap();
+    assert_eq!(due.webhook, hook.id);
+
+    // A delivery made due again through A (a redelivery after it ended)
+    // reaches B's sender; A hears of its own commit once, not twice.
+    while due_a.try_recv().is_ok() {}
+    a.record_attempt(&id, attempt(1, true), Next::Succeeded, None)
+        .await
+        .unwrap();
+    let before = Timestamp::now().unix_millis();
+    a.redeliver(&id).await.unwrap();
+    let due = tokio::time::timeout(Duration::from_secs(1), due_b.recv())
+        .await
+        .expect("B hears of the redelivery within a second")
+        .unwrap();
+    assert_eq!(due.webhook, hook.id);
+    assert!(due.at.unix_millis() >= before, "{due:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(due_a.try_recv().is_ok(), "A announces its own commit");
+    assert!(due_a.try_recv().is_err(), "A skips its own notification");
+    assert!(due_b.try_recv().is_err(), "nothing else was due");
+}

@@ -10,8 +10,9 @@
 //! Appends to the log hold the log's advisory lock until they commit, so
 //! that sequence numbers are committed in order and de-duplication sees
 //! every earlier append. Due deliveries are claimed with a lease
-//! (`claim_due`), so that each is sent by one gateway at a time. What
-//! several gateways on one database still need (LISTEN/NOTIFY wakeups, poll
+//! (`claim_due`), so that each is sent by one gateway at a time. Commits
+//! that append events or make deliveries due notify the other gateways
+//! (`listen`). What several gateways on one database still need (poll
 //! leases) is not here yet: see docs/scaling.md.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -32,6 +33,8 @@ use crate::records::{
     Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
     RepositoryKind, Webhook,
 };
+
+mod listen;
 
 /// The schema's migrations, in order: version N is the first N applied.
 const MIGRATIONS: &[&str] = &[
@@ -58,6 +61,18 @@ pub(super) struct PgStore {
     /// The URL without its password, for messages.
     shown: Arc<str>,
     announce: Announcer,
+    /// Names this store in its notifications, so that it skips its own.
+    instance: Arc<str>,
+    _listener: Arc<Listener>,
+}
+
+/// The task listening for other gateways' commits; it ends with the store.
+struct Listener(tokio::task::JoinHandle<()>);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Turns a driver error into a [`StoreError`] that says what was being done.
@@ -145,10 +160,11 @@ impl PgStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = if config.get_ssl_mode() == SslMode::Require {
-            Manager::from_config(config, tls_connector(), manager_config)
+        let tls = config.get_ssl_mode() == SslMode::Require;
+        let manager = if tls {
+            Manager::from_config(config.clone(), tls_connector(), manager_config)
         } else {
-            Manager::from_config(config, NoTls, manager_config)
+            Manager::from_config(config.clone(), NoTls, manager_config)
         };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
@@ -157,18 +173,28 @@ impl PgStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| connect_err(e.to_string()))?;
-        let store = Self {
+        let mut conn = pool.get().await.map_err(|e| connect_err(pool_reason(e)))?;
+        migrate(&mut conn, &shown).await?;
+        drop(conn);
+        let instance: Arc<str> = ulid::Ulid::new().to_string().into();
+        let (pool2, announce2, instance2) = (pool.clone(), announce.clone(), instance.to_string());
+        let listener = if tls {
+            listen::spawn(config, tls_connector(), pool2, announce2, instance2).await
+        } else {
+            listen::spawn(config, NoTls, pool2, announce2, instance2).await
+        }
+        .map_err(|reason| {
+            connect_err(format!(
+                "cannot listen for other gateways' commits: {reason}"
+            ))
+        })?;
+        Ok(Self {
             pool,
             shown,
             announce,
-        };
-        let mut conn = store
-            .pool
-            .get()
-            .await
-            .map_err(|e| connect_err(pool_reason(e)))?;
-        migrate(&mut conn, &store.shown).await?;
-        Ok(store)
+            instance,
+            _listener: Arc::new(Listener(listener)),
+        })
     }
 
     pub fn describe(&self) -> String {
@@ -231,6 +257,9 @@ impl PgStore {
         for book in books.values() {
             book.flush(&txn).await?;
         }
+        if !recorded.events.is_empty() {
+            listen::events_appended(&txn, &self.instance).await?;
+        }
         txn.commit().await.doing("committing notifications")?;
         if !recorded.events.is_empty() {
             self.announce.events_appended();
@@ -283,6 +312,9 @@ impl PgStore {
             )),
         };
         put_repository(&txn, &repo).await?;
+        if !events.is_empty() {
+            listen::events_appended(&txn, &self.instance).await?;
+        }
         txn.commit().await.doing("committing a poll")?;
         if !events.is_empty() {
             self.announce.events_appended();
@@ -462,8 +494,10 @@ impl PgStore {
         )
         .await
         .doing("moving the fan-out cursor")?;
+        let due = due_of(&planned);
+        listen::due(&txn, &self.instance, &due).await?;
         txn.commit().await.doing("committing planned deliveries")?;
-        self.announce.due(due_of(&planned));
+        self.announce.due(due);
         Ok(())
     }
 
@@ -480,8 +514,10 @@ impl PgStore {
         for d in &added {
             create_delivery(&txn, d, false).await?;
         }
+        let due = due_of(&added);
+        listen::due(&txn, &self.instance, &due).await?;
         txn.commit().await.doing("committing deliveries")?;
-        self.announce.due(due_of(&added));
+        self.announce.due(due);
         Ok(())
     }
 
@@ -622,15 +658,18 @@ impl PgStore {
         if let (Some(reason), Some(d)) = (&disable, &updated) {
             disable_webhook(&txn, &d.webhook_id, reason).await?;
         }
+        let due: Vec<Due> = updated
+            .iter()
+            .filter_map(|d| {
+                Some(Due {
+                    webhook: d.webhook_id.clone(),
+                    at: d.next_attempt_at?,
+                })
+            })
+            .collect();
+        listen::due(&txn, &self.instance, &due).await?;
         txn.commit().await.doing("committing an attempt")?;
-        if let Some(d) = &updated
-            && let Some(at) = d.next_attempt_at
-        {
-            self.announce.due([Due {
-                webhook: d.webhook_id.clone(),
-                at,
-            }]);
-        }
+        self.announce.due(due);
         Ok(updated)
     }
 
@@ -675,8 +714,10 @@ impl PgStore {
         delivery.next_attempt_at = Some(now);
         delivery.updated_at = now;
         update_delivery(&txn, &delivery, Some(now)).await?;
+        let due = due_of(std::slice::from_ref(&delivery));
+        listen::due(&txn, &self.instance, &due).await?;
         txn.commit().await.doing("committing a redelivery")?;
-        self.announce.due(due_of(std::slice::from_ref(&delivery)));
+        self.announce.due(due);
         Ok(delivery)
     }
 
@@ -877,13 +918,16 @@ impl PgStore {
             .transpose()?
             .ok_or_else(|| StoreError::not_found("webhook", &webhook.id))?;
         put_webhook(&txn, &webhook).await?;
-        txn.commit().await.doing("committing a webhook")?;
-        if webhook.enabled && !current.enabled {
-            self.announce.due([Due {
+        let due: Vec<Due> = (webhook.enabled && !current.enabled)
+            .then(|| Due {
                 webhook: webhook.id.clone(),
                 at: Timestamp::now(),
-            }]);
-        }
+            })
+            .into_iter()
+            .collect();
+        listen::due(&txn, &self.instance, &due).await?;
+        txn.commit().await.doing("committing a webhook")?;
+        self.announce.due(due);
         Ok(())
     }
 
