@@ -24,7 +24,7 @@ use crate::event::Timestamp;
 use crate::metrics::Metrics;
 use crate::net::Policy;
 use crate::records::{RemoteSettings, Repository, RepositoryKind};
-use crate::store::Store;
+use crate::store::{PollClaim, Store};
 use registry::{Budget, PollError, RegistryClient};
 
 /// What the API asks of the poller.
@@ -118,6 +118,8 @@ async fn run(
     let running_now = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
     let mut polls: JoinSet<(String, Instant)> = JoinSet::new();
     let mut in_progress: HashSet<String> = HashSet::new();
+    // Polls asked for (`Now`): polled even if the next is not due yet.
+    let mut asked: HashSet<String> = HashSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -133,9 +135,10 @@ async fn run(
             };
             due.remove(&id);
             in_progress.insert(id.clone());
+            let now = asked.remove(&id);
             let (ctx, budget) = (ctx.clone(), budget.clone());
             polls.spawn(async move {
-                let next = poll_and_record(&ctx, &budget, &id).await;
+                let next = poll_and_record(&ctx, &budget, &id, now).await;
                 drop(permit);
                 (id, next)
             });
@@ -159,10 +162,15 @@ async fn run(
                 }
             }
             command = inbox.recv() => match command {
-                Some(Command::Schedule(id)) | Some(Command::Now(id)) => {
+                Some(Command::Schedule(id)) => {
+                    due.insert(id, Instant::now());
+                }
+                Some(Command::Now(id)) => {
+                    asked.insert(id.clone());
                     due.insert(id, Instant::now());
                 }
                 Some(Command::Forget(id)) => {
+                    asked.remove(&id);
                     due.remove(&id);
                 }
                 None => break,
@@ -174,8 +182,16 @@ async fn run(
     polls.abort_all();
 }
 
-/// Polls a repository, records the outcome, and says when to poll it next.
-async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str) -> Instant {
+/// How long a claim on a poll lasts: longer than a poll takes, so that only
+/// a gateway that died mid-poll loses it to another (one that outlasts it
+/// is merely polled twice: each poll's events are written against the known
+/// tags in one transaction, so none is doubled).
+const POLL_LEASE: Duration = Duration::from_secs(300);
+
+/// Polls a repository (`now`: asked for, even if not due yet), records the
+/// outcome, and says when to poll it next. Of several gateways on one
+/// database, one at a time polls it; the others try again when it is due.
+async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str, now: bool) -> Instant {
     let started = Instant::now();
     let repo = match ctx.store.repository(id).await {
         Ok(Some(repo)) if repo.kind == RepositoryKind::Remote => repo,
@@ -185,6 +201,18 @@ async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str) -> Instant {
             return Instant::now() + Duration::from_secs(30);
         }
     };
+    match ctx.store.claim_poll(id, POLL_LEASE, now).await {
+        Ok(PollClaim::Claimed) => {}
+        Ok(PollClaim::NotYet { until }) => {
+            let wait = (until.unix_millis() - Timestamp::now().unix_millis()).max(100) as u64;
+            return Instant::now() + Duration::from_millis(wait).min(MAX_WAIT);
+        }
+        Ok(PollClaim::Gone) => return Instant::now() + Duration::from_secs(86_400),
+        Err(e) => {
+            tracing::error!(repository = id, "cannot claim a poll: {e}");
+            return Instant::now() + Duration::from_secs(30);
+        }
+    }
     let settings = repo
         .remote
         .clone()

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use announce::Due;
 pub use redb::{Backup, Report, TableReport, backup_file, verify_file};
-pub use types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, Pruned};
+pub use types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, PollClaim, Pruned};
 
 use announce::Announcer;
 
@@ -231,6 +231,23 @@ impl Store {
         duration_ms: u64,
     ) -> Result<usize, StoreError> {
         dispatch!(self, s => s.apply_poll(repository_id, listed, observed, duration_ms).await)
+    }
+
+    /// Claims the next poll of a remote repository for `lease`: claimed if
+    /// its next poll is due (or `now`, a poll asked for) and no other
+    /// gateway on the same database is polling it; recording the poll
+    /// (`apply_poll`, `record_poll_failure`) ends the claim. On redb (one
+    /// process) a poll is always claimed.
+    pub async fn claim_poll(
+        &self,
+        repository_id: &str,
+        lease: std::time::Duration,
+        now: bool,
+    ) -> Result<PollClaim, StoreError> {
+        match &self.engine {
+            Engine::Redb(_) => Ok(PollClaim::Claimed),
+            Engine::Postgres(s) => s.claim_poll(repository_id, lease, now).await,
+        }
     }
 
     /// Records that a poll failed, and when the next is due.

@@ -9,9 +9,10 @@ use std::time::Duration;
 use callisto::changes::{Notification, TagChange};
 use callisto::event::{EventSource, EventType, Timestamp, new_id};
 use callisto::records::{
-    Attempt, Delivery, DeliveryKind, DeliveryState, Repository, Request, SignatureScheme, Webhook,
+    Attempt, Delivery, DeliveryKind, DeliveryState, RemoteSettings, Repository, RepositoryKind,
+    Request, SignatureScheme, Webhook,
 };
-use callisto::store::{EventFilter, Next, Store, StoreError};
+use callisto::store::{EventFilter, Next, PollClaim, Store, StoreError};
 use callisto_tests::receiver::Receiver;
 use serde_json::json;
 
@@ -837,4 +838,111 @@ async fn a_commit_through_one_store_wakes_another_on_the_same_database() {
     assert!(due_a.try_recv().is_ok(), "A announces its own commit");
     assert!(due_a.try_recv().is_err(), "A skips its own notification");
     assert!(due_b.try_recv().is_err(), "nothing else was due");
+}
+
+/// Two gateways' stores on one database: one at a time polls a remote
+/// repository; recording the poll ends the claim and sets when the next is
+/// due; a claim whose lease ran out (its gateway died) is taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remote_repository_is_polled_by_one_store_at_a_time() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let mut repo = Repository::new_local("mirror/app");
+    repo.kind = RepositoryKind::Remote;
+    repo.registry = Some("registry.example".into());
+    repo.remote = Some(RemoteSettings {
+        poll_interval_secs: 60,
+        initial_sync: Default::default(),
+        insecure: false,
+        username: None,
+        password: None,
+        tags: vec![],
+        exclude_tags: vec![],
+        max_tags: None,
+    });
+    a.create_repository(repo.clone(), vec![]).await.unwrap();
+    let lease = Duration::from_secs(600);
+
+    // Eight claims at once, four through each store: one wins.
+    let mut claims = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let id = repo.id.clone();
+        claims.spawn(async move { store.claim_poll(&id, lease, false).await.unwrap() });
+    }
+    let mut claimed = 0;
+    let soon = Timestamp::now().unix_millis() + 500_000;
+    while let Some(claim) = claims.join_next().await {
+        match claim.unwrap() {
+            PollClaim::Claimed => claimed += 1,
+            PollClaim::NotYet { until } => assert!(until.unix_millis() > soon, "{until}"),
+            PollClaim::Gone => panic!("the repository exists"),
+        }
+    }
+    assert_eq!(claimed, 1, "one poll at a time");
+    // Even a poll asked for waits for the lease.
+    assert!(matches!(
+        b.claim_poll(&repo.id, lease, true).await.unwrap(),
+        PollClaim::NotYet { .. }
+    ));
+
+    // The poll is recorded: the claim ends, the next poll is due in a
+    // minute; a poll asked for may start at once.
+    a.apply_poll(&repo.id, HashSet::new(), BTreeMap::new(), 5)
+        .await
+        .unwrap();
+    let next = a
+        .repository(&repo.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .poll
+        .next_poll_at;
+    assert_eq!(
+        b.claim_poll(&repo.id, lease, false).await.unwrap(),
+        PollClaim::NotYet {
+            until: next.unwrap()
+        }
+    );
+    assert_eq!(
+        b.claim_poll(&repo.id, lease, true).await.unwrap(),
+        PollClaim::Claimed
+    );
+    // A failed poll ends the claim too.
+    b.record_poll_failure(&repo.id, "refused".into(), 5, Timestamp::now())
+        .await
+        .unwrap();
+
+    // A claims with a short lease and "dies" mid-poll: B takes over once
+    // the lease expires.
+    let short = Duration::from_millis(500);
+    assert_eq!(
+        a.claim_poll(&repo.id, short, false).await.unwrap(),
+        PollClaim::Claimed
+    );
+    assert!(matches!(
+        b.claim_poll(&repo.id, lease, false).await.unwrap(),
+        PollClaim::NotYet { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        b.claim_poll(&repo.id, lease, false).await.unwrap(),
+        PollClaim::Claimed
+    );
+
+    assert_eq!(
+        a.claim_poll("repo_missing", lease, false).await.unwrap(),
+        PollClaim::Gone
+    );
+    // On redb (one process) a poll is always claimed.
+    let (_keep, redb) = open(Engine::Redb).await;
+    for _ in 0..2 {
+        assert_eq!(
+            redb.claim_poll(&repo.id, lease, false).await.unwrap(),
+            PollClaim::Claimed
+        );
+    }
 }

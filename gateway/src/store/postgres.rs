@@ -12,8 +12,9 @@
 //! every earlier append. Due deliveries are claimed with a lease
 //! (`claim_due`), so that each is sent by one gateway at a time. Commits
 //! that append events or make deliveries due notify the other gateways
-//! (`listen`). What several gateways on one database still need (poll
-//! leases) is not here yet: see docs/scaling.md.
+//! (`listen`). A remote repository is polled by one gateway at a time
+//! (`claim_poll`, a lease on its row). See docs/scaling.md for what
+//! several gateways on one database still lack.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Transaction};
 use super::StoreError;
 use super::announce::{Announcer, Due};
 use super::records::{StoredEvent, StoredEventRef, decode, encode};
-use super::types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, Pruned};
+use super::types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, PollClaim, Pruned};
 use crate::changes::{self, Notification, Recorded, TagBook};
 use crate::event::{Event, Timestamp};
 use crate::records::{
@@ -40,6 +41,7 @@ mod listen;
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0001_initial.sql"),
     include_str!("postgres/migrations/0002_claims.sql"),
+    include_str!("postgres/migrations/0003_poll_leases.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -312,6 +314,7 @@ impl PgStore {
             )),
         };
         put_repository(&txn, &repo).await?;
+        end_poll_lease(&txn, repository_id).await?;
         if !events.is_empty() {
             listen::events_appended(&txn, &self.instance).await?;
         }
@@ -320,6 +323,54 @@ impl PgStore {
             self.announce.events_appended();
         }
         Ok(events.len())
+    }
+
+    /// Claims a poll with the repository's row locked: refused while
+    /// another gateway's lease runs, or (unless `now`) before the next poll
+    /// is due.
+    pub async fn claim_poll(
+        &self,
+        repository_id: &str,
+        lease: Duration,
+        now: bool,
+    ) -> Result<PollClaim, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let Some(row) = txn
+            .query_opt(
+                "SELECT record, poll_lease_until,
+                        (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                 FROM repositories WHERE id = $1 FOR UPDATE",
+                &[&repository_id],
+            )
+            .await
+            .doing("reading a repository's poll lease")?
+        else {
+            return Ok(PollClaim::Gone);
+        };
+        let repo: Repository = decode("repositories", row.get(0))?;
+        let leased: Option<i64> = row.get(1);
+        let clock: i64 = row.get(2);
+        if let Some(until) = leased.filter(|until| *until > clock) {
+            return Ok(PollClaim::NotYet {
+                until: Timestamp::from_unix_millis(until),
+            });
+        }
+        if !now
+            && let Some(next) = repo.poll.next_poll_at
+            && next > Timestamp::now()
+        {
+            return Ok(PollClaim::NotYet { until: next });
+        }
+        txn.execute(
+            "UPDATE repositories SET poll_lease_until = $2 WHERE id = $1",
+            &[&repository_id, &clock.saturating_add(lease_ms)],
+        )
+        .await
+        .doing("taking a repository's poll lease")?;
+        txn.commit().await.doing("committing a poll lease")?;
+        Ok(PollClaim::Claimed)
     }
 
     pub async fn record_poll_failure(
@@ -340,6 +391,7 @@ impl PgStore {
         repo.poll.consecutive_errors += 1;
         repo.poll.next_poll_at = Some(next_poll_at);
         put_repository(&txn, &repo).await?;
+        end_poll_lease(&txn, repository_id).await?;
         txn.commit().await.doing("committing a poll failure")
     }
 
@@ -1216,6 +1268,17 @@ async fn repository(
         .doing("reading a repository")?
         .map(|r| decode("repositories", r.get(0)))
         .transpose()
+}
+
+/// Ends the claim on a repository's poll: the poll is recorded.
+async fn end_poll_lease(txn: &Transaction<'_>, repository_id: &str) -> Result<(), StoreError> {
+    txn.execute(
+        "UPDATE repositories SET poll_lease_until = NULL WHERE id = $1",
+        &[&repository_id],
+    )
+    .await
+    .doing("ending a repository's poll lease")?;
+    Ok(())
 }
 
 async fn repositories_named(

@@ -75,3 +75,17 @@ pub struct Claim {
     /// it expires. `None` if it has none.
     pub next_ms: Option<u64>,
 }
+
+/// Whether this gateway may poll a remote repository now
+/// ([`claim_poll`](super::Store::claim_poll)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollClaim {
+    /// It may, and no other gateway will until the lease expires or the
+    /// poll is recorded.
+    Claimed,
+    /// Not before `until`: another gateway is polling it (until its lease
+    /// expires), or polled it and the next poll is due then.
+    NotYet { until: crate::event::Timestamp },
+    /// The repository no longer exists.
+    Gone,
+}
