@@ -225,14 +225,14 @@ async fn dispatch(
         if busy >= cap {
             continue;
         }
-        // Claim enough to fill the free slots; the held ones may come back
-        // too (on redb, and on PostgreSQL once their lease ran out) and are
-        // skipped: they are already under way here.
+        // Claim enough to fill the free slots, past the held ones (under
+        // way here already): everything claimed starts now.
         let free = (cap - busy).min(ctx.config.max_in_flight.saturating_sub(sched.total));
-        let held = sched.held.get(&webhook).map_or(0, HashSet::len);
+        let no_held = HashSet::new();
+        let held = sched.held.get(&webhook).unwrap_or(&no_held);
         let claim = match ctx
             .store
-            .claim_due(&webhook, free + held, lease(&ctx.config))
+            .claim_due(&webhook, free, lease(&ctx.config), held)
             .await
         {
             Ok(claim) => claim,
@@ -244,13 +244,6 @@ async fn dispatch(
         let mut started = busy;
         let mut next = claim.next_ms;
         for entry in claim.claimed {
-            if sched
-                .held
-                .get(&webhook)
-                .is_some_and(|h| h.contains(&entry.id))
-            {
-                continue;
-            }
             if started >= cap || sched.total >= ctx.config.max_in_flight {
                 // Not expected (the claim was sized to the free slots): it
                 // is sent here once its webhook has room again.

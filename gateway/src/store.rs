@@ -326,14 +326,16 @@ impl Store {
     /// recorded, no other gateway on the same database claims them (a
     /// gateway that dies mid-attempt loses its claims when their leases
     /// expire). On redb (one process) nothing is leased: the claim is what
-    /// is due, and the sender keeps what it is sending in memory.
+    /// is due. Deliveries in `except` (what the caller is sending already)
+    /// are neither claimed nor counted in when the next is due.
     pub async fn claim_due(
         &self,
         webhook_id: &str,
         limit: usize,
         lease: std::time::Duration,
+        except: &HashSet<String>,
     ) -> Result<Claim, StoreError> {
-        dispatch!(self, s => s.claim_due(webhook_id, limit, lease).await)
+        dispatch!(self, s => s.claim_due(webhook_id, limit, lease, except).await)
     }
 
     /// How many deliveries are pending.

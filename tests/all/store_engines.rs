@@ -647,11 +647,18 @@ async fn a_claim_takes_what_is_due_and_says_when_the_next_is() {
         let (_keep, store) = open(engine).await;
         let (hook, id) = one_planned_delivery(&store).await;
         let lease = Duration::from_secs(60);
-        let claim = store.claim_due(&hook.id, 10, lease).await.unwrap();
+        let claim = store
+            .claim_due(&hook.id, 10, lease, &HashSet::new())
+            .await
+            .unwrap();
         let claimed: Vec<&str> = claim.claimed.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(claimed, [id.as_str()], "{engine:?}");
         assert_eq!(
-            store.claim_due(&hook.id, 0, lease).await.unwrap().claimed,
+            store
+                .claim_due(&hook.id, 0, lease, &HashSet::new())
+                .await
+                .unwrap()
+                .claimed,
             []
         );
 
@@ -661,7 +668,10 @@ async fn a_claim_takes_what_is_due_and_says_when_the_next_is() {
             .record_attempt(&id, attempt(1, false), Next::Retry { at: retry_at }, None)
             .await
             .unwrap();
-        let claim = store.claim_due(&hook.id, 10, lease).await.unwrap();
+        let claim = store
+            .claim_due(&hook.id, 10, lease, &HashSet::new())
+            .await
+            .unwrap();
         assert!(claim.claimed.is_empty(), "{engine:?}: {claim:?}");
         assert_eq!(
             claim.next_ms,
@@ -680,8 +690,27 @@ async fn a_claim_takes_what_is_due_and_says_when_the_next_is() {
             )
             .await
             .unwrap();
-        let claim = store.claim_due(&hook.id, 10, lease).await.unwrap();
+        let claim = store
+            .claim_due(&hook.id, 10, lease, &HashSet::new())
+            .await
+            .unwrap();
         assert_eq!(claim.claimed.len(), 1, "{engine:?}: {claim:?}");
+        assert_eq!(claim.next_ms, None, "{engine:?}");
+
+        // What the caller is sending already is neither claimed nor counted
+        // as next.
+        let other = delivery_for(&store.delivery(&id).await.unwrap().unwrap().event_id, &hook);
+        store
+            .add_deliveries(&hook.id, vec![other.clone()])
+            .await
+            .unwrap();
+        let sending = HashSet::from([id.clone()]);
+        let claim = store
+            .claim_due(&hook.id, 10, lease, &sending)
+            .await
+            .unwrap();
+        let claimed: Vec<&str> = claim.claimed.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(claimed, [other.id.as_str()], "{engine:?}");
         assert_eq!(claim.next_ms, None, "{engine:?}");
     }
 }
@@ -719,7 +748,10 @@ async fn two_stores_on_one_database_claim_each_due_delivery_once() {
             claimers.spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let claim = store.claim_due(&hook_id, 1 + i, lease).await.unwrap();
+                    let claim = store
+                        .claim_due(&hook_id, 1 + i, lease, &HashSet::new())
+                        .await
+                        .unwrap();
                     if claim.claimed.is_empty() {
                         return mine;
                     }
@@ -744,14 +776,14 @@ async fn two_stores_on_one_database_claim_each_due_delivery_once() {
         );
         // All leased: nothing left to claim, on either side.
         assert!(
-            a.claim_due(&hook.id, 500, lease)
+            a.claim_due(&hook.id, 500, lease, &HashSet::new())
                 .await
                 .unwrap()
                 .claimed
                 .is_empty()
         );
         assert!(
-            b.claim_due(&hook.id, 500, lease)
+            b.claim_due(&hook.id, 500, lease, &HashSet::new())
                 .await
                 .unwrap()
                 .claimed
@@ -764,16 +796,25 @@ async fn two_stores_on_one_database_claim_each_due_delivery_once() {
     let all: HashSet<String> = added.iter().map(|d| d.id.clone()).collect();
     a.add_deliveries(&hook.id, added).await.unwrap();
     let short = Duration::from_millis(500);
-    let by_a = a.claim_due(&hook.id, 100, short).await.unwrap();
+    let by_a = a
+        .claim_due(&hook.id, 100, short, &HashSet::new())
+        .await
+        .unwrap();
     assert_eq!(by_a.claimed.len(), 20);
-    let by_b = b.claim_due(&hook.id, 100, lease).await.unwrap();
+    let by_b = b
+        .claim_due(&hook.id, 100, lease, &HashSet::new())
+        .await
+        .unwrap();
     assert!(by_b.claimed.is_empty(), "{by_b:?}");
     let expires = by_b
         .next_ms
         .expect("the leased deliveries are still pending");
     assert!(expires > Timestamp::now().unix_millis() as u64 - 1_000);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let by_b = b.claim_due(&hook.id, 100, lease).await.unwrap();
+    let by_b = b
+        .claim_due(&hook.id, 100, lease, &HashSet::new())
+        .await
+        .unwrap();
     let taken: HashSet<String> = by_b.claimed.into_iter().map(|d| d.id).collect();
     assert_eq!(taken, all, "B takes over A's expired claims");
 
@@ -790,7 +831,10 @@ async fn two_stores_on_one_database_claim_each_due_delivery_once() {
     )
     .await
     .unwrap();
-    let again = a.claim_due(&hook.id, 100, lease).await.unwrap();
+    let again = a
+        .claim_due(&hook.id, 100, lease, &HashSet::new())
+        .await
+        .unwrap();
     let again: Vec<String> = again.claimed.into_iter().map(|d| d.id).collect();
     assert_eq!(again, [one]);
 }

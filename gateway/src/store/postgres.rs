@@ -623,8 +623,10 @@ impl PgStore {
         webhook_id: &str,
         limit: usize,
         lease: Duration,
+        except: &HashSet<String>,
     ) -> Result<Claim, StoreError> {
         let now = ms(Timestamp::now());
+        let except: Vec<&str> = except.iter().map(String::as_str).collect();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let limit = limit.min(i64::MAX as usize) as i64;
         let mut conn = self.conn().await?;
@@ -639,10 +641,11 @@ impl PgStore {
                      SELECT id FROM deliveries
                      WHERE webhook_id = $1 AND due_ms IS NOT NULL AND due_ms <= $2
                        AND (lease_until IS NULL OR lease_until <= (SELECT now FROM clock))
+                       AND NOT (id = ANY($5))
                      ORDER BY due_ms, id LIMIT $3
                      FOR UPDATE SKIP LOCKED)
                  RETURNING due_ms, id",
-                &[&webhook_id, &now, &limit, &lease_ms],
+                &[&webhook_id, &now, &limit, &lease_ms, &except],
             )
             .await
             .doing("claiming due deliveries")?
@@ -655,7 +658,8 @@ impl PgStore {
             })
             .collect();
         claimed.sort();
-        let ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+        let mut ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
+        ids.extend(except);
         let next: Option<i64> = txn
             .query_one(
                 "SELECT min(greatest(due_ms, coalesce(lease_until, 0))) FROM deliveries

@@ -264,17 +264,21 @@ impl RedbStore {
         webhook_id: &str,
         limit: usize,
         _lease: std::time::Duration,
+        except: &HashSet<String>,
     ) -> Result<Claim, StoreError> {
         let now = Timestamp::now().unix_millis().max(0) as u64;
-        let mut claimed =
-            deliveries::due_for(&self.read()?, webhook_id, u64::MAX, limit.saturating_add(1))?;
-        let split = claimed
-            .iter()
-            .take(limit)
-            .take_while(|d| d.due_ms <= now)
-            .count();
-        let next_ms = claimed.get(split).map(|d| d.due_ms);
-        claimed.truncate(split);
+        let wanted = limit.saturating_add(except.len()).saturating_add(1);
+        let mut rest = deliveries::due_for(&self.read()?, webhook_id, u64::MAX, wanted)?
+            .into_iter()
+            .filter(|d| !except.contains(&d.id))
+            .peekable();
+        let mut claimed = Vec::new();
+        while claimed.len() < limit
+            && let Some(d) = rest.next_if(|d| d.due_ms <= now)
+        {
+            claimed.push(d);
+        }
+        let next_ms = rest.next().map(|d| d.due_ms);
         Ok(Claim { claimed, next_ms })
     }
 
