@@ -990,3 +990,57 @@ async fn a_remote_repository_is_polled_by_one_store_at_a_time() {
         );
     }
 }
+
+/// Two gateways on one database, pushes ingested through either: each
+/// event is delivered once, whichever gateway planned and sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_on_one_database_deliver_each_push_once() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let config = |data: &std::path::Path| {
+        let mut c = callisto::test_util::test_config(data);
+        c.plugins.cache_dir = Some(crate::shared_cache_dir());
+        c.store = url.clone();
+        c
+    };
+    let data_a = tempfile::tempdir().unwrap();
+    let cfg = config(data_a.path());
+    let a = callisto::test_util::TestGateway::start_in(data_a, cfg).await;
+    // The same sealing key, as replicas of one gateway have.
+    let data_b = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        a.data.path().join("secret.key"),
+        data_b.path().join("secret.key"),
+    )
+    .unwrap();
+    let cfg = config(data_b.path());
+    let b = callisto::test_util::TestGateway::start_in(data_b, cfg).await;
+
+    let receiver = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    repository(
+        &a,
+        json!([{"url": receiver.url("/hook"), "secret": secret}]),
+    )
+    .await;
+    let mut ids = HashSet::new();
+    for i in 0..30 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let accepted = ingest(gw, &push_envelope(&format!("v{i}"))).await;
+        ids.insert(accepted.events[0].clone());
+    }
+    receiver.wait_for(30, Duration::from_secs(30)).await;
+    let got = receiver.wait_quiet(Duration::from_secs(1)).await;
+    let sent: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent.len(), 30, "each event delivered once: {sent:?}");
+    assert_eq!(sent.into_iter().collect::<HashSet<_>>(), ids);
+    for r in &got {
+        verify_standard(r, secret);
+    }
+    a.stop().await;
+    b.stop().await;
+}
