@@ -662,8 +662,12 @@ impl PgStore {
         ids.extend(except);
         let next: Option<i64> = txn
             .query_one(
-                "SELECT min(greatest(due_ms, coalesce(lease_until, 0))) FROM deliveries
-                 WHERE webhook_id = $1 AND due_ms IS NOT NULL AND NOT (id = ANY($2))",
+                // The earliest pending ones by the due index, not the whole
+                // backlog: an unleased one among them bounds the rest.
+                "SELECT min(greatest(due_ms, coalesce(lease_until, 0))) FROM (
+                     SELECT due_ms, lease_until FROM deliveries
+                     WHERE webhook_id = $1 AND due_ms IS NOT NULL AND NOT (id = ANY($2))
+                     ORDER BY due_ms, id LIMIT 1000) earliest",
                 &[&webhook_id, &ids],
             )
             .await
