@@ -50,13 +50,24 @@ async fn run(
     tokio::pin!(shutdown);
     loop {
         // Drain, one batch at a time, until caught up.
+        let mut refused = 0;
         loop {
             let r = runner.take().unwrap_or_else(|| Runner::new(warm_instances));
             let (r, result) = process_batch(&ctx, r).await;
             runner = r;
             match result {
                 Ok(0) => break,
-                Ok(_) => continue,
+                Ok(_) => {
+                    refused = 0;
+                    continue;
+                }
+                // Another gateway on the same database planned the batch
+                // first: go on from where it left the cursor.
+                Err(StoreError::Conflict(e)) if refused < 3 => {
+                    refused += 1;
+                    tracing::debug!("a fan-out batch was planned by another gateway: {e}");
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!("fan-out failed, retrying shortly: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
