@@ -11,7 +11,11 @@
 //! Two engines implement the same operations: one redb file (`redb`, the
 //! default: group commit, one process), or a PostgreSQL database
 //! (`postgres`, chosen with a `postgres://` URL). [`Store`] dispatches to
-//! the one it was opened with; the announcements are the same for both.
+//! the one it was opened with; the announcements are the same for both. On
+//! PostgreSQL the store also announces what other gateways on the database
+//! committed, and the sender and the poller claim their work with leases
+//! (`claim_due`, `claim_poll`), so that several gateways share one database
+//! (docs/scaling.md).
 
 mod announce;
 mod postgres;

@@ -81,6 +81,7 @@ where
         let mut backoff = Duration::from_millis(250);
         loop {
             let result = listen(&config, tls.clone(), &pool, &announce, &instance, || {
+                backoff = Duration::from_millis(250);
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Ok(()));
                     false
