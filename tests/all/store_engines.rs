@@ -1044,3 +1044,62 @@ async fn two_gateways_on_one_database_deliver_each_push_once() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The listening connection dropped (PostgreSQL restarted, a proxy cut
+/// it): it is made again, what was missed meanwhile is announced, and
+/// later commits wake the other store again.
+#[tokio::test]
+async fn a_store_listens_again_after_its_connection_is_cut() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let mut events_b = b.subscribe_events();
+    let mut due_b = b.subscribe_due();
+    let (hook, id) = one_planned_delivery(&a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    events_b.borrow_and_update();
+    while due_b.try_recv().is_ok() {}
+
+    let cluster = callisto_tests::postgres::cluster();
+    let cut = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            cluster.sql_in(
+                &url,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(cut, "2", "both stores' listening connections were cut");
+    // Committed while B may not be listening: announced once it listens
+    // again, if not by the notification.
+    a.record_attempt(&id, attempt(1, true), Next::Succeeded, None)
+        .await
+        .unwrap();
+    a.redeliver(&id).await.unwrap();
+    let due = tokio::time::timeout(Duration::from_secs(5), due_b.recv())
+        .await
+        .expect("B hears of the delivery made due while it was cut off")
+        .unwrap();
+    assert_eq!(due.webhook, hook.id);
+    tokio::time::timeout(Duration::from_secs(5), events_b.changed())
+        .await
+        .expect("B announces that events may have been appended")
+        .unwrap();
+
+    // Listening again: a later append wakes B within a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    events_b.borrow_and_update();
+    a.record_notifications(vec![pushed("k2", "demo/app", "v2", "sha256:b")])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), events_b.changed())
+        .await
+        .expect("B hears of A's append again")
+        .unwrap();
+}
