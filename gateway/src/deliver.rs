@@ -7,9 +7,14 @@
 //! cap is simply skipped, so a receiver that hangs holds its own slots and
 //! nobody else's, however many deliveries it has queued.
 //!
+//! What the sender sends it first claims (`Store::claim_due`), with a lease
+//! longer than an attempt: of several gateways on one database, one at a
+//! time sends a delivery.
+//!
 //! Delivery is at least once. An attempt is recorded after it is made; if
 //! the gateway dies in between, the delivery is still pending in the log and
-//! is sent again, with the same `webhook-id`.
+//! is sent again, with the same `webhook-id` (by another gateway on the
+//! same database once the dead one's lease expires).
 
 pub mod attempt;
 pub mod retry;
