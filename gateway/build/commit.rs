@@ -13,6 +13,10 @@ use std::process::Command;
 pub fn describe(workspace: &Path) -> String {
     println!("cargo:rerun-if-env-changed=CALLISTO_BUILD_COMMIT");
     println!("cargo:rerun-if-env-changed=CALLISTO_BUILD_DATE");
+    // Checkouts that share a target directory share this script's output,
+    // and the files watched below are one checkout's: `tests/run` names
+    // the checkout and its commit here, so another one runs it again.
+    println!("cargo:rerun-if-env-changed=CALLISTO_CHECKOUT");
     let given = |var| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
     let (commit, date) = match given("CALLISTO_BUILD_COMMIT") {
         // A packager's commit with this checkout's date would mislead.

@@ -18,12 +18,15 @@ pub const MAX_RETRY_STEPS: usize = 50;
 pub const MAX_RETRY_DELAY_SECS: u64 = 30 * 86_400;
 
 /// `CALLISTO_*` variables that are not settings of `serve`.
-const NOT_SETTINGS: [&str; 5] = [
+const NOT_SETTINGS: [&str; 8] = [
     "CALLISTO_URL",
     "CALLISTO_CONFIG",
     "CALLISTO_BLESS",
     "CALLISTO_GUEST_TARGET_DIR",
     "CALLISTO_LOG_FORMAT_OVERRIDE",
+    "CALLISTO_CHECKOUT",
+    "CALLISTO_BUILD_COMMIT",
+    "CALLISTO_BUILD_DATE",
 ];
 
 #[derive(Debug, thiserror::Error)]
