@@ -18,7 +18,7 @@ pub const MAX_RETRY_STEPS: usize = 50;
 pub const MAX_RETRY_DELAY_SECS: u64 = 30 * 86_400;
 
 /// `CALLISTO_*` variables that are not settings of `serve`.
-const NOT_SETTINGS: [&str; 8] = [
+const NOT_SETTINGS: [&str; 9] = [
     "CALLISTO_URL",
     "CALLISTO_CONFIG",
     "CALLISTO_BLESS",
@@ -27,6 +27,7 @@ const NOT_SETTINGS: [&str; 8] = [
     "CALLISTO_CHECKOUT",
     "CALLISTO_BUILD_COMMIT",
     "CALLISTO_BUILD_DATE",
+    "CALLISTO_REGISTRY_PASSWORD",
 ];
 
 #[derive(Debug, thiserror::Error)]
