@@ -37,6 +37,26 @@ use crate::changes::{Notification, Recorded};
 use crate::event::{Event, Timestamp};
 use crate::records::{Attempt, Delivery, DeliveryState, KnownTag, Repository, Webhook};
 
+/// Refuses a repository beside one of the same kind, name and registry
+/// (`named` are the repositories of its name): both engines' rule.
+fn refuse_clash(repo: &Repository, named: &[Repository]) -> Result<(), StoreError> {
+    if !named
+        .iter()
+        .any(|r| r.kind == repo.kind && r.registry == repo.registry)
+    {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!(
+        "a {} repository named {} already exists{}",
+        repo.kind.as_str(),
+        repo.name,
+        repo.registry
+            .as_deref()
+            .map(|r| format!(" on {r}"))
+            .unwrap_or_default()
+    )))
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open {path}: {reason}")]

@@ -859,21 +859,7 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let txn = conn.transaction().await.doing("beginning a transaction")?;
         lock(&txn, REPOSITORIES_LOCK).await?;
-        let clash = repositories_named(&txn, &repo.name)
-            .await?
-            .into_iter()
-            .any(|r| r.kind == repo.kind && r.registry == repo.registry);
-        if clash {
-            return Err(StoreError::Conflict(format!(
-                "a {} repository named {} already exists{}",
-                repo.kind.as_str(),
-                repo.name,
-                repo.registry
-                    .as_deref()
-                    .map(|r| format!(" on {r}"))
-                    .unwrap_or_default()
-            )));
-        }
+        super::refuse_clash(&repo, &repositories_named(&txn, &repo.name).await?)?;
         put_repository(&txn, &repo).await?;
         for w in &webhooks {
             put_webhook(&txn, w).await?;

@@ -403,21 +403,7 @@ impl RedbStore {
         webhooks: Vec<Webhook>,
     ) -> Result<(), StoreError> {
         self.write(move |txn| {
-            let clash = txn
-                .repositories_named(&repo.name)?
-                .into_iter()
-                .any(|r| r.kind == repo.kind && r.registry == repo.registry);
-            if clash {
-                return Err(StoreError::Conflict(format!(
-                    "a {} repository named {} already exists{}",
-                    repo.kind.as_str(),
-                    repo.name,
-                    repo.registry
-                        .as_deref()
-                        .map(|r| format!(" on {r}"))
-                        .unwrap_or_default()
-                )));
-            }
+            crate::store::refuse_clash(&repo, &txn.repositories_named(&repo.name)?)?;
             repos::put_repository(txn, &repo)?;
             for w in &webhooks {
                 repos::put_webhook(txn, w)?;
