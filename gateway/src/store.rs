@@ -37,6 +37,40 @@ use crate::changes::{Notification, Recorded};
 use crate::event::{Event, Timestamp};
 use crate::records::{Attempt, Delivery, DeliveryState, KnownTag, Repository, Webhook};
 
+/// What becomes due when `deliveries` are written: the pending ones, at
+/// their next attempt. Both engines announce it after the commit.
+fn due_of(deliveries: &[Delivery]) -> Vec<Due> {
+    deliveries
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .filter_map(|d| {
+            Some(Due {
+                webhook: d.webhook_id.clone(),
+                at: d.next_attempt_at?,
+            })
+        })
+        .collect()
+}
+
+/// Moves a delivery on after an attempt, as both engines record it: the
+/// attempt's outcome, and where the delivery goes `next`.
+fn apply_attempt(delivery: &mut Delivery, attempt: &Attempt, next: &Next) {
+    delivery.attempts = delivery.attempts.max(attempt.number);
+    delivery.last_status = attempt.response.as_ref().map(|r| r.status);
+    delivery.last_error = attempt.error.clone();
+    delivery.updated_at = attempt.started_at;
+    delivery.next_attempt_at = None;
+    delivery.state = match next {
+        Next::Succeeded => DeliveryState::Succeeded,
+        Next::Dead => DeliveryState::Dead,
+        Next::Failed => DeliveryState::Failed,
+        Next::Retry { at } => {
+            delivery.next_attempt_at = Some(*at);
+            DeliveryState::Pending
+        }
+    };
+}
+
 /// Refuses a repository beside one of the same kind, name and registry
 /// (`named` are the repositories of its name): both engines' rule.
 fn refuse_clash(repo: &Repository, named: &[Repository]) -> Result<(), StoreError> {

@@ -546,7 +546,7 @@ impl PgStore {
         )
         .await
         .doing("moving the fan-out cursor")?;
-        let due = due_of(&planned);
+        let due = crate::store::due_of(&planned);
         listen::due(&txn, &self.instance, &due).await?;
         txn.commit().await.doing("committing planned deliveries")?;
         self.announce.due(due);
@@ -566,7 +566,7 @@ impl PgStore {
         for d in &added {
             create_delivery(&txn, d, false).await?;
         }
-        let due = due_of(&added);
+        let due = crate::store::due_of(&added);
         listen::due(&txn, &self.instance, &due).await?;
         txn.commit().await.doing("committing deliveries")?;
         self.announce.due(due);
@@ -774,7 +774,7 @@ impl PgStore {
         delivery.next_attempt_at = Some(now);
         delivery.updated_at = now;
         update_delivery(&txn, &delivery, Some(now)).await?;
-        let due = due_of(std::slice::from_ref(&delivery));
+        let due = crate::store::due_of(std::slice::from_ref(&delivery));
         listen::due(&txn, &self.instance, &due).await?;
         txn.commit().await.doing("committing a redelivery")?;
         self.announce.due(due);
@@ -1180,19 +1180,6 @@ fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     Ok(decode::<StoredEvent>("events", bytes)?.event)
 }
 
-fn due_of(deliveries: &[Delivery]) -> Vec<Due> {
-    deliveries
-        .iter()
-        .filter(|d| d.state == DeliveryState::Pending)
-        .filter_map(|d| {
-            Some(Due {
-                webhook: d.webhook_id.clone(),
-                at: d.next_attempt_at?,
-            })
-        })
-        .collect()
-}
-
 /// Appends an event to the log; the caller holds [`LOG_LOCK`].
 async fn append(
     txn: &Transaction<'_>,
@@ -1495,20 +1482,7 @@ async fn record_attempt(
     let Some(mut delivery) = delivery(txn, id, true).await? else {
         return Ok(None);
     };
-    delivery.attempts = delivery.attempts.max(attempt.number);
-    delivery.last_status = attempt.response.as_ref().map(|r| r.status);
-    delivery.last_error = attempt.error.clone();
-    delivery.updated_at = attempt.started_at;
-    delivery.next_attempt_at = None;
-    delivery.state = match next {
-        Next::Succeeded => DeliveryState::Succeeded,
-        Next::Dead => DeliveryState::Dead,
-        Next::Failed => DeliveryState::Failed,
-        Next::Retry { at } => {
-            delivery.next_attempt_at = Some(*at);
-            DeliveryState::Pending
-        }
-    };
+    super::apply_attempt(&mut delivery, attempt, next);
     txn.execute(
         "INSERT INTO attempts (delivery_id, number, record) VALUES ($1, $2, $3)
          ON CONFLICT (delivery_id, number) DO UPDATE SET record = excluded.record",

@@ -19,19 +19,6 @@ use crate::records::{
     Attempt, Delivery, DeliveryState, InitialSync, KnownTag, PollStatus, Repository, Webhook,
 };
 
-fn due_of(deliveries: &[Delivery]) -> Vec<Due> {
-    deliveries
-        .iter()
-        .filter(|d| d.state == DeliveryState::Pending)
-        .filter_map(|d| {
-            Some(Due {
-                webhook: d.webhook_id.clone(),
-                at: d.next_attempt_at?,
-            })
-        })
-        .collect()
-}
-
 impl RedbStore {
     // The log.
 
@@ -195,7 +182,7 @@ impl RedbStore {
         last: u64,
         planned: Vec<Delivery>,
     ) -> Result<(), StoreError> {
-        let due = due_of(&planned);
+        let due = crate::store::due_of(&planned);
         let durable = !planned.is_empty();
         let job = move |txn: &redb::WriteTransaction| {
             let now = fanout_cursor(txn)?;
@@ -224,7 +211,7 @@ impl RedbStore {
         webhook_id: &str,
         added: Vec<Delivery>,
     ) -> Result<(), StoreError> {
-        let due = due_of(&added);
+        let due = crate::store::due_of(&added);
         let id = webhook_id.to_owned();
         self.write(move |txn| {
             if txn.webhook(&id)?.is_none() {
@@ -358,7 +345,8 @@ impl RedbStore {
         let delivery = self
             .write(move |txn| deliveries::redeliver(txn, &key, Timestamp::now()))
             .await?;
-        self.announce.due(due_of(std::slice::from_ref(&delivery)));
+        self.announce
+            .due(crate::store::due_of(std::slice::from_ref(&delivery)));
         Ok(delivery)
     }
 

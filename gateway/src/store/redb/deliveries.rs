@@ -62,22 +62,11 @@ pub fn record_attempt(
         txn.open_table(DUE)?
             .remove((delivery.webhook_id.as_str(), due_ms(at), id))?;
     }
-    delivery.attempts = delivery.attempts.max(attempt.number);
-    delivery.last_status = attempt.response.as_ref().map(|r| r.status);
-    delivery.last_error = attempt.error.clone();
-    delivery.updated_at = attempt.started_at;
-    delivery.next_attempt_at = None;
-    delivery.state = match next {
-        Next::Succeeded => DeliveryState::Succeeded,
-        Next::Dead => DeliveryState::Dead,
-        Next::Failed => DeliveryState::Failed,
-        Next::Retry { at } => {
-            delivery.next_attempt_at = Some(*at);
-            txn.open_table(DUE)?
-                .insert((delivery.webhook_id.as_str(), due_ms(*at), id), ())?;
-            DeliveryState::Pending
-        }
-    };
+    crate::store::apply_attempt(&mut delivery, attempt, next);
+    if let Some(at) = delivery.next_attempt_at {
+        txn.open_table(DUE)?
+            .insert((delivery.webhook_id.as_str(), due_ms(at), id), ())?;
+    }
     txn.open_table(ATTEMPTS)?
         .insert((id, attempt.number), encode(attempt).as_slice())?;
     txn.open_table(DELIVERIES)?
