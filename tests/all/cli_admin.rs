@@ -412,7 +412,9 @@ fn the_version_names_the_commit() {
     if option_env!("CALLISTO_BUILD_COMMIT").is_none()
         && option_env!("CALLISTO_BUILD_DATE").is_none()
     {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let manifest =
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+        let workspace = Path::new(&manifest).parent().unwrap();
         let git = |args: &[&str]| {
             std::process::Command::new("git")
                 .arg("-C")

@@ -337,10 +337,12 @@ fn new_writes_a_crate_that_passes_its_own_test() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("created plugin `hello-world` in "));
     let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugin-sdk")
-        .canonicalize()
-        .unwrap();
+    let sdk = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../plugin-sdk")
+    .canonicalize()
+    .unwrap();
     for line in [
         format!(
             "callisto-plugin-sdk = {{ path = {:?} }}",
@@ -378,7 +380,10 @@ fn new_writes_a_crate_that_passes_its_own_test() {
         stderr(&bad)
     );
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("..");
     std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
     let jobs = std::env::var("CARGO_BUILD_JOBS").unwrap_or_else(|_| "2".to_owned());
@@ -401,7 +406,10 @@ fn new_writes_a_crate_that_passes_its_own_test() {
 /// cannot drift from code that is built and run above.
 #[test]
 fn sdk_readme_shows_the_tested_plugin_verbatim() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("..");
     let readme = std::fs::read_to_string(root.join("plugin-sdk/README.md")).unwrap();
     let source = std::fs::read_to_string(root.join("tests/guests/discord/src/lib.rs")).unwrap();
     assert!(

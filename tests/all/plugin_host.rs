@@ -55,11 +55,13 @@ fn to_sdk(request: &callisto::plugin::Request) -> sdk::Request {
 }
 
 fn golden(plugin: &str, case: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins")
-        .join(plugin)
-        .join("tests/golden")
-        .join(format!("{case}.http"))
+    std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../plugins")
+    .join(plugin)
+    .join("tests/golden")
+    .join(format!("{case}.http"))
 }
 
 #[test]

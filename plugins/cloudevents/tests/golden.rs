@@ -2,7 +2,15 @@ use callisto_plugin_cloudevents::CloudEvents;
 use callisto_plugin_sdk::Plugin;
 use callisto_plugin_sdk::testing::{self, assert_golden};
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+/// The golden files of this checkout, read where the test runs: a test
+/// binary built in another checkout sharing the target directory must not
+/// compare against that one's files.
+fn golden(name: &str) -> String {
+    format!(
+        "{}/tests/golden/{name}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+}
 
 #[test]
 fn structured_mode_envelope() {
@@ -31,7 +39,7 @@ fn structured_mode_envelope() {
         body["data"],
         serde_json::from_slice::<serde_json::Value>(&event.to_json()).unwrap()
     );
-    assert_golden(format!("{GOLDEN}/pushed.http"), &request);
+    assert_golden(golden("pushed.http"), &request);
 }
 
 #[test]
@@ -44,5 +52,5 @@ fn deleted_and_source_override() {
     let body = request.body_json();
     assert_eq!(body["type"], "io.callisto.image.deleted");
     assert_eq!(body["source"], "urn:callisto:prod");
-    assert_golden(format!("{GOLDEN}/deleted.http"), &request);
+    assert_golden(golden("deleted.http"), &request);
 }

@@ -2,7 +2,15 @@ use callisto_plugin_default::DefaultPlugin;
 use callisto_plugin_sdk::testing::{self, assert_golden};
 use callisto_plugin_sdk::{EventType, Plugin};
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+/// The golden files of this checkout, read where the test runs: a test
+/// binary built in another checkout sharing the target directory must not
+/// compare against that one's files.
+fn golden(name: &str) -> String {
+    format!(
+        "{}/tests/golden/{name}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+}
 
 #[test]
 fn pushed() {
@@ -10,7 +18,7 @@ fn pushed() {
     event.previous_digest =
         Some("sha256:1111111111111111111111111111111111111111111111111111111111111111".into());
     let request = DefaultPlugin::format(&event, &testing::webhook(&[])).unwrap();
-    assert_golden(format!("{GOLDEN}/pushed.http"), &request);
+    assert_golden(golden("pushed.http"), &request);
     // The body is the event's own JSON, with every field present.
     let body = request.body_json();
     assert_eq!(body["type"], "image.pushed");
@@ -22,7 +30,7 @@ fn pushed() {
 fn deleted() {
     let event = testing::deleted("demo/app", "v1");
     let request = DefaultPlugin::format(&event, &testing::webhook(&[])).unwrap();
-    assert_golden(format!("{GOLDEN}/deleted.http"), &request);
+    assert_golden(golden("deleted.http"), &request);
 }
 
 #[test]
