@@ -75,6 +75,12 @@ pub struct Config {
     /// passwords in the database. Generated into `<data_dir>/secret.key` on
     /// first start when unset; keep a copy apart from the data.
     pub secret_key: Option<String>,
+    /// The file holding that key (base64 of 32 bytes), default
+    /// `<data_dir>/secret.key`. Replicas sharing one PostgreSQL database
+    /// point this at the same key (a mounted secret); a file named here is
+    /// never created, so a replica missing it refuses to start rather than
+    /// seal with a key of its own.
+    pub seal_key_file: Option<PathBuf>,
     /// Start with a new, empty store although the data directory shows that
     /// one existed (its tokens or key are there, its `callisto.redb` is
     /// not). Off: such a start is refused, since the store was likely lost.
@@ -253,6 +259,7 @@ impl Default for Config {
             admin_token: None,
             ingest_token: None,
             secret_key: None,
+            seal_key_file: None,
             allow_fresh_store: false,
             allow_new_secret_key: false,
             allow_private_targets: false,
@@ -589,6 +596,7 @@ impl Config {
             admin_token: Some(String::new()),
             ingest_token: Some(String::new()),
             secret_key: Some(String::new()),
+            seal_key_file: Some(PathBuf::new()),
             otlp_endpoint: Some(String::new()),
             allowed_networks: vec![String::new()],
             plugins: PluginConfig {
@@ -615,6 +623,13 @@ impl Config {
 
     pub fn redb_path(&self) -> PathBuf {
         self.data_dir.join("callisto.redb")
+    }
+
+    /// Where the sealing key is read from, unless `secret_key` gives it.
+    pub fn seal_key_path(&self) -> PathBuf {
+        self.seal_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
 }
 

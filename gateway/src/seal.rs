@@ -26,16 +26,16 @@ pub const KEY_FILE: &str = "secret.key";
 pub enum KeySource {
     /// `secret_key` in the configuration (`CALLISTO_SECRET_KEY`).
     Configured,
-    /// `<data dir>/secret.key`.
+    /// A key file: `seal_key_file`, by default `<data dir>/secret.key`.
     File(PathBuf),
 }
 
 impl KeySource {
     /// The source [`Sealer::load`] uses with the same arguments.
-    pub fn of(data_dir: &Path, configured: Option<&str>) -> Self {
+    pub fn of(path: &Path, configured: Option<&str>) -> Self {
         match configured {
             Some(_) => KeySource::Configured,
-            None => KeySource::File(data_dir.join(KEY_FILE)),
+            None => KeySource::File(path.to_owned()),
         }
     }
 }
@@ -54,6 +54,10 @@ pub enum SealError {
         "{path} is missing, but the store holds secrets sealed with the key it held: restore it from a backup (or give the key in CALLISTO_SECRET_KEY); to start over with a new key, after which every webhook secret and registry password must be entered again, start with --allow-new-secret-key"
     )]
     Missing { path: std::path::PathBuf },
+    #[error(
+        "{path} (seal_key_file, CALLISTO_SEAL_KEY_FILE) does not exist; it is never created: make it once with `head -c 32 /dev/urandom | base64 > {path}`, keep it with your secrets, and give the same file to every replica"
+    )]
+    NotGiven { path: std::path::PathBuf },
     #[error(
         "the sealing key ({origin}) is not the one the store's secrets were sealed with: give the right key; to use this one anyway, after which every webhook secret and registry password must be entered again, start with --allow-new-secret-key"
     )]
@@ -89,15 +93,15 @@ impl Sealer {
         &self.id
     }
 
-    /// The gateway's key: `env` (base64) if given, else the key file in
-    /// `data_dir`, created if missing and `may_create`.
-    pub fn load(data_dir: &Path, env: Option<&str>, may_create: bool) -> Result<Self, SealError> {
+    /// The gateway's key: `env` (base64) if given, else the key file at
+    /// `path`, created if missing and `may_create`.
+    pub fn load(path: &Path, env: Option<&str>, may_create: bool) -> Result<Self, SealError> {
         let bytes = match env {
             Some(b64) => STANDARD
                 .decode(b64.trim())
                 .map_err(|e| SealError::Key(format!("CALLISTO_SECRET_KEY is not base64: {e}")))?,
             None => {
-                let path = data_dir.join(KEY_FILE);
+                let path = path.to_owned();
                 match std::fs::read_to_string(&path) {
                     Ok(text) => decode_key_file(&path, &text)?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => {
@@ -193,25 +197,27 @@ mod tests {
     fn the_key_file_is_made_once_and_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let a = Sealer::load(dir.path(), None, true).unwrap();
+        let a = Sealer::load(&dir.path().join(KEY_FILE), None, true).unwrap();
         let mode = std::fs::metadata(dir.path().join("secret.key"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let b = Sealer::load(dir.path(), None, true).unwrap();
+        let b = Sealer::load(&dir.path().join(KEY_FILE), None, true).unwrap();
         assert_eq!(b.open(&a.seal("x")).unwrap(), "x");
         let c = Sealer::from_key_file(&dir.path().join(KEY_FILE)).unwrap();
         assert_eq!(c.open(&a.seal("x")).unwrap(), "x");
         assert!(Sealer::from_key_file(&dir.path().join("missing.key")).is_err());
         let env = STANDARD.encode([9u8; 32]);
-        let c = Sealer::load(dir.path(), Some(&env), true).unwrap();
+        let c = Sealer::load(&dir.path().join(KEY_FILE), Some(&env), true).unwrap();
         assert!(c.open(&a.seal("x")).is_err(), "the environment's key wins");
-        assert!(Sealer::load(dir.path(), Some("short"), true).is_err());
+        assert!(Sealer::load(&dir.path().join(KEY_FILE), Some("short"), true).is_err());
         assert_eq!(a.key_id(), b.key_id());
         assert_ne!(a.key_id(), c.key_id());
         let empty = tempfile::tempdir().unwrap();
-        let err = Sealer::load(empty.path(), None, false).err().unwrap();
+        let err = Sealer::load(&empty.path().join(KEY_FILE), None, false)
+            .err()
+            .unwrap();
         assert!(matches!(err, SealError::Missing { .. }), "{err}");
         assert!(!empty.path().join("secret.key").exists());
     }

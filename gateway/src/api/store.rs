@@ -45,7 +45,10 @@ pub async fn backup(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     // even if the client goes away mid-download.
     drop(dir);
 
-    let key = match KeySource::of(&app.config.data_dir, app.config.secret_key.as_deref()) {
+    let key = match KeySource::of(
+        &app.config.seal_key_path(),
+        app.config.secret_key.as_deref(),
+    ) {
         KeySource::Configured => "configured".to_owned(),
         KeySource::File(path) => std::path::absolute(&path)
             .unwrap_or(path)

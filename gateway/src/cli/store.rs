@@ -262,7 +262,10 @@ fn backup(
                 )
             })?;
             let configured = std::env::var("CALLISTO_SECRET_KEY").ok();
-            match KeySource::of(dir, configured.as_deref()) {
+            let key_file = std::env::var_os("CALLISTO_SEAL_KEY_FILE")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| dir.join(KEY_FILE));
+            match KeySource::of(&key_file, configured.as_deref()) {
                 KeySource::File(path) if !path.exists() && configured.is_none() => None,
                 source => Some(source),
             }
