@@ -293,11 +293,11 @@ async fn dispatch(
     }
 }
 
-/// How long a claim on a delivery lasts: longer than its attempt (the
-/// request timeout) and its recording, so that only a gateway that died
-/// mid-attempt loses it to another.
+/// How long a claim on a delivery lasts: its attempt (the request timeout)
+/// plus ample time to record it, so that only a gateway that died
+/// mid-attempt loses it to another, and that within half a minute.
 fn lease(config: &DeliveryConfig) -> Duration {
-    Duration::from_secs(config.timeout_secs.saturating_mul(2).saturating_add(60))
+    Duration::from_secs(config.timeout_secs.saturating_add(30))
 }
 
 async fn refresh_pending_gauge(ctx: &Context) {

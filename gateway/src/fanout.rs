@@ -17,10 +17,14 @@ use crate::filtered::{FilteredEvent, FilteredEvents};
 use crate::metrics::Metrics;
 use crate::plugin::{EventInput, PluginHost, Runner, Verdict, WebhookInput};
 use crate::records::{Delivery, DeliveryKind, Webhook};
-use crate::store::{PlanBatch, Store, StoreError};
+use crate::store::{Leadership, PlanBatch, Store, StoreError};
 
 /// Events taken per transaction.
 const BATCH: usize = 256;
+
+/// How long planning stays with one gateway of several on one database
+/// after its last batch; renewed with every batch.
+const LEASE: Duration = Duration::from_secs(10);
 
 pub struct Context {
     pub store: Store,
@@ -49,9 +53,30 @@ async fn run(
     let mut runner = Some(Runner::new(warm_instances));
     tokio::pin!(shutdown);
     loop {
+        // Another gateway plans (one database, several gateways): look
+        // again when its lease would end, in case it died.
+        let mut follow_until = None;
         // Drain, one batch at a time, until caught up.
         let mut refused = 0;
         loop {
+            match ctx.store.lead_fanout(LEASE).await {
+                Ok(Leadership::Leading) => {}
+                Ok(Leadership::Following { until }) => {
+                    let wait = until.unix_millis() - Timestamp::now().unix_millis();
+                    follow_until = Some(
+                        tokio::time::Instant::now()
+                            + Duration::from_millis(
+                                wait.clamp(100, LEASE.as_millis() as i64) as u64
+                            ),
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!("fan-out cannot take its lease, retrying shortly: {e}");
+                    follow_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    break;
+                }
+            }
             let r = runner.take().unwrap_or_else(|| Runner::new(warm_instances));
             let (r, result) = process_batch(&ctx, r).await;
             runner = r;
@@ -61,23 +86,35 @@ async fn run(
                     refused = 0;
                     continue;
                 }
-                // Another gateway on the same database planned the batch
-                // first: go on from where it left the cursor.
+                // Another gateway planned the batch first (its lease and
+                // ours overlapped): go on from where it left the cursor.
                 Err(StoreError::Conflict(e)) if refused < 3 => {
                     refused += 1;
                     tracing::debug!("a fan-out batch was planned by another gateway: {e}");
                     continue;
                 }
+                Err(StoreError::Conflict(e)) => {
+                    tracing::debug!("fan-out yields to another gateway: {e}");
+                    follow_until = Some(tokio::time::Instant::now() + LEASE);
+                    break;
+                }
                 Err(e) => {
                     tracing::error!("fan-out failed, retrying shortly: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    follow_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     break;
                 }
             }
         }
+        let look_again = async {
+            match follow_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => return,
             changed = appended.changed() => if changed.is_err() { return },
+            _ = look_again => {}
         }
     }
 }

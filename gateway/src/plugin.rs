@@ -644,7 +644,20 @@ impl PluginHost {
     /// Validates, compiles and stores an uploaded plugin under `name`, then
     /// swaps it in. Nothing changes unless all of that succeeds.
     pub fn install(&self, name: &str, wasm: &[u8]) -> Result<Arc<Plugin>, LoadError> {
-        let plugin = self.load_named(name, wasm)?;
+        let plugin = self.prepare(name, wasm)?;
+        self.put(plugin, wasm)
+    }
+
+    /// Validates and compiles a plugin to be installed under `name`,
+    /// without installing it: so that it can be kept in the store first.
+    pub fn prepare(&self, name: &str, wasm: &[u8]) -> Result<Plugin, LoadError> {
+        self.load_named(name, wasm)
+    }
+
+    /// Installs a plugin [`prepare`](Self::prepare)d from `wasm`: stores it
+    /// in the plugin directory, then swaps it in.
+    pub fn put(&self, plugin: Plugin, wasm: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let name = plugin.name().to_owned();
         let Some(dir) = &self.dir else {
             return Ok(self.insert(plugin));
         };

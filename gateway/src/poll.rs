@@ -182,11 +182,13 @@ async fn run(
     polls.abort_all();
 }
 
-/// How long a claim on a poll lasts: longer than a poll takes, so that only
-/// a gateway that died mid-poll loses it to another (one that outlasts it
-/// is merely polled twice: each poll's events are written against the known
-/// tags in one transaction, so none is doubled).
-const POLL_LEASE: Duration = Duration::from_secs(300);
+/// How long a claim on a poll lasts. The polling gateway renews it every
+/// [`POLL_LEASE_RENEWAL`] while the poll runs, so only a gateway that died
+/// mid-poll loses it to another, within this time. (Were a renewal to fail,
+/// the repository is merely polled twice: each poll's events are written
+/// against the known tags in one transaction, so none is doubled.)
+const POLL_LEASE: Duration = Duration::from_secs(45);
+const POLL_LEASE_RENEWAL: Duration = Duration::from_secs(15);
 
 /// Polls a repository (`now`: asked for, even if not due yet), records the
 /// outcome, and says when to poll it next. Of several gateways on one
@@ -217,7 +219,20 @@ async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str, now: bool) ->
         .remote
         .clone()
         .expect("remote repositories have settings");
-    let result = poll(ctx, budget, &repo).await;
+    let result = {
+        let renew = async {
+            loop {
+                tokio::time::sleep(POLL_LEASE_RENEWAL).await;
+                if let Err(e) = ctx.store.renew_poll_lease(id, POLL_LEASE).await {
+                    tracing::warn!(repository = id, "cannot renew a poll lease: {e}");
+                }
+            }
+        };
+        tokio::select! {
+            result = poll(ctx, budget, &repo) => result,
+            never = renew => never,
+        }
+    };
     let elapsed = started.elapsed();
     let (next_in, error) = match &result {
         Ok(_) => (

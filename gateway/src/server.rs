@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod listener;
+mod plugin_sync;
 mod tls;
 
 use crate::api::App;
@@ -124,6 +125,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             .await
             .expect("loading plugins does not panic")?,
     );
+    // With PostgreSQL, the plugins installed through any gateway, before
+    // fan-out may need them.
+    let plugins_in_store = plugin_sync::sync(&store, &plugins).await?;
     let policy = Arc::new(
         Policy::new(config.allow_private_targets, &config.allowed_networks)
             .map_err(ServeError::Config)?,
@@ -207,7 +211,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ready: AtomicBool::new(false),
         plugin_users: tokio::sync::RwLock::new(()),
     });
-    let retention_task = tokio::spawn(retention(store, retention_days, stopped(stop_rx.clone())));
+    let mut workers = vec![fanout_task, sender_task, poll_task];
+    if plugins_in_store {
+        workers.push(tokio::spawn(plugin_sync::follow(
+            store.clone(),
+            app.plugins.clone(),
+            stopped(stop_rx.clone()),
+        )));
+    }
+    workers.push(tokio::spawn(retention(
+        store,
+        retention_days,
+        stopped(stop_rx.clone()),
+    )));
 
     let router = crate::api::router(app.clone());
     let (stop_http, http_rx) = watch::channel(false);
@@ -229,7 +245,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stop_http,
         http: http_task,
         stop_workers,
-        workers: vec![fanout_task, sender_task, retention_task, poll_task],
+        workers,
     })
 }
 
@@ -258,15 +274,19 @@ fn check_history(config: &Config) -> Result<(), ServeError> {
 /// unreadable, and deliveries would fail forever.
 async fn open_sealer(config: &Config, store: &Store) -> Result<Sealer, ServeError> {
     let recorded = store.sealing_key_id().await?;
+    let key_path = config.seal_key_path();
+    if config.secret_key.is_none() && config.seal_key_file.is_some() && !key_path.exists() {
+        return Err(crate::seal::SealError::NotGiven { path: key_path }.into());
+    }
     let may_create = recorded.is_none() || config.allow_new_secret_key;
-    let sealer = Sealer::load(&config.data_dir, config.secret_key.as_deref(), may_create)?;
+    let sealer = Sealer::load(&key_path, config.secret_key.as_deref(), may_create)?;
     match recorded {
         Some(id) if id == sealer.key_id() => {}
         Some(_) if !config.allow_new_secret_key => {
             let origin = if config.secret_key.is_some() {
                 "CALLISTO_SECRET_KEY".to_owned()
             } else {
-                config.data_dir.join("secret.key").display().to_string()
+                key_path.display().to_string()
             };
             return Err(crate::seal::SealError::Mismatch { origin }.into());
         }

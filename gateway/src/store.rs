@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use announce::Due;
 pub use redb::{Backup, Report, TableReport, backup_file, verify_file};
-pub use types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, PollClaim, Pruned};
+pub use types::{Claim, DueDelivery, EventFilter, Leadership, Next, PlanBatch, PollClaim, Pruned};
 
 use announce::Announcer;
 
@@ -258,6 +258,13 @@ impl Store {
     }
 
     /// Receives an announcement each time events were appended.
+    /// Whether the store takes work now: redb is not recovering from a
+    /// storage failure, PostgreSQL answers within two seconds. What
+    /// `/readyz` reports, so a load balancer steers ingest elsewhere.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.check().await)
+    }
+
     pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
         self.announce.subscribe_events()
     }
@@ -305,6 +312,71 @@ impl Store {
         match &self.engine {
             Engine::Redb(_) => Ok(PollClaim::Claimed),
             Engine::Postgres(s) => s.claim_poll(repository_id, lease, now).await,
+        }
+    }
+
+    /// Keeps an installed plugin where every gateway on the database finds
+    /// it (PostgreSQL). On redb, the single gateway's plugin directory is
+    /// where installed plugins are kept, and this does nothing.
+    pub async fn save_plugin(&self, name: &str, wasm: &[u8]) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Redb(_) => Ok(()),
+            Engine::Postgres(s) => s.save_plugin(name, wasm).await,
+        }
+    }
+
+    pub async fn remove_plugin(&self, name: &str) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Redb(_) => Ok(()),
+            Engine::Postgres(s) => s.remove_plugin(name).await,
+        }
+    }
+
+    /// The installed plugins the store keeps, by name with their SHA-256;
+    /// `None` when it keeps none (redb: the plugin directory does).
+    pub async fn stored_plugins(&self) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        match &self.engine {
+            Engine::Redb(_) => Ok(None),
+            Engine::Postgres(s) => s.stored_plugins().await.map(Some),
+        }
+    }
+
+    pub async fn plugin_wasm(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.engine {
+            Engine::Redb(_) => Ok(None),
+            Engine::Postgres(s) => s.plugin_wasm(name).await,
+        }
+    }
+
+    /// Ticks when another gateway installed, replaced or removed a plugin.
+    pub fn subscribe_plugins(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.announce.subscribe_plugins()
+    }
+
+    /// Takes or renews the lease on planning fan-out. Of several gateways on
+    /// one database one plans at a time, so plugins run once per event
+    /// rather than once per gateway; another takes over within a lease of
+    /// the planner dying. (Correctness does not rest on it: planning is
+    /// also refused when the cursor moved, and each (event, webhook) is
+    /// unique.) On redb this gateway always leads.
+    pub async fn lead_fanout(&self, lease: std::time::Duration) -> Result<Leadership, StoreError> {
+        match &self.engine {
+            Engine::Redb(_) => Ok(Leadership::Leading),
+            Engine::Postgres(s) => s.lead_fanout(lease).await,
+        }
+    }
+
+    /// Extends this gateway's poll lease while a long poll runs, so that
+    /// the lease can be short: a dead gateway's polls move to another
+    /// within a lease, however long polls take.
+    pub async fn renew_poll_lease(
+        &self,
+        repository_id: &str,
+        lease: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Redb(_) => Ok(()),
+            Engine::Postgres(s) => s.renew_poll_lease(repository_id, lease).await,
         }
     }
 

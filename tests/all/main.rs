@@ -13,6 +13,7 @@ mod openapi;
 mod plugin_host;
 mod registry_push;
 mod remote;
+mod replicas;
 mod store_engines;
 mod store_ops;
 mod tls;

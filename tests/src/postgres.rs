@@ -211,3 +211,147 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A cluster of its own, for a test that stops and starts PostgreSQL (the
+/// shared one serves tests running meanwhile). Managed with `pg_ctl`;
+/// watched like the shared one, so it goes when the test binary exits.
+pub struct OwnCluster {
+    pub port: u16,
+    bin: PathBuf,
+    dir: PathBuf,
+    options: String,
+    _watchdog: Mutex<(Child, ChildStdin)>,
+}
+
+impl OwnCluster {
+    pub fn start() -> Result<Self, String> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("callisto-pg-own-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            .keep();
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300",
+            dir.display()
+        );
+        let script = r#"
+set -e
+"$BIN/initdb" -D "$DIR/data" -U callisto -A trust -E UTF8 --no-sync >"$DIR/initdb.log" 2>&1
+"$BIN/pg_ctl" -D "$DIR/data" -o "$OPTIONS" -l "$DIR/postgres.log" -w start >/dev/null
+echo started
+read -r _ || true
+"$BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
+rm -rf "$DIR"
+"#;
+        let mut command = as_postgres(script, &dir)?;
+        command
+            .env("BIN", &bin)
+            .env("DIR", &dir)
+            .env("OPTIONS", &options)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("starting PostgreSQL: {e}"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("piped stdout")),
+            &mut line,
+        )
+        .map_err(|e| e.to_string())?;
+        if line.trim() != "started" {
+            let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            return Err(format!(
+                "PostgreSQL did not start\ninitdb: {}\npostgres: {}",
+                log("initdb.log"),
+                log("postgres.log")
+            ));
+        }
+        let cluster = Self {
+            port,
+            bin,
+            dir,
+            options,
+            _watchdog: Mutex::new((child, stdin)),
+        };
+        cluster.sql("CREATE DATABASE callisto");
+        Ok(cluster)
+    }
+
+    /// The URL of its database `callisto`.
+    pub fn url(&self) -> String {
+        format!("postgres://callisto@127.0.0.1:{}/callisto", self.port)
+    }
+
+    fn pg_ctl(&self, args: &str) {
+        let script = format!(r#""$BIN/pg_ctl" -D "$DIR/data" {args}"#);
+        let status = as_postgres(&script, &self.dir)
+            .expect("run pg_ctl")
+            .env("BIN", &self.bin)
+            .env("DIR", &self.dir)
+            .env("OPTIONS", &self.options)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl");
+        assert!(status.success(), "pg_ctl {args} failed");
+    }
+
+    /// Stops the server at once, as a crash or a failover would.
+    pub fn stop(&self) {
+        self.pg_ctl("-m immediate -w stop");
+    }
+
+    /// Starts it again on the same port.
+    pub fn start_again(&self) {
+        self.pg_ctl(r#"-o "$OPTIONS" -l "$DIR/postgres.log" -w start"#);
+    }
+
+    pub fn sql(&self, sql: &str) {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "callisto", "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
+            .args(["-q", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql -c {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = self._watchdog.lock() {
+            let _ = guard.1.write_all(b"stop\n");
+            let _ = guard.0.wait();
+        }
+    }
+}
+
+/// `sh -c script`, as the `postgres` user when running as root (PostgreSQL
+/// refuses to run as root), with `dir` handed to that user.
+fn as_postgres(script: &str, dir: &Path) -> Result<Command, String> {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("chown of the cluster's directory to postgres failed".into());
+        }
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", script]);
+        Ok(c)
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        Ok(c)
+    }
+}

@@ -100,9 +100,17 @@ pub async fn put(
     let wasm = super::input::read_body(body, MAX_PLUGIN_BYTES, deadline).await?;
     let existed = app.plugins.get(&name).is_some();
     let plugins = app.plugins.clone();
-    let installed = tokio::task::spawn_blocking(move || plugins.install(&name, &wasm))
-        .await
-        .map_err(|e| ApiError::internal(format!("installing: {e}")))??;
+    let (prepared, wasm) = tokio::task::spawn_blocking(move || {
+        let prepared = plugins.prepare(&name, &wasm);
+        (prepared, wasm)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("installing: {e}")))?;
+    let prepared = prepared?;
+    // Kept by the store first (with PostgreSQL, where every gateway on the
+    // database loads it from), then installed here.
+    app.store.save_plugin(prepared.name(), &wasm).await?;
+    let installed = app.plugins.put(prepared, &wasm)?;
     let status = if existed {
         StatusCode::OK
     } else {
@@ -134,6 +142,9 @@ pub async fn delete(
             "plugin `{name}` is used by webhook(s) {}; change or delete them first",
             users.join(", ")
         )));
+    }
+    if app.plugins.get(&name).is_some_and(|p| !p.is_builtin()) {
+        app.store.remove_plugin(&name).await?;
     }
     app.plugins.remove(&name)?;
     Ok(StatusCode::NO_CONTENT)

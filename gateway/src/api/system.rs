@@ -25,17 +25,29 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// The gateway has opened its store, loaded its plugins and started its
-/// workers.
+/// workers, and its store takes work now (PostgreSQL answers; redb is not
+/// recovering from a storage failure): a load balancer sends ingest only
+/// where it can be made durable.
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Health>) {
-    if app.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, Json(Health { status: "ready" }))
-    } else {
-        (
+    if !app.ready.load(Ordering::Acquire) {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health { status: "starting" }),
-        )
+        );
+    }
+    match app.store.check().await {
+        Ok(()) => (StatusCode::OK, Json(Health { status: "ready" })),
+        Err(e) => {
+            tracing::warn!("not ready: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "store_unavailable",
+                }),
+            )
+        }
     }
 }
 

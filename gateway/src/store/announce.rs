@@ -21,6 +21,8 @@ pub struct Due {
 pub(super) struct Announcer {
     /// Counts commits that appended events.
     events: Arc<watch::Sender<u64>>,
+    /// Counts changes to installed plugins made by other gateways.
+    plugins: Arc<watch::Sender<u64>>,
     due: Arc<Mutex<Vec<mpsc::UnboundedSender<Due>>>>,
 }
 
@@ -28,6 +30,7 @@ impl Default for Announcer {
     fn default() -> Self {
         Self {
             events: Arc::new(watch::Sender::new(0)),
+            plugins: Arc::new(watch::Sender::new(0)),
             due: Arc::default(),
         }
     }
@@ -36,6 +39,14 @@ impl Default for Announcer {
 impl Announcer {
     pub fn events_appended(&self) {
         self.events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn plugins_changed(&self) {
+        self.plugins.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe_plugins(&self) -> watch::Receiver<u64> {
+        self.plugins.subscribe()
     }
 
     pub fn due(&self, due: impl IntoIterator<Item = Due>) {

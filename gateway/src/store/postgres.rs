@@ -27,7 +27,9 @@ use tokio_postgres::{IsolationLevel, NoTls, Transaction};
 use super::StoreError;
 use super::announce::{Announcer, Due};
 use super::records::{StoredEvent, StoredEventRef, decode, encode};
-use super::types::{Claim, DueDelivery, EventFilter, Next, PlanBatch, PollClaim, Pruned};
+use super::types::{
+    Claim, DueDelivery, EventFilter, Leadership, Next, PlanBatch, PollClaim, Pruned,
+};
 use crate::changes::{self, Notification, Recorded, TagBook};
 use crate::event::{Event, Timestamp};
 use crate::records::{
@@ -42,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0001_initial.sql"),
     include_str!("postgres/migrations/0002_claims.sql"),
     include_str!("postgres/migrations/0003_poll_leases.sql"),
+    include_str!("postgres/migrations/0004_plugins.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -52,6 +55,8 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATE_LOCK: i64 = 0x6361_6c6c_0001;
 const LOG_LOCK: i64 = 0x6361_6c6c_0002;
 const REPOSITORIES_LOCK: i64 = 0x6361_6c6c_0003;
+/// Held while retention prunes: one gateway of several prunes at a time.
+const PRUNE_LOCK: i64 = 0x6361_6c6c_0004;
 
 /// Connections kept open at most.
 const POOL_SIZE: usize = 16;
@@ -201,6 +206,23 @@ impl PgStore {
 
     pub fn describe(&self) -> String {
         self.shown.to_string()
+    }
+
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let ping = async {
+            self.conn()
+                .await?
+                .simple_query("SELECT 1")
+                .await
+                .doing("checking the database answers")
+                .map(|_| ())
+        };
+        tokio::time::timeout(Duration::from_secs(2), ping)
+            .await
+            .unwrap_or(Err(StoreError::Postgres {
+                doing: "checking the database answers",
+                reason: "no answer in 2 s".into(),
+            }))
     }
 
     async fn conn(&self) -> Result<Object, StoreError> {
@@ -371,6 +393,25 @@ impl PgStore {
         .doing("taking a repository's poll lease")?;
         txn.commit().await.doing("committing a poll lease")?;
         Ok(PollClaim::Claimed)
+    }
+
+    pub async fn renew_poll_lease(
+        &self,
+        repository_id: &str,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.conn()
+            .await?
+            .execute(
+                "UPDATE repositories SET poll_lease_until =
+                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2
+                 WHERE id = $1 AND poll_lease_until IS NOT NULL",
+                &[&repository_id, &lease_ms],
+            )
+            .await
+            .doing("renewing a repository's poll lease")?;
+        Ok(())
     }
 
     pub async fn record_poll_failure(
@@ -551,6 +592,88 @@ impl PgStore {
         txn.commit().await.doing("committing planned deliveries")?;
         self.announce.due(due);
         Ok(())
+    }
+
+    // Installed plugins.
+
+    pub async fn save_plugin(&self, name: &str, wasm: &[u8]) -> Result<(), StoreError> {
+        use sha2::Digest;
+        let sha256 = hex_lower(&sha2::Sha256::digest(wasm));
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        txn.execute(
+            "INSERT INTO plugins (name, sha256, wasm, updated_ms)
+             VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+             ON CONFLICT (name) DO UPDATE
+             SET sha256 = EXCLUDED.sha256, wasm = EXCLUDED.wasm, updated_ms = EXCLUDED.updated_ms",
+            &[&name, &sha256, &wasm],
+        )
+        .await
+        .doing("saving a plugin")?;
+        listen::plugins_changed(&txn, &self.instance).await?;
+        txn.commit().await.doing("committing a plugin")?;
+        Ok(())
+    }
+
+    pub async fn remove_plugin(&self, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        txn.execute("DELETE FROM plugins WHERE name = $1", &[&name])
+            .await
+            .doing("removing a plugin")?;
+        listen::plugins_changed(&txn, &self.instance).await?;
+        txn.commit().await.doing("committing a plugin's removal")?;
+        Ok(())
+    }
+
+    pub async fn stored_plugins(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .conn()
+            .await?
+            .query("SELECT name, sha256 FROM plugins ORDER BY name", &[])
+            .await
+            .doing("listing the plugins")?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn plugin_wasm(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt("SELECT wasm FROM plugins WHERE name = $1", &[&name])
+            .await
+            .doing("reading a plugin")?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn lead_fanout(&self, lease: Duration) -> Result<Leadership, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let conn = self.conn().await?;
+        // `meta.value` is `<instance> <lease end, Unix ms>`.
+        let row = conn
+            .query_one(
+                "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
+                 taken AS (
+                    INSERT INTO meta (key, value)
+                    SELECT 'fanout_leader', $1 || ' ' || (ms + $2) FROM clock
+                    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value
+                    WHERE split_part(meta.value, ' ', 1) = $1
+                       OR split_part(meta.value, ' ', 2)::bigint <= (SELECT ms FROM clock)
+                    RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM taken),
+                        (SELECT split_part(value, ' ', 2)::bigint FROM meta WHERE key = 'fanout_leader')",
+                &[&&*self.instance, &lease_ms],
+            )
+            .await
+            .doing("taking the fan-out lease")?;
+        if row.get::<_, bool>(0) {
+            Ok(Leadership::Leading)
+        } else {
+            let until: Option<i64> = row.get(1);
+            Ok(Leadership::Following {
+                until: Timestamp::from_unix_millis(until.unwrap_or(0)),
+            })
+        }
     }
 
     pub async fn add_deliveries(
@@ -1038,6 +1161,16 @@ impl PgStore {
     pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
         let mut conn = self.conn().await?;
         let txn = conn.transaction().await.doing("beginning a transaction")?;
+        // One gateway of several prunes at a time; the others find the
+        // lock taken and leave it to that one.
+        let alone: bool = txn
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+            .await
+            .doing("taking the retention lock")?
+            .get(0);
+        if !alone {
+            return Ok(Pruned::default());
+        }
         let cutoff_ms = ms(cutoff);
         let batch = batch.min(i64::MAX as usize) as i64;
         let keys = txn
@@ -1616,4 +1749,14 @@ impl TagBook for MemBook {
     fn take_mark(&mut self, tag: &str) -> Result<bool, StoreError> {
         Ok(self.marks.remove(tag))
     }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -88,6 +88,10 @@ impl Handle {
 }
 
 impl RedbStore {
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.db.current().map(|_| ())
+    }
+
     /// Opens (or creates) the store at `path`. A file written by an unknown
     /// schema version, or one redb finds damaged, is refused with a message
     /// saying so, and is not modified. It reads the header and the schema

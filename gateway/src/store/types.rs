@@ -89,3 +89,13 @@ pub enum PollClaim {
     /// The repository no longer exists.
     Gone,
 }
+
+/// Whether this gateway plans fan-out now
+/// ([`lead_fanout`](super::Store::lead_fanout)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leadership {
+    /// It does, until the lease it just took or renewed expires.
+    Leading,
+    /// Another gateway does, until `until` unless it renews.
+    Following { until: crate::event::Timestamp },
+}

@@ -25,6 +25,20 @@ use crate::store::announce::{Announcer, Due};
 pub(super) const EVENTS: &str = "callisto_events";
 /// The channel of deliveries due; its payload is `instance webhook at_ms`.
 pub(super) const DUE: &str = "callisto_due";
+/// The channel of installed plugins changed; its payload is the sender's
+/// instance.
+pub(super) const PLUGINS: &str = "callisto_plugins";
+
+/// Notifies, on commit, that a plugin was installed, replaced or removed.
+pub(super) async fn plugins_changed(
+    txn: &Transaction<'_>,
+    instance: &str,
+) -> Result<(), StoreError> {
+    txn.execute("SELECT pg_notify($1, $2)", &[&PLUGINS, &instance])
+        .await
+        .doing("notifying other gateways of a plugin")?;
+    Ok(())
+}
 
 /// Notifies, on commit, that events were appended.
 pub(super) async fn events_appended(
@@ -132,7 +146,7 @@ where
         .connect(tls)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let statement = format!("LISTEN {EVENTS}; LISTEN {DUE}");
+    let statement = format!("LISTEN {EVENTS}; LISTEN {DUE}; LISTEN {PLUGINS}");
     let subscribe = client.batch_execute(&statement);
     tokio::pin!(subscribe);
     // The connection is driven while LISTEN runs.
@@ -152,6 +166,7 @@ where
     if listening() {
         // Reconnected: whatever was committed meanwhile may be waiting.
         announce.events_appended();
+        announce.plugins_changed();
         announce.due(missed_due(pool).await?);
     }
     loop {
@@ -190,6 +205,7 @@ fn handle(message: AsyncMessage, announce: &Announcer, instance: &str) {
     let payload = n.payload();
     match n.channel() {
         EVENTS if payload != instance => announce.events_appended(),
+        PLUGINS if payload != instance => announce.plugins_changed(),
         DUE => {
             let mut parts = payload.split(' ');
             let (Some(from), Some(webhook), Some(at)) = (parts.next(), parts.next(), parts.next())
