@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use announce::Due;
+pub use postgres::{Imported, redact as redact_url};
 pub use redb::{Backup, Report, TableReport, backup_file, verify_file};
 pub use types::{Claim, DueDelivery, EventFilter, Leadership, Next, PlanBatch, PollClaim, Pruned};
 
@@ -231,6 +232,19 @@ impl Store {
             engine: Engine::Postgres(engine),
             announce,
         })
+    }
+
+    /// Copies the redb store at `path` (no gateway may have it open) and
+    /// the installed `plugins` into the empty PostgreSQL database at `url`,
+    /// migrating its schema first: the way from one gateway to several.
+    pub async fn copy_to_postgres(
+        path: &Path,
+        url: &str,
+        plugins: &[(String, Vec<u8>)],
+    ) -> Result<Imported, StoreError> {
+        let source = redb::Export::open(path)?;
+        let target = postgres::PgStore::connect(url, Announcer::default()).await?;
+        target.import(&source, plugins).await
     }
 
     /// Opens the store at `location`: the redb file (off the runtime's

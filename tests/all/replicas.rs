@@ -13,7 +13,7 @@ use callisto_tests::guests;
 use callisto_tests::receiver::Receiver;
 use serde_json::{Value, json};
 
-use crate::delivery::push_envelope;
+use crate::delivery::{push_envelope, verify_standard};
 
 /// `n` gateways on the database at `url`, sharing one sealing key file
 /// (`CALLISTO_SEAL_KEY_FILE`), as replicas do.
@@ -24,9 +24,24 @@ struct Replicas {
 
 impl Replicas {
     async fn start(n: usize, url: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_key(n, url, None, extra).await
+    }
+
+    async fn start_with_key(
+        n: usize,
+        url: &str,
+        key: Option<&Path>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let dirs = tempfile::tempdir().unwrap();
-        let key = dirs.path().join("seal.key");
-        std::fs::write(&key, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=\n").unwrap();
+        let key = match key {
+            Some(key) => key.to_owned(),
+            None => {
+                let key = dirs.path().join("seal.key");
+                std::fs::write(&key, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=\n").unwrap();
+                key
+            }
+        };
         let cache = crate::shared_cache_dir();
         let mut gateways = Vec::new();
         for i in 0..n {
@@ -464,4 +479,157 @@ async fn a_missing_seal_key_file_is_refused_not_created() {
         "{stderr}"
     );
     assert!(!key.exists(), "the key file was not created");
+}
+
+/// The way from one gateway on redb to replicas on PostgreSQL: `callisto
+/// store copy` moves the stopped gateway's store (history, secrets still
+/// sealed, installed plugins) into an empty database, and replicas started
+/// on it with the same key carry on where it stopped; a second copy into
+/// the now full database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redb_store_copied_into_postgres_carries_on_in_replicas() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let cache = crate::shared_cache_dir();
+    let mut single = GatewayProcess::start(
+        binary(),
+        &data,
+        &[("CALLISTO_PLUGINS__CACHE_DIR", cache.to_str().unwrap())],
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    let http = http();
+    let repo = create_repository(
+        &http,
+        &single.url,
+        json!([{"url": receiver.url("/hook"), "secret": secret}]),
+    )
+    .await;
+    let webhook = repo["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let put = http
+        .put(format!("{}/api/v1/plugins/hostile", single.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/wasm")
+        .body(guests::HOSTILE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let mut before = HashSet::new();
+    for i in 0..3 {
+        before.insert(
+            post_push(&http, &single.url, &format!("v{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    wait_delivered(&receiver, &before, Duration::from_secs(20), || single.log()).await;
+    // Recorded as sent before the gateway stops.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page: Value = http
+            .get(format!(
+                "{}/api/v1/webhooks/{webhook}/deliveries",
+                single.url
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        if items.len() == 3 && items.iter().all(|d| d["state"] == "succeeded") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    single.terminate().await;
+
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let copy = || {
+        std::process::Command::new(binary())
+            .args(["store", "copy", "--to", &url, "--data-dir"])
+            .arg(&data)
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    let out = copy();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("events") && stdout.contains("attempts"),
+        "{stdout}"
+    );
+
+    let replicas = Replicas::start_with_key(2, &url, Some(&data.join("secret.key")), &[]).await;
+    for i in 0..2 {
+        let page: Value = http
+            .get(format!(
+                "{}/api/v1/webhooks/{webhook}/deliveries",
+                replicas.url(i)
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 3, "the history came along: {page}");
+        assert!(items.iter().all(|d| d["state"] == "succeeded"), "{page}");
+        let plugins: Vec<Value> = http
+            .get(format!("{}/api/v1/plugins", replicas.url(i)))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            plugins.iter().any(|p| p["name"] == "hostile"),
+            "the installed plugin came along"
+        );
+    }
+    // New pushes are delivered, signed with the secret sealed on redb; the
+    // old ones are not sent again.
+    let after = post_push(&http, replicas.url(1), "v3").await.unwrap();
+    let all: HashSet<String> = before.iter().cloned().chain([after.clone()]).collect();
+    wait_delivered(&receiver, &all, Duration::from_secs(20), || replicas.logs()).await;
+    let requests = receiver.wait_quiet(Duration::from_secs(1)).await;
+    assert_eq!(requests.len(), 4, "each event delivered once in all");
+    let last = requests
+        .iter()
+        .find(|r| r.json()["id"] == after.as_str())
+        .unwrap();
+    verify_standard(last, secret);
+    // Its event follows the copied ones in the log.
+    let events: Value = http
+        .get(format!("{}/api/v1/events", replicas.url(0)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["items"].as_array().unwrap().len(), 4, "{events}");
+    assert_eq!(events["items"][0]["id"], after.as_str(), "newest first");
+
+    let again = copy();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already holds"), "{stderr}");
 }

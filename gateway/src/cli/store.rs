@@ -98,6 +98,24 @@ pub enum StoreCommand {
         #[arg(long, value_name = "FILE.key")]
         key: Option<PathBuf>,
     },
+    /// Copy the store into an empty PostgreSQL database: the way from one
+    /// gateway on redb to several on PostgreSQL.
+    ///
+    /// Stop the gateway first (the redb file must not be open). Everything
+    /// moves in one transaction (repositories, known tags, webhooks, the
+    /// event log with its sequence numbers and fan-out cursor, deliveries
+    /// with their attempts, and the installed plugins), or nothing does.
+    /// Secrets stay sealed: start every replica with this data directory's
+    /// sealing key (`CALLISTO_SEAL_KEY_FILE`). The redb file is left as it
+    /// is.
+    Copy {
+        /// The PostgreSQL database to copy into, e.g.
+        /// postgres://callisto@db:5432/callisto.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 impl StoreCommand {
@@ -122,8 +140,63 @@ impl StoreCommand {
                 data_dir,
                 key,
             } => restore(&file, &data_dir, key.as_deref()),
+            StoreCommand::Copy { to, dir } => copy(&dir.resolve()?, &to),
         }
     }
+}
+
+fn copy(data_dir: &Path, url: &str) -> anyhow::Result<ExitCode> {
+    let path = data_dir.join("callisto.redb");
+    let plugins_dir = data_dir.join("plugins");
+    let mut plugins = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&plugins_dir) {
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "wasm")
+                && let Some(name) = path.file_stem().and_then(|s| s.to_str())
+            {
+                let wasm =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                plugins.push((name.to_owned(), wasm));
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let copied = runtime
+        .block_on(store::Store::copy_to_postgres(&path, url, &plugins))
+        .map_err(|e| {
+            explain(
+                e,
+                "stop the gateway, then copy (its store must not change meanwhile)",
+            )
+        })?;
+    println!(
+        "copied {} into {}",
+        path.display(),
+        crate::store::redact_url(url)
+    );
+    super::client::table(
+        &["RECORDS", "COUNT"],
+        [
+            ("repositories", copied.repositories),
+            ("tags", copied.tags),
+            ("webhooks", copied.webhooks),
+            ("events", copied.events),
+            ("deliveries", copied.deliveries),
+            ("attempts", copied.attempts),
+            ("plugins", copied.plugins),
+        ]
+        .into_iter()
+        .map(|(what, n)| vec![what.to_owned(), n.to_string()])
+        .collect(),
+    );
+    println!(
+        "start the gateways with --store (CALLISTO_STORE) set to that URL and this data \
+         directory's sealing key in CALLISTO_SEAL_KEY_FILE"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What to do about an error the store gives for a file it was asked to

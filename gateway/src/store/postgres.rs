@@ -37,6 +37,8 @@ use crate::records::{
     RepositoryKind, Webhook,
 };
 
+mod import;
+pub use import::Imported;
 mod listen;
 
 /// The schema's migrations, in order: version N is the first N applied.
@@ -111,7 +113,8 @@ fn is_unique_violation(e: &StoreError) -> bool {
 }
 
 /// `url` without its password.
-pub(super) fn redact(url: &str) -> String {
+/// The URL without its password, for the log and messages.
+pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -597,19 +600,9 @@ impl PgStore {
     // Installed plugins.
 
     pub async fn save_plugin(&self, name: &str, wasm: &[u8]) -> Result<(), StoreError> {
-        use sha2::Digest;
-        let sha256 = hex_lower(&sha2::Sha256::digest(wasm));
         let mut conn = self.conn().await?;
         let txn = conn.transaction().await.doing("beginning a transaction")?;
-        txn.execute(
-            "INSERT INTO plugins (name, sha256, wasm, updated_ms)
-             VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
-             ON CONFLICT (name) DO UPDATE
-             SET sha256 = EXCLUDED.sha256, wasm = EXCLUDED.wasm, updated_ms = EXCLUDED.updated_ms",
-            &[&name, &sha256, &wasm],
-        )
-        .await
-        .doing("saving a plugin")?;
+        insert_plugin(&txn, name, wasm).await?;
         listen::plugins_changed(&txn, &self.instance).await?;
         txn.commit().await.doing("committing a plugin")?;
         Ok(())
@@ -1319,12 +1312,24 @@ async fn append(
     event: &Event,
     dedupe_key: Option<&str>,
 ) -> Result<i64, StoreError> {
+    insert_event(txn, None, event, dedupe_key).await
+}
+
+/// Writes an event at sequence number `seq` (the next one if `None`), with
+/// its de-duplication key; returns its sequence number.
+async fn insert_event(
+    txn: &Transaction<'_>,
+    seq: Option<i64>,
+    event: &Event,
+    dedupe_key: Option<&str>,
+) -> Result<i64, StoreError> {
     let record = encode(&StoredEventRef { event, dedupe_key });
     let row = txn
         .query_one(
             "INSERT INTO events (seq, id, repository_id, kind, occurred_at_ns, created_ms, dedupe_key, record)
-             VALUES (nextval('events_seq'), $1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+             VALUES (COALESCE($1, nextval('events_seq')), $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
             &[
+                &seq,
                 &event.id,
                 &event.repository.id,
                 &event.kind.as_str(),
@@ -1749,6 +1754,22 @@ impl TagBook for MemBook {
     fn take_mark(&mut self, tag: &str) -> Result<bool, StoreError> {
         Ok(self.marks.remove(tag))
     }
+}
+
+/// Keeps a plugin (installed or replaced) under `name`.
+async fn insert_plugin(txn: &Transaction<'_>, name: &str, wasm: &[u8]) -> Result<(), StoreError> {
+    use sha2::Digest;
+    let sha256 = hex_lower(&sha2::Sha256::digest(wasm));
+    txn.execute(
+        "INSERT INTO plugins (name, sha256, wasm, updated_ms)
+         VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+         ON CONFLICT (name) DO UPDATE
+         SET sha256 = EXCLUDED.sha256, wasm = EXCLUDED.wasm, updated_ms = EXCLUDED.updated_ms",
+        &[&name, &sha256, &wasm],
+    )
+    .await
+    .doing("saving a plugin")?;
+    Ok(())
 }
 
 fn hex_lower(bytes: &[u8]) -> String {

@@ -6,6 +6,7 @@ mod api;
 mod backup;
 mod deliveries;
 mod events;
+mod export;
 mod ingest;
 mod repos;
 mod retention;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
 pub use backup::{Backup, backup_file};
+pub use export::Export;
 pub use verify::{Report, TableReport, verify_file};
 
 use super::StoreError;

@@ -528,9 +528,12 @@ impl RedbStore {
 }
 
 /// Where the sealing key's id is kept in the meta table.
-const SEAL_KEY_ID: &str = "seal_key_id";
+pub(super) const SEAL_KEY_ID: &str = "seal_key_id";
 
-fn meta_text(txn: &redb::ReadTransaction, key: &str) -> Result<Option<String>, StoreError> {
+pub(super) fn meta_text(
+    txn: &redb::ReadTransaction,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
     let meta = txn.open_table(super::schema::META)?;
     let value = meta.get(key)?;
     Ok(value.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
