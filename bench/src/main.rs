@@ -75,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
         rows.push(deliver(&binary).await?);
         rows.push(drain(&binary).await?);
     }
+    if wanted("replicas") {
+        rows.extend(replicas(&binary).await?);
+    }
     print_table(&rows);
     Ok(())
 }
@@ -311,6 +314,132 @@ async fn deliver(binary: &Path) -> anyhow::Result<Row> {
     })
 }
 
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct ReplicaRun {
+    rate: f64,
+    gateway_cpu: f64,
+    database_cpu: f64,
+}
+
+/// 10,000 events in, spread over `n` gateways on `store` (the redb file
+/// when `None`), 10,000 webhooks out; with the CPU the gateways and the
+/// database used.
+async fn run_replicas(
+    binary: &Path,
+    store: Option<&str>,
+    n: usize,
+    database: Option<&callisto_tests::postgres::OwnCluster>,
+) -> anyhow::Result<ReplicaRun> {
+    const EVENTS: u64 = 10_000;
+    let count = Arc::new(AtomicU64::new(0));
+    let addr = receiver(count.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("seal.key");
+    std::fs::write(&key, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=\n")?;
+    let cache = dir.path().join("cache");
+    let mut env = vec![
+        (
+            "CALLISTO_SEAL_KEY_FILE",
+            key.to_str().context("a UTF-8 path")?,
+        ),
+        (
+            "CALLISTO_PLUGINS__CACHE_DIR",
+            cache.to_str().context("a UTF-8 path")?,
+        ),
+        ("CALLISTO_LOG", "error"),
+    ];
+    if let Some(url) = store {
+        env.push(("CALLISTO_STORE", url));
+    }
+    let mut gateways = Vec::new();
+    for i in 0..n {
+        gateways
+            .push(GatewayProcess::start(binary, &dir.path().join(format!("gw{i}")), &env).await);
+    }
+    let urls: Vec<String> = gateways.iter().map(|g| g.url.clone()).collect();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/api/v1/repositories", urls[0]))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "demo/app", "webhooks": [{"url": format!("http://{addr}/hook"), "secret": "bench-secret"}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status().is_success(),
+        "creating the repository: {}",
+        created.text().await?
+    );
+    let pids: Vec<u32> = gateways.iter().filter_map(|g| g.pid()).collect();
+    let db_pids = database.map(|d| d.pids()).unwrap_or_default();
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let (gw0, db0) = (cpu(&pids), cpu(&db_pids));
+    let started = Instant::now();
+    post_events_across(&http, &urls, EVENTS, "replicas").await?;
+    wait_received(&count, EVENTS).await?;
+    let elapsed = started.elapsed();
+    // The database's backends come and go with the pools: sample again.
+    let db_pids_after = database.map(|d| d.pids()).unwrap_or_default();
+    let run = ReplicaRun {
+        rate: EVENTS as f64 / elapsed.as_secs_f64(),
+        gateway_cpu: cpu(&pids) - gw0,
+        database_cpu: cpu(&db_pids_after) - db0,
+    };
+    for mut g in gateways {
+        g.terminate().await;
+    }
+    Ok(run)
+}
+
+/// End to end through PostgreSQL with one, two and three gateways on one
+/// database (with PostgreSQL's default durability: fsync and synchronous
+/// commit), against one gateway on redb, same run.
+async fn replicas(binary: &Path) -> anyhow::Result<Vec<Row>> {
+    let cluster = tokio::task::spawn_blocking(callisto_tests::postgres::OwnCluster::start_durable)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let redb = run_replicas(binary, None, 1, None).await?;
+    let mut rows = Vec::new();
+    for n in 1..=3 {
+        cluster.sql(&format!("CREATE DATABASE bench{n}"));
+        let url = format!("postgres://callisto@127.0.0.1:{}/bench{n}", cluster.port);
+        let run = run_replicas(binary, Some(&url), n, Some(&cluster)).await?;
+        let total = run.gateway_cpu + run.database_cpu;
+        rows.push(Row {
+            name: ["end to end, PostgreSQL, 1 gateway", "end to end, PostgreSQL, 2 gateways", "end to end, PostgreSQL, 3 gateways"][n - 1],
+            value: run.rate,
+            unit: "webhooks/s",
+            baseline_name: "one gateway on redb",
+            baseline: redb.rate,
+            note: format!(
+                "CPU per webhook: gateways {:.0} µs, PostgreSQL {:.0} µs ({:.0}% of the CPU used); redb gateway {:.0} µs",
+                run.gateway_cpu / 10_000.0 * 1e6,
+                run.database_cpu / 10_000.0 * 1e6,
+                if total > 0.0 { run.database_cpu / total * 100.0 } else { 0.0 },
+                redb.gateway_cpu / 10_000.0 * 1e6,
+            ),
+        });
+    }
+    Ok(rows)
+}
+
 /// Waits until the receiver has counted `expected` webhooks (five minutes
 /// at most).
 async fn wait_received(count: &AtomicU64, expected: u64) -> anyhow::Result<()> {
@@ -333,27 +462,40 @@ async fn post_events(
     count: u64,
     prefix: &str,
 ) -> anyhow::Result<()> {
+    post_events_across(http, &[url.to_owned()], count, prefix).await
+}
+
+/// [`post_events`] spread round robin over several gateways, as a load
+/// balancer in front of replicas would.
+async fn post_events_across(
+    http: &reqwest::Client,
+    urls: &[String],
+    count: u64,
+    prefix: &str,
+) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut posters = Vec::new();
+    let urls: Arc<Vec<String>> = Arc::new(
+        urls.iter()
+            .map(|u| format!("{u}/ingest/distribution"))
+            .collect(),
+    );
     for _ in 0..64 {
-        let (http, url, next, prefix) = (
-            http.clone(),
-            format!("{url}/ingest/distribution"),
-            next.clone(),
-            prefix.to_owned(),
-        );
+        let (http, urls, next, prefix) =
+            (http.clone(), urls.clone(), next.clone(), prefix.to_owned());
         posters.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
                     return Ok::<_, anyhow::Error>(());
                 }
+                let url = &urls[i as usize % urls.len()];
                 let body = PUSH.replace(
                     "20337bb7-412d-48f2-a1cc-b3747b9596dc",
                     &format!("{prefix}-{i}"),
                 );
                 let r = http
-                    .post(&url)
+                    .post(url)
                     .bearer_auth(INGEST)
                     .header(
                         "content-type",

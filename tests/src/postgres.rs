@@ -224,7 +224,51 @@ pub struct OwnCluster {
 }
 
 impl OwnCluster {
+    /// Tuned for tests: no fsync.
     pub fn start() -> Result<Self, String> {
+        Self::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    }
+
+    /// With PostgreSQL's default durability (fsync, synchronous commit), as
+    /// a benchmark against redb's synced commits needs.
+    pub fn start_durable() -> Result<Self, String> {
+        Self::start_with("")
+    }
+
+    /// The server's processes (the postmaster and its children), to
+    /// measure the CPU they use.
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(main) = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let rest = &stat[stat.rfind(')')? + 2..];
+                        rest.split(' ').nth(1)?.parse::<u32>().ok()
+                    });
+                if parent == Some(main) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    fn start_with(tuning: &str) -> Result<Self, String> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("callisto-pg-own-")
@@ -233,8 +277,7 @@ impl OwnCluster {
             .keep();
         let port = free_port();
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 {tuning}",
             dir.display()
         );
         let script = r#"
