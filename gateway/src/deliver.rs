@@ -104,10 +104,18 @@ async fn run(
     let mut attempts = JoinSet::new();
     tokio::pin!(shutdown);
 
+    // Counting pending deliveries reads an index of them all: once a
+    // second is often enough for a gauge, not once per attempt.
+    let mut gauge_at = std::time::Instant::now();
+    refresh_pending_gauge(&ctx).await;
     loop {
         let now = now_ms();
         dispatch(&ctx, &tx, &mut sched, &mut attempts, now).await;
-        refresh_pending_gauge(&ctx).await;
+        let gauge_stale = gauge_at.elapsed() < GAUGE_EVERY;
+        if !gauge_stale {
+            gauge_at = std::time::Instant::now();
+            refresh_pending_gauge(&ctx).await;
+        }
 
         let sleep_until = sched
             .next_due
@@ -118,10 +126,13 @@ async fn run(
             .map(|(_, at)| *at)
             .min()
             .filter(|_| sched.total < ctx.config.max_in_flight);
-        let sleep = match sleep_until {
+        let mut sleep = match sleep_until {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
             None => Duration::from_secs(3600),
         };
+        if gauge_stale {
+            sleep = sleep.min(GAUGE_EVERY.saturating_sub(gauge_at.elapsed()));
+        }
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(sleep) => {}
@@ -242,7 +253,10 @@ async fn dispatch(
         {
             Ok(claim) => claim,
             Err(e) => {
-                tracing::error!(webhook, "cannot claim due deliveries: {e}");
+                // The store is failing (the database is away?): look again
+                // in a second rather than spin.
+                tracing::error!(webhook, "cannot claim due deliveries, again in 1 s: {e}");
+                sched.next_due.insert(webhook, now + 1_000);
                 continue;
             }
         };
@@ -299,6 +313,9 @@ async fn dispatch(
 fn lease(config: &DeliveryConfig) -> Duration {
     Duration::from_secs(config.timeout_secs.saturating_add(30))
 }
+
+/// How often the pending-deliveries gauge is counted at most.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
 async fn refresh_pending_gauge(ctx: &Context) {
     if let Ok(n) = ctx.store.pending_count().await {

@@ -63,6 +63,14 @@ const PRUNE_LOCK: i64 = 0x6361_6c6c_0004;
 /// Connections kept open at most.
 const POOL_SIZE: usize = 16;
 
+/// Ingest requests committed in one transaction at most.
+const INGEST_BATCH: usize = 256;
+
+type IngestJob = (
+    Vec<Notification>,
+    tokio::sync::oneshot::Sender<Result<Recorded, StoreError>>,
+);
+
 /// A PostgreSQL database holding the gateway's store. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct PgStore {
@@ -72,6 +80,9 @@ pub(super) struct PgStore {
     announce: Announcer,
     /// Names this store in its notifications, so that it skips its own.
     instance: Arc<str>,
+    /// To the ingest committer (see [`PgStore::record_notifications`]); it
+    /// stops when the last clone goes.
+    ingest: tokio::sync::mpsc::UnboundedSender<IngestJob>,
     _listener: Arc<Listener>,
 }
 
@@ -198,11 +209,21 @@ impl PgStore {
                 "cannot listen for other gateways' commits: {reason}"
             ))
         })?;
+        let (ingest, jobs) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(
+            IngestCommitter {
+                pool: pool.clone(),
+                announce: announce.clone(),
+                instance: instance.clone(),
+            }
+            .run(jobs),
+        );
         Ok(Self {
             pool,
             shown,
             announce,
             instance,
+            ingest,
             _listener: Arc::new(Listener(listener)),
         })
     }
@@ -237,6 +258,10 @@ impl PgStore {
 
     // The log.
 
+    /// Appends what `notifications` make, de-duplicated, answered once
+    /// committed. Concurrent calls are group-committed: one transaction
+    /// (one hold of the log's lock, one WAL flush) for every request that
+    /// arrived while the previous transaction ran, as redb's batcher does.
     pub async fn record_notifications(
         &self,
         notifications: Vec<Notification>,
@@ -244,54 +269,11 @@ impl PgStore {
         if notifications.is_empty() {
             return Ok(Recorded::default());
         }
-        let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
-        lock(&txn, LOG_LOCK).await?;
-        let mut recorded = Recorded::default();
-        let mut repos: HashMap<(String, Option<String>), Repository> = HashMap::new();
-        let mut books: HashMap<String, MemBook> = HashMap::new();
-        for n in &notifications {
-            let seen = txn
-                .query_opt("SELECT 1 FROM dedupe WHERE key = $1", &[&n.dedupe_key])
-                .await
-                .doing("reading the de-duplication keys")?;
-            if seen.is_some() {
-                recorded.duplicates += 1;
-                continue;
-            }
-            let key = (n.repository.clone(), n.host.clone());
-            let repo = match repos.get(&key) {
-                Some(repo) => repo.clone(),
-                None => {
-                    let repo = local_repository(&txn, n).await?;
-                    repos.insert(key, repo.clone());
-                    repo
-                }
-            };
-            let mut reference = repo.reference();
-            reference.registry = reference.registry.or_else(|| n.host.clone());
-            if !books.contains_key(&repo.id) {
-                books.insert(repo.id.clone(), MemBook::load(&txn, &repo.id).await?);
-            }
-            let book = books.get_mut(&repo.id).expect("loaded above");
-            let events = changes::from_notification(book, &reference, n)?;
-            for (i, e) in events.iter().enumerate() {
-                // The first event carries the key; its presence is what counts.
-                append(&txn, e, (i == 0).then_some(n.dedupe_key.as_str())).await?;
-            }
-            recorded.events.extend(events);
-        }
-        for book in books.values() {
-            book.flush(&txn).await?;
-        }
-        if !recorded.events.is_empty() {
-            listen::events_appended(&txn, &self.instance).await?;
-        }
-        txn.commit().await.doing("committing notifications")?;
-        if !recorded.events.is_empty() {
-            self.announce.events_appended();
-        }
-        Ok(recorded)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ingest
+            .send((notifications, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
     pub async fn apply_poll(
@@ -778,12 +760,20 @@ impl PgStore {
         ids.extend(except);
         let next: Option<i64> = txn
             .query_one(
-                // The earliest pending ones by the due index, not the whole
-                // backlog: an unleased one among them bounds the rest.
-                "SELECT min(greatest(due_ms, coalesce(lease_until, 0))) FROM (
-                     SELECT due_ms, lease_until FROM deliveries
-                     WHERE webhook_id = $1 AND due_ms IS NOT NULL AND NOT (id = ANY($2))
-                     ORDER BY due_ms, id LIMIT 1000) earliest",
+                // The earliest unleased one by the due index (leased ones,
+                // skipped on the way, are only those in flight), or the
+                // earliest lease to expire (a dead gateway's), by the
+                // partial index of leased ones.
+                "SELECT least(
+                     (SELECT due_ms FROM deliveries
+                      WHERE webhook_id = $1 AND due_ms IS NOT NULL
+                        AND (lease_until IS NULL
+                             OR lease_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                        AND NOT (id = ANY($2))
+                      ORDER BY due_ms, id LIMIT 1),
+                     (SELECT min(lease_until) FROM deliveries
+                      WHERE webhook_id = $1 AND lease_until IS NOT NULL AND due_ms IS NOT NULL
+                        AND NOT (id = ANY($2))))",
                 &[&webhook_id, &ids],
             )
             .await
@@ -1630,6 +1620,111 @@ async fn record_attempt(
     .doing("writing an attempt")?;
     update_delivery(txn, &delivery, delivery.next_attempt_at).await?;
     Ok(Some(delivery))
+}
+
+/// Commits ingest requests, a batch per transaction.
+struct IngestCommitter {
+    pool: Pool,
+    announce: Announcer,
+    instance: Arc<str>,
+}
+
+impl IngestCommitter {
+    async fn run(self, mut jobs: tokio::sync::mpsc::UnboundedReceiver<IngestJob>) {
+        while let Some(first) = jobs.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < INGEST_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    /// Commits a batch and answers each request. If the batch fails, each
+    /// request is tried alone, so that one that cannot be recorded does not
+    /// fail the others.
+    async fn commit(&self, batch: Vec<IngestJob>) {
+        let (requests, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match self.record(&requests).await {
+            Ok(recorded) => {
+                for (answer, r) in answers.into_iter().zip(recorded) {
+                    let _ = answer.send(Ok(r));
+                }
+            }
+            Err(e) if requests.len() == 1 => {
+                let _ = answers.into_iter().next().map(|a| a.send(Err(e)));
+            }
+            Err(_) => {
+                for (request, answer) in requests.into_iter().zip(answers) {
+                    let result = self.record(std::slice::from_ref(&request)).await;
+                    let _ = answer.send(result.map(|mut r| r.pop().unwrap_or_default()));
+                }
+            }
+        }
+    }
+
+    async fn record(&self, requests: &[Vec<Notification>]) -> Result<Vec<Recorded>, StoreError> {
+        let mut conn = self.pool.get().await.map_err(|e| StoreError::Postgres {
+            doing: "taking a connection from the pool",
+            reason: pool_reason(e),
+        })?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        lock(&txn, LOG_LOCK).await?;
+        let mut repos: HashMap<(String, Option<String>), Repository> = HashMap::new();
+        let mut books: HashMap<String, MemBook> = HashMap::new();
+        let mut all = Vec::with_capacity(requests.len());
+        let mut appended = false;
+        for notifications in requests {
+            let mut recorded = Recorded::default();
+            for n in notifications {
+                let seen = txn
+                    .query_opt("SELECT 1 FROM dedupe WHERE key = $1", &[&n.dedupe_key])
+                    .await
+                    .doing("reading the de-duplication keys")?;
+                if seen.is_some() {
+                    recorded.duplicates += 1;
+                    continue;
+                }
+                let key = (n.repository.clone(), n.host.clone());
+                let repo = match repos.get(&key) {
+                    Some(repo) => repo.clone(),
+                    None => {
+                        let repo = local_repository(&txn, n).await?;
+                        repos.insert(key, repo.clone());
+                        repo
+                    }
+                };
+                let mut reference = repo.reference();
+                reference.registry = reference.registry.or_else(|| n.host.clone());
+                if !books.contains_key(&repo.id) {
+                    books.insert(repo.id.clone(), MemBook::load(&txn, &repo.id).await?);
+                }
+                let book = books.get_mut(&repo.id).expect("loaded above");
+                let events = changes::from_notification(book, &reference, n)?;
+                for (i, e) in events.iter().enumerate() {
+                    // The first event carries the key; its presence is what counts.
+                    append(&txn, e, (i == 0).then_some(n.dedupe_key.as_str())).await?;
+                }
+                appended |= !events.is_empty();
+                recorded.events.extend(events);
+            }
+            all.push(recorded);
+        }
+        for book in books.values() {
+            book.flush(&txn).await?;
+        }
+        if appended {
+            listen::events_appended(&txn, &self.instance).await?;
+        }
+        txn.commit().await.doing("committing notifications")?;
+        if appended {
+            self.announce.events_appended();
+        }
+        Ok(all)
+    }
 }
 
 /// One repository's known tags and marks, loaded in the transaction for

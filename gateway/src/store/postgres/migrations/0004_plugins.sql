@@ -1,4 +1,5 @@
--- Callisto's PostgreSQL schema, version 4: installed plugins, so that a
+-- Callisto's PostgreSQL schema, version 4: installed plugins (and an index
+-- of claimed deliveries, below), so that a
 -- plugin uploaded through one gateway is loaded by every gateway on the
 -- database (each hears of it by `callisto_plugins` and loads it; one
 -- starting later loads what is here). Built-in plugins are not kept.
@@ -9,3 +10,7 @@ CREATE TABLE plugins (
     wasm bytea NOT NULL,
     updated_ms bigint NOT NULL
 );
+
+-- The claimed deliveries, by webhook and when their lease ends: what a
+-- claim reads to know when a dead gateway's claims become claimable.
+CREATE INDEX deliveries_leased ON deliveries (webhook_id, lease_until) WHERE lease_until IS NOT NULL;
