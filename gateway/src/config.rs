@@ -113,8 +113,28 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub plugins: PluginConfig,
     pub poll: PollConfig,
+    pub console: ConsoleConfig,
     /// Serve HTTPS instead of HTTP.
     pub tls: Option<TlsConfig>,
+}
+
+/// The web console at `/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Seconds a console sign-in lasts; then the browser must sign in with
+    /// the admin token again. Sessions live in the gateway's memory: a
+    /// restart signs everyone out, and with several gateways a session is
+    /// good on the one that made it.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 12 * 3600,
+        }
+    }
 }
 
 /// The listener's certificate.
@@ -269,6 +289,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             plugins: PluginConfig::default(),
             poll: PollConfig::default(),
+            console: ConsoleConfig::default(),
             tls: None,
         }
     }
@@ -411,7 +432,7 @@ impl Config {
                     .into(),
             ));
         }
-        let whole: [(&str, u64, u64, u64); 26] = [
+        let whole: [(&str, u64, u64, u64); 27] = [
             ("retention_days", self.retention_days.into(), 1, 3650),
             ("store_cache_mib", self.store_cache_mib as u64, 1, 65_536),
             (
@@ -514,6 +535,12 @@ impl Config {
                 1_000_000,
             ),
             ("poll.page_size", self.poll.page_size as u64, 1, 10_000),
+            (
+                "console.session_ttl_secs",
+                self.console.session_ttl_secs,
+                1,
+                30 * DAY,
+            ),
             ("poll.timeout_secs", self.poll.timeout_secs, 1, 600),
             (
                 "poll.max_backoff_secs",

@@ -17,6 +17,7 @@ pub mod api;
 pub mod changes;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod config;
 pub mod deliver;
 pub mod event;

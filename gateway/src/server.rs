@@ -193,6 +193,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
 
     let retention_days = config.retention_days;
+    let sessions = crate::api::session::Sessions::new(std::time::Duration::from_secs(
+        config.console.session_ttl_secs,
+    ));
     let app = Arc::new(App {
         config,
         tokens,
@@ -206,10 +209,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         sealer,
         ready: AtomicBool::new(false),
         plugin_users: tokio::sync::RwLock::new(()),
+        sessions,
     });
     let retention_task = tokio::spawn(retention(store, retention_days, stopped(stop_rx.clone())));
 
-    let router = crate::api::router(app.clone());
+    let router = crate::api::router(app.clone()).merge(crate::console::router(app.clone()));
     let (stop_http, http_rx) = watch::channel(false);
     let http_stop = stopped(http_rx);
     let limits = app.config.listener.clone();
