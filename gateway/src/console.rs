@@ -16,8 +16,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::api::{ApiError, App};
 use crate::api::input::ApiPath;
+use crate::api::{ApiError, App};
 
 /// `default-src 'self'` and nothing inline: the page's own modules and
 /// stylesheet, its own API, no plugins, no framing, no `<base>` tricks.
@@ -26,15 +26,51 @@ connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; fram
 
 /// The embedded files: name, content type, bytes.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.js", "text/javascript; charset=utf-8", include_str!("console/app.js")),
-    ("api.js", "text/javascript; charset=utf-8", include_str!("console/api.js")),
-    ("dom.js", "text/javascript; charset=utf-8", include_str!("console/dom.js")),
-    ("repositories.js", "text/javascript; charset=utf-8", include_str!("console/repositories.js")),
-    ("settings.js", "text/javascript; charset=utf-8", include_str!("console/settings.js")),
-    ("deliveries.js", "text/javascript; charset=utf-8", include_str!("console/deliveries.js")),
-    ("events.js", "text/javascript; charset=utf-8", include_str!("console/events.js")),
-    ("plugins.js", "text/javascript; charset=utf-8", include_str!("console/plugins.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("console/style.css")),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/app.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/api.js"),
+    ),
+    (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/dom.js"),
+    ),
+    (
+        "repositories.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/repositories.js"),
+    ),
+    (
+        "settings.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/settings.js"),
+    ),
+    (
+        "deliveries.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/deliveries.js"),
+    ),
+    (
+        "events.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/events.js"),
+    ),
+    (
+        "plugins.js",
+        "text/javascript; charset=utf-8",
+        include_str!("console/plugins.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("console/style.css"),
+    ),
 ];
 
 const INDEX: &str = include_str!("console/index.html");
@@ -43,10 +79,19 @@ const INDEX: &str = include_str!("console/index.html");
 fn secured(mut response: Response, content_type: &'static str) -> Response {
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     // Always revalidated: a new binary's page is seen at once.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
@@ -59,8 +104,12 @@ async fn index() -> Response {
 async fn asset(ApiPath(name): ApiPath<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, body)) => secured((*body).into_response(), content_type),
-        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no console file `{name}`"))
-            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no console file `{name}`"),
+        )
+        .into_response(),
     }
 }
 
@@ -83,7 +132,9 @@ mod tests {
         let sources = ASSETS.iter().map(|(_, _, s)| *s).chain([INDEX]);
         for source in sources {
             for part in source.split("./").skip(1) {
-                let Some(end) = part.find(['"', '\'']) else { continue };
+                let Some(end) = part.find(['"', '\'']) else {
+                    continue;
+                };
                 let name = &part[..end];
                 if name.ends_with(".js") || name.ends_with(".css") {
                     assert!(
@@ -102,7 +153,10 @@ mod tests {
         assert!(!INDEX.contains("onclick"), "inline handler");
         for (name, _, source) in ASSETS {
             assert!(!source.contains("innerHTML"), "{name} uses innerHTML");
-            assert!(!source.contains("insertAdjacentHTML"), "{name} builds markup");
+            assert!(
+                !source.contains("insertAdjacentHTML"),
+                "{name} builds markup"
+            );
             assert!(!source.contains("eval("), "{name} evals");
         }
     }

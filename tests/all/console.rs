@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 /// What a receiver answers that would run if the page ever parsed it as
 /// markup: it would set `window.__pwned`.
-const HOSTILE_BODY: &str = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"><b>bold</b>";
+const HOSTILE_BODY: &str =
+    "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"><b>bold</b>";
 /// A tag as a hostile registry could report it.
 const HOSTILE_TAG: &str = "<img src=x onerror=\"window.__pwned=3\">v1";
 
@@ -60,7 +61,11 @@ async fn not_pwned(browser: &Browser) {
 async fn wait_in(browser: &Browser, css: &str, want: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let found = browser.client.find_all(fantoccini::Locator::Css(css)).await.unwrap();
+        let found = browser
+            .client
+            .find_all(fantoccini::Locator::Css(css))
+            .await
+            .unwrap();
         for el in found {
             let text = el.text().await.unwrap_or_default();
             if text.contains(want) {
@@ -82,7 +87,11 @@ async fn reload_until(browser: &Browser, css: &str, want: &[&str]) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let found = browser.client.find_all(fantoccini::Locator::Css(css)).await.unwrap();
+        let found = browser
+            .client
+            .find_all(fantoccini::Locator::Css(css))
+            .await
+            .unwrap();
         for el in found {
             let text = el.text().await.unwrap_or_default();
             if want.iter().all(|w| text.contains(w)) {
@@ -144,7 +153,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     browser.goto(&format!("{}/", gw.url)).await;
     let token_field = browser.field("Admin token").await;
     assert_eq!(browser.accessible_name(&token_field).await, "Admin token");
-    assert_eq!(token_field.attr("type").await.unwrap().as_deref(), Some("password"));
+    assert_eq!(
+        token_field.attr("type").await.unwrap().as_deref(),
+        Some("password")
+    );
     shot(&browser, "01-sign-in", None).await;
     sign_in(&browser, &gw.url, "not-the-admin-token-0123").await;
     browser.wait_text("Wrong admin token.").await;
@@ -153,13 +165,23 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     sign_in(&browser, &gw.url, &gw.admin_token).await;
     wait_in(&browser, "h1", "Repositories").await;
     let url = browser.client.current_url().await.unwrap();
-    assert!(!url.as_str().contains(&gw.admin_token), "the token is in the URL {url}");
+    assert!(
+        !url.as_str().contains(&gw.admin_token),
+        "the token is in the URL {url}"
+    );
     // The cookie is out of the page's reach; the page focuses its heading.
-    let cookie = browser.client.get_named_cookie("callisto_session").await.unwrap();
+    let cookie = browser
+        .client
+        .get_named_cookie("callisto_session")
+        .await
+        .unwrap();
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
     assert_eq!(browser.eval("return document.cookie").await, json!(""));
-    assert_eq!(browser.eval("return document.activeElement.id").await, json!("page-title"));
+    assert_eq!(
+        browser.eval("return document.activeElement.id").await,
+        json!("page-title")
+    );
     shot(&browser, "03-repositories-empty", None).await;
 
     // Add repository, with a webhook in the same form and a generated secret.
@@ -168,13 +190,21 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     browser.fill("Repository name", "demo/app").await;
     browser.click("Add a webhook").await;
     browser.fill("Webhook URL", &ok.url("/hook")).await;
-    browser.field("Generate a secret").await.click().await.unwrap();
+    browser
+        .field("Generate a secret")
+        .await
+        .click()
+        .await
+        .unwrap();
     shot(&browser, "04-add-repository", None).await;
     // On the form page the link is gone; the submit button has that name.
     browser.click("Add repository").await;
     let secret = browser.wait(".secret-once input").await;
     let secret = secret.prop("value").await.unwrap().unwrap_or_default();
-    assert!(secret.starts_with("whsec_"), "generated secret shown once: {secret}");
+    assert!(
+        secret.starts_with("whsec_"),
+        "generated secret shown once: {secret}"
+    );
     shot(&browser, "05-repository-added", None).await;
     browser.click("Open Repository Settings").await;
 
@@ -211,13 +241,18 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
 
     // ... against one whose answer is markup: shown as text, never run.
     browser.fill("Webhook URL", &hostile.url("/hook")).await;
-    browser.fill("Webhook Secret", "typed-secret-0123456789").await;
+    browser
+        .fill("Webhook Secret", "typed-secret-0123456789")
+        .await;
     browser.click("Test Webhook").await;
     wait_in(&browser, ".test-outcome .test-summary", "Success (200)").await;
     browser.click("View Details").await;
     let details = wait_in(&browser, ".test-outcome .details", "<script>").await;
     assert!(details.contains(HOSTILE_BODY), "{details}");
-    assert!(details.contains("webhook-signature"), "the request's headers: {details}");
+    assert!(
+        details.contains("webhook-signature"),
+        "the request's headers: {details}"
+    );
     not_pwned(&browser).await;
     shot(&browser, "09-view-details-markup", Some(".test-outcome")).await;
     let sent = hostile.wait_for(1, Duration::from_secs(10)).await;
@@ -227,7 +262,12 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     browser.fill("tag_regex", "(unclosed").await;
     browser.click("Add Notification").await;
     let refused = wait_in(&browser, "form [role=alert]", "tag_regex").await;
-    shot(&browser, "10-plugin-refuses-config", Some("form [role=alert]")).await;
+    shot(
+        &browser,
+        "10-plugin-refuses-config",
+        Some("form [role=alert]"),
+    )
+    .await;
     assert!(refused.contains("tag_regex"), "{refused}");
 
     // Another plugin: its own keys become fields.
@@ -248,7 +288,11 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     browser.fill("tag_regex", "").await;
     browser.click("Add Notification").await;
     wait_in(&browser, "[role=status]", "Notification added.").await;
-    let listed = browser.client.find_all(fantoccini::Locator::Css(".notifications > li")).await.unwrap();
+    let listed = browser
+        .client
+        .find_all(fantoccini::Locator::Css(".notifications > li"))
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 2);
     shot(&browser, "11-notification-added", Some(".notifications")).await;
     let api_view: Value = gw
@@ -261,7 +305,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .unwrap();
     let repo_id = api_view[0]["id"].as_str().unwrap().to_owned();
     let webhooks: Value = gw
-        .api(reqwest::Method::GET, &format!("/repositories/{repo_id}/webhooks"))
+        .api(
+            reqwest::Method::GET,
+            &format!("/repositories/{repo_id}/webhooks"),
+        )
         .send()
         .await
         .unwrap()
@@ -280,7 +327,9 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     let second = ".notifications > li:nth-child(2)";
     browser
         .client
-        .find(fantoccini::Locator::Css(&format!("{second} .actions button")))
+        .find(fantoccini::Locator::Css(&format!(
+            "{second} .actions button"
+        )))
         .await
         .unwrap()
         .click()
@@ -312,7 +361,13 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .unwrap();
     wait_in(&browser, "h2", "Edit Notification").await;
     assert_eq!(
-        browser.field("Webhook URL").await.prop("value").await.unwrap().as_deref(),
+        browser
+            .field("Webhook URL")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(hostile.url("/hook").as_str())
     );
     browser.fill("events", "image.pushed").await;
@@ -362,7 +417,15 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .unwrap();
     browser.click("Filter").await;
     browser.wait_text("No events match.").await;
-    assert!(browser.client.current_url().await.unwrap().as_str().contains("type=image.deleted"));
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("type=image.deleted")
+    );
     shot(&browser, "16-events-filtered", None).await;
     browser.client.back().await.unwrap();
     wait_in(&browser, "table", HOSTILE_TAG).await;
@@ -379,7 +442,9 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
 
     // Deliveries of the first notification: the event's delivery, its
     // attempt, Redeliver.
-    browser.goto(&format!("{}/#/repositories/{repo_id}", gw.url)).await;
+    browser
+        .goto(&format!("{}/#/repositories/{repo_id}", gw.url))
+        .await;
     wait_in(&browser, ".notifications", &ok.url("/hook")).await;
     browser.click("Deliveries").await;
     wait_in(&browser, "h1", "Deliveries").await;
@@ -409,7 +474,12 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     wait_in(&browser, "h1", "Deliveries").await;
     browser.fill("Replay from event", &event_id).await;
     browser.click("Replay").await;
-    wait_in(&browser, "[role=status]", "Replayed 1 events: 1 new deliveries").await;
+    wait_in(
+        &browser,
+        "[role=status]",
+        "Replayed 1 events: 1 new deliveries",
+    )
+    .await;
     ok.wait_for(4, Duration::from_secs(20)).await;
     shot(&browser, "21-replayed", Some("form")).await;
 
@@ -498,16 +568,39 @@ async fn console_pages_are_locked_down_and_session_writes_need_csrf() {
     let http = callisto_tests::http();
     let page = http.get(format!("{}/", gw.url)).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    for part in ["default-src 'self'", "script-src 'self'", "frame-ancestors 'none'"] {
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(part), "{csp}");
     }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
-    let js = http.get(format!("{}/console/app.js", gw.url)).send().await.unwrap();
-    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let js = http
+        .get(format!("{}/console/app.js", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
     assert!(js.headers().contains_key("content-security-policy"));
-    let missing = http.get(format!("{}/console/nope.js", gw.url)).send().await.unwrap();
+    let missing = http
+        .get(format!("{}/console/nope.js", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     let sign_in = |token: &str, origin: Option<&str>| {
@@ -519,10 +612,19 @@ async fn console_pages_are_locked_down_and_session_writes_need_csrf() {
         }
         r.send()
     };
-    assert_eq!(sign_in("wrong-token-0123456789", None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        sign_in("wrong-token-0123456789", None)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Another site cannot sign a browser in (login CSRF).
     assert_eq!(
-        sign_in(&gw.admin_token, Some("http://evil.example")).await.unwrap().status(),
+        sign_in(&gw.admin_token, Some("http://evil.example"))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::FORBIDDEN
     );
     let ok = sign_in(&gw.admin_token, Some(&gw.url)).await.unwrap();
@@ -533,7 +635,10 @@ async fn console_pages_are_locked_down_and_session_writes_need_csrf() {
     }
     assert!(!set.contains("Secure"), "plain HTTP: {set}");
     let cookie = cookie_of(&ok);
-    let csrf = ok.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
+    let csrf = ok.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Reads need only the cookie.
     let list = http
@@ -564,12 +669,18 @@ async fn console_pages_are_locked_down_and_session_writes_need_csrf() {
         (Some(csrf.as_str()), Some(("origin", "http://evil.example"))),
     ] {
         let refused = create(token, extra).await.unwrap();
-        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{token:?} {extra:?}");
+        assert_eq!(
+            refused.status(),
+            StatusCode::FORBIDDEN,
+            "{token:?} {extra:?}"
+        );
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"]["code"], "forbidden");
     }
     let origin = gw.url.clone();
-    let created = create(Some(&csrf), Some(("origin", origin.as_str()))).await.unwrap();
+    let created = create(Some(&csrf), Some(("origin", origin.as_str())))
+        .await
+        .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
 
     // The session answers the page after a reload; sign-out ends it.
@@ -579,7 +690,10 @@ async fn console_pages_are_locked_down_and_session_writes_need_csrf() {
         .send()
         .await
         .unwrap();
-    assert_eq!(current.json::<Value>().await.unwrap()["csrf_token"], csrf.as_str());
+    assert_eq!(
+        current.json::<Value>().await.unwrap()["csrf_token"],
+        csrf.as_str()
+    );
     let out = http
         .delete(format!("{}/console/session", gw.url))
         .header("cookie", &cookie)

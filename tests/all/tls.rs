@@ -189,7 +189,10 @@ async fn the_gateway_serves_https_with_its_configured_certificate() {
     assert_eq!(signed_in.status(), StatusCode::OK);
     let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
     assert!(cookie.ends_with("; Secure"), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
 
     // Plain HTTP gets no answer from a TLS listener; an untrusting client
     // refuses the certificate.

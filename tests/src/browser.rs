@@ -185,7 +185,15 @@ impl Browser {
             self.driver_url,
             element.element_id()
         );
-        let body: serde_json::Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+        let body: serde_json::Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         body["value"].as_str().unwrap_or_default().to_owned()
     }
 

@@ -180,7 +180,11 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// A cookie-authenticated request that may change something must come from
 /// this origin and carry the session's CSRF token.
-pub fn check_write(method: &Method, headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
+pub fn check_write(
+    method: &Method,
+    headers: &HeaderMap,
+    session: &Session,
+) -> Result<(), ApiError> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -206,7 +210,6 @@ pub fn expired() -> ApiError {
         "the console session has expired: sign in again with the admin token",
     )
 }
-
 
 /// `POST /console/session`: the admin token, typed into the console's
 /// sign-in form. It travels in the body, never in a URL.
@@ -247,10 +250,7 @@ fn no_store(mut response: Response) -> Response {
     request_body = SignIn,
     responses((status = 200, body = SessionView, headers(("set-cookie" = String, description = "The session cookie"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn sign_in(
-    State(app): State<Arc<App>>,
-    request: Request,
-) -> Result<Response, ApiError> {
+pub async fn sign_in(State(app): State<Arc<App>>, request: Request) -> Result<Response, ApiError> {
     check_same_origin(request.headers())?;
     let deadline = super::input::BodyDeadline::of(request.extensions());
     let bytes = super::input::read_body(request.into_body(), 64 << 10, deadline).await?;
@@ -309,10 +309,9 @@ pub async fn sign_out(
     }
     app.sessions.remove(id);
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        clear_cookie(app.config.tls.is_some()),
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, clear_cookie(app.config.tls.is_some()));
     Ok(response)
 }
 
