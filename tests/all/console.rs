@@ -388,6 +388,28 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     wait_in(&browser, ".row-outcome .test-summary", "Success (200)").await;
     shot(&browser, "14-row-test", Some(".row-outcome")).await;
 
+    // Delete asks first, then the notification is gone.
+    browser
+        .client
+        .find(fantoccini::Locator::XPath(
+            "(//ul[@class='notifications']/li)[2]//button[normalize-space(.)='Delete']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let question = browser.client.get_alert_text().await.unwrap();
+    assert!(question.contains(&hostile.url("/hook")), "{question}");
+    browser.client.accept_alert().await.unwrap();
+    wait_in(&browser, "[role=status]", "Notification deleted.").await;
+    let listed = browser
+        .client
+        .find_all(fantoccini::Locator::Css(".notifications > li"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+
     // An event whose tag is markup, from the registry.
     let ingest = gw
         .http
@@ -709,4 +731,79 @@ async fn console_pages_are_locked_down_and_session_writes_need_csrf() {
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_repository_is_added_with_its_webhooks_in_one_form() {
+    use callisto_tests::oci::{ImageLayout, RegistryClient};
+    let registry = callisto_tests::registry::Registry::builder()
+        .htpasswd("robot", "s3cret-pass")
+        .start()
+        .await
+        .expect("docker-registry starts");
+    let client = RegistryClient::new(&registry.host(), Some(("robot", "s3cret-pass")));
+    let image = ImageLayout::new("console").unwrap();
+    client.push_image("team/api", "v1", &image).await.unwrap();
+    client.put_manifest("team/api", "latest", &image).await.unwrap();
+    let gw = crate::gateway().await;
+    let receiver = Receiver::start().await;
+
+    let browser = Browser::start(screenshots("remote"), 1280, 1000).await;
+    sign_in(&browser, &gw.url, &gw.admin_token).await;
+    wait_in(&browser, "h1", "Repositories").await;
+    browser.click("Add repository").await;
+    browser.fill("Repository name", "team/api").await;
+    browser
+        .field("Kind")
+        .await
+        .select_by_value("remote")
+        .await
+        .unwrap();
+    browser.fill("Registry", &registry.host()).await;
+    browser.fill("Registry credentials: username", "robot").await;
+    browser.fill("Registry credentials: password", "s3cret-pass").await;
+    browser.fill("Tag globs", "v*").await;
+    browser
+        .field("Initial sync")
+        .await
+        .select_by_value("notify")
+        .await
+        .unwrap();
+    browser
+        .field("Plain HTTP (insecure registry)")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.click("Add a webhook").await;
+    browser.fill("Webhook URL", &receiver.url("/hook")).await;
+    shot(&browser, "01-add-remote", Some("form")).await;
+    browser.click("Add repository").await;
+    wait_in(&browser, "h1", "Repository Settings").await;
+    wait_in(&browser, ".notifications", &receiver.url("/hook")).await;
+
+    // The first sync notifies v1 only (the glob), through the webhook made
+    // in the same request.
+    let got = receiver.wait_for(1, Duration::from_secs(60)).await;
+    assert_eq!(got[0].json()["tag"], "v1");
+    let repos: Value = gw
+        .api(reqwest::Method::GET, "/repositories")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let repo = &repos[0];
+    assert_eq!(repo["kind"], "remote");
+    assert_eq!(repo["tags"], json!(["v*"]));
+    assert_eq!(repo["has_credentials"], true);
+    assert_eq!(repo["insecure"], true);
+
+    // The list shows the poll status and the last event.
+    browser.goto(&format!("{}/#/repositories", gw.url)).await;
+    let row = reload_until(&browser, "tbody tr", &["team/api", "remote", "last", "v1"]).await;
+    assert!(row.contains("image.pushed"), "{row}");
+    shot(&browser, "02-remote-listed", None).await;
+    browser.close().await;
 }
