@@ -48,6 +48,33 @@ async fn shot(browser: &Browser, name: &str, css: Option<&str>) {
     browser.screenshot(name).await;
 }
 
+/// Forgets the requests made so far, to count those of the next action.
+async fn count_from_here(browser: &Browser) {
+    browser.eval("performance.clearResourceTimings()").await;
+}
+
+/// The API requests made since [`count_from_here`] were all sent before the
+/// first answer came back: the action took one round trip, however many
+/// requests. Returns how many there were.
+async fn one_round_trip(browser: &Browser, action: &str) -> u64 {
+    let seen = browser
+        .eval(
+            "const f = performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch'); \
+             const first = Math.min(...f.map(e => e.responseEnd)); \
+             return [f.length, f.filter(e => e.startTime > first).map(e => e.name)];",
+        )
+        .await;
+    let count = seen[0].as_u64().unwrap();
+    assert!(count >= 1, "{action}: no request counted");
+    assert_eq!(
+        seen[1],
+        json!([]),
+        "{action}: requests that waited for another's answer"
+    );
+    println!("{action}: {count} request(s), one round trip");
+    count
+}
+
 async fn not_pwned(browser: &Browser) {
     let pwned = browser.eval("return window.__pwned === undefined").await;
     assert_eq!(pwned, Value::Bool(true), "text from outside ran as script");
@@ -208,7 +235,8 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     shot(&browser, "05-repository-added", None).await;
     browser.click("Open Repository Settings").await;
 
-    // Repository Settings: the notification made with the repository is listed.
+    // Repository Settings: the notification made with the repository is
+    // listed (the page had it from the form's answer).
     wait_in(&browser, "h1", "Repository Settings").await;
     wait_in(&browser, ".notifications", &ok.url("/hook")).await;
     for name in ["Webhook URL", "Webhook Secret", "Plugin", "tag_regex"] {
@@ -223,8 +251,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
 
     // Test Webhook against a receiver that answers 500.
     browser.fill("Webhook URL", &failing.url("/hook")).await;
+    count_from_here(&browser).await;
     browser.click("Test Webhook").await;
     wait_in(&browser, ".test-outcome .test-summary", "Error (500)").await;
+    one_round_trip(&browser, "Test Webhook").await;
     browser.click("View Details").await;
     wait_in(&browser, ".test-outcome .details", "Response").await;
     wait_in(&browser, ".test-outcome .details", "500").await;
@@ -286,8 +316,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .await
         .unwrap();
     browser.fill("tag_regex", "").await;
+    count_from_here(&browser).await;
     browser.click("Add Notification").await;
     wait_in(&browser, "[role=status]", "Notification added.").await;
+    one_round_trip(&browser, "Add Notification").await;
     let listed = browser
         .client
         .find_all(fantoccini::Locator::Css(".notifications > li"))
@@ -372,8 +404,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     );
     browser.fill("events", "image.pushed").await;
     shot(&browser, "13-edit-notification", Some("#form-title")).await;
+    count_from_here(&browser).await;
     browser.click("Save Notification").await;
     wait_in(&browser, "[role=status]", "Notification saved.").await;
+    one_round_trip(&browser, "Save Notification").await;
     wait_in(&browser, second, "events=image.pushed").await;
     browser
         .client
@@ -389,6 +423,7 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     shot(&browser, "14-row-test", Some(".row-outcome")).await;
 
     // Delete asks first, then the notification is gone.
+    count_from_here(&browser).await;
     browser
         .client
         .find(fantoccini::Locator::XPath(
@@ -403,6 +438,7 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     assert!(question.contains(&hostile.url("/hook")), "{question}");
     browser.client.accept_alert().await.unwrap();
     wait_in(&browser, "[role=status]", "Notification deleted.").await;
+    one_round_trip(&browser, "Delete").await;
     let listed = browser
         .client
         .find_all(fantoccini::Locator::Css(".notifications > li"))
@@ -425,9 +461,11 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     assert_eq!(got[1].json()["tag"], HOSTILE_TAG);
 
     // Events: the log shows the tag as text.
+    count_from_here(&browser).await;
     browser.click("Events").await;
     wait_in(&browser, "h1", "Events").await;
     let events = wait_in(&browser, "table", HOSTILE_TAG).await;
+    one_round_trip(&browser, "the Events page").await;
     assert!(events.contains("image.pushed"), "{events}");
     not_pwned(&browser).await;
     shot(&browser, "15-events", None).await;
@@ -451,9 +489,11 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     shot(&browser, "16-events-filtered", None).await;
     browser.client.back().await.unwrap();
     wait_in(&browser, "table", HOSTILE_TAG).await;
+    count_from_here(&browser).await;
     browser.click("image.pushed").await;
     wait_in(&browser, "h1", "Event").await;
     let tag = wait_in(&browser, ".event-tag", "onerror").await;
+    one_round_trip(&browser, "an event's page").await;
     assert_eq!(tag, HOSTILE_TAG);
     not_pwned(&browser).await;
     let event_id = browser
@@ -468,9 +508,11 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .goto(&format!("{}/#/repositories/{repo_id}", gw.url))
         .await;
     wait_in(&browser, ".notifications", &ok.url("/hook")).await;
+    count_from_here(&browser).await;
     browser.click("Deliveries").await;
     wait_in(&browser, "h1", "Deliveries").await;
     wait_in(&browser, "table", &event_id).await;
+    one_round_trip(&browser, "the Deliveries page").await;
     reload_until(&browser, "tbody tr", &[&event_id, "succeeded"]).await;
     shot(&browser, "18-deliveries", None).await;
     let delivery_link = browser
@@ -485,8 +527,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     wait_in(&browser, ".attempt", "Attempt 1").await;
     wait_in(&browser, ".attempt", "Response").await;
     shot(&browser, "19-delivery", None).await;
+    count_from_here(&browser).await;
     browser.click("Redeliver").await;
     wait_in(&browser, "[role=status]", "Redelivery queued").await;
+    one_round_trip(&browser, "Redeliver").await;
     ok.wait_for(3, Duration::from_secs(20)).await;
     reload_until(&browser, ".attempt", &["Attempt 2"]).await;
     shot(&browser, "20-redelivered", Some(".attempt")).await;
@@ -495,6 +539,7 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     browser.client.back().await.unwrap();
     wait_in(&browser, "h1", "Deliveries").await;
     browser.fill("Replay from event", &event_id).await;
+    count_from_here(&browser).await;
     browser.click("Replay").await;
     wait_in(
         &browser,
@@ -502,13 +547,16 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         "Replayed 1 events: 1 new deliveries",
     )
     .await;
+    one_round_trip(&browser, "Replay").await;
     ok.wait_for(4, Duration::from_secs(20)).await;
     shot(&browser, "21-replayed", Some("form")).await;
 
     // Plugins: list, upload, replace.
+    count_from_here(&browser).await;
     browser.click("Plugins").await;
     wait_in(&browser, "h1", "Plugins").await;
     wait_in(&browser, "table", "slack").await;
+    one_round_trip(&browser, "the Plugins page").await;
     browser.fill("Plugin name", "discord").await;
     browser
         .field("Component (.wasm)")
@@ -516,8 +564,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .send_keys(callisto_tests::guests::DISCORD_PATH)
         .await
         .unwrap();
+    count_from_here(&browser).await;
     browser.click("Upload plugin").await;
     wait_in(&browser, "[role=status]", "Installed discord").await;
+    one_round_trip(&browser, "Upload plugin").await;
     wait_in(&browser, "table", "installed").await;
     browser.fill("Plugin name", "discord").await;
     browser
@@ -744,7 +794,10 @@ async fn a_remote_repository_is_added_with_its_webhooks_in_one_form() {
     let client = RegistryClient::new(&registry.host(), Some(("robot", "s3cret-pass")));
     let image = ImageLayout::new("console").unwrap();
     client.push_image("team/api", "v1", &image).await.unwrap();
-    client.put_manifest("team/api", "latest", &image).await.unwrap();
+    client
+        .put_manifest("team/api", "latest", &image)
+        .await
+        .unwrap();
     let gw = crate::gateway().await;
     let receiver = Receiver::start().await;
 
@@ -760,8 +813,12 @@ async fn a_remote_repository_is_added_with_its_webhooks_in_one_form() {
         .await
         .unwrap();
     browser.fill("Registry", &registry.host()).await;
-    browser.fill("Registry credentials: username", "robot").await;
-    browser.fill("Registry credentials: password", "s3cret-pass").await;
+    browser
+        .fill("Registry credentials: username", "robot")
+        .await;
+    browser
+        .fill("Registry credentials: password", "s3cret-pass")
+        .await;
     browser.fill("Tag globs", "v*").await;
     browser
         .field("Initial sync")

@@ -88,7 +88,12 @@ export const session = {
   signOut: () => call('DELETE', '/console/session'),
 };
 
-/** The installed plugins, fetched once per page load (and after an upload). */
+/** What the Plugins page learnt from its own writes. */
+export function setPlugins(list) {
+  pluginsCache = Promise.resolve(list);
+}
+
+/** The installed plugins, fetched once per page load (and by the Plugins page). */
 let pluginsCache = null;
 export function plugins(refresh = false) {
   if (refresh || !pluginsCache) {

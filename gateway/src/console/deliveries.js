@@ -47,19 +47,21 @@ export async function deliveriesPage(main, webhookId) {
 
   const since = h('input', { type: 'text', required: true, autocomplete: 'off', spellcheck: 'false', placeholder: 'evt_…', class: 'mono' });
   const replayStatus = notice();
+  const replayed = h('ul', { class: 'replayed', 'aria-label': 'New deliveries' });
   const replay = h('form', { class: 'card inline', novalidate: true },
     h('h2', {}, 'Replay'),
     field('Replay from event', since, 'New deliveries for this event and every later event of the repository that the webhook wants.'),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Replay')),
-    replayStatus.el);
+    replayStatus.el,
+    replayed);
   replay.addEventListener('submit', async (event) => {
     event.preventDefault();
     replayStatus.clear();
     try {
       const r = await api.post(`${base}/replay`, { since: since.value.trim() });
       replayStatus.ok(`Replayed ${r.events} events: ${r.deliveries.length} new deliveries, ${r.filtered} filtered out.`);
-      const fresh = await api.get(`${base}/deliveries?limit=50`);
-      tbody.replaceChildren(...deliveryRows(fresh.items));
+      replayed.replaceChildren();
+      append(replayed, r.deliveries.map((id) => h('li', {}, h('a', { href: `#/deliveries/${encodeURIComponent(id)}` }, id))));
     } catch (e) {
       replayStatus.error(e.message);
     }
@@ -79,17 +81,20 @@ export async function deliveriesPage(main, webhookId) {
 }
 
 export async function deliveryPage(main, id) {
-  const d = await api.get(`/deliveries/${encodeURIComponent(id)}`);
+  renderDelivery(main, await api.get(`/deliveries/${encodeURIComponent(id)}`));
+}
+
+function renderDelivery(main, d, message) {
+  const id = d.id;
   const status = notice();
   const redeliver = button('Redeliver', async () => {
     status.clear();
     try {
-      await api.post(`/deliveries/${encodeURIComponent(id)}/redeliver`);
+      // The answer is the delivery as it now stands; its attempts so far
+      // stay as shown (reload for the new one).
+      const now = await api.post(`/deliveries/${encodeURIComponent(id)}/redeliver`);
       main.replaceChildren();
-      await deliveryPage(main, id);
-      const n = notice();
-      n.ok('Redelivery queued: the sender sends it now.');
-      main.querySelector('h1').after(n.el);
+      renderDelivery(main, { ...now, attempt_log: d.attempt_log }, 'Redelivery queued: the sender sends it now.');
     } catch (e) {
       status.error(e.message);
     }
@@ -114,4 +119,5 @@ export async function deliveryPage(main, id) {
     h('div', { class: 'actions' }, redeliver),
     status.el,
     attempts.length ? attempts : h('p', { class: 'muted' }, 'No attempt yet.'));
+  if (message) status.ok(message);
 }

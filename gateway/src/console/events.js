@@ -73,18 +73,32 @@ export async function eventsPage(main, params) {
 }
 
 export async function eventPage(main, id) {
-  const e = await api.get(`/events/${encodeURIComponent(id)}`);
-  const webhooks = await api.get(`/repositories/${encodeURIComponent(e.repository.id)}/webhooks`).catch(() => []);
-  const { deliveries, ...event } = e;
+  const { deliveries, ...event } = await api.get(`/events/${encodeURIComponent(id)}`);
   const status = notice();
-  const target = h('select', {}, webhooks.map((w) => h('option', { value: w.id }, w.url)));
+  // The webhooks to replay to are asked for when wanted: the page itself
+  // is one round trip.
+  const target = h('select', {});
+  const choose = h('div', { hidden: true },
+    field('Webhook', target, 'New deliveries of this event and every later event of the repository.'),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Replay')));
+  const open = button('Replay from this event…', async () => {
+    status.clear();
+    try {
+      const webhooks = await api.get(`/repositories/${encodeURIComponent(event.repository.id)}/webhooks`);
+      if (webhooks.length === 0) {
+        status.error('The repository has no webhooks.');
+        return;
+      }
+      append(target, webhooks.map((w) => h('option', { value: w.id }, w.url)));
+      open.hidden = true;
+      choose.hidden = false;
+      target.focus();
+    } catch (err) {
+      status.error(err.message);
+    }
+  });
   const replay = h('form', { class: 'card inline', novalidate: true },
-    h('h2', {}, 'Replay from this event'),
-    webhooks.length
-      ? [field('Webhook', target, 'New deliveries of this event and every later event of the repository.'),
-        h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Replay'))]
-      : h('p', { class: 'muted' }, 'The repository has no webhooks.'),
-    status.el);
+    h('h2', {}, 'Replay'), open, choose, status.el);
   replay.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     status.clear();

@@ -1,10 +1,14 @@
 // Plugins: the built-in and installed ones, upload and replace, remove.
 
-import { api, plugins } from './api.js';
+import { api, plugins, setPlugins } from './api.js';
 import { h, append, field, notice, title, table, badge, button } from './dom.js';
 
 export async function pluginsPage(main) {
-  const list = await plugins(true);
+  render(main, await plugins(true));
+}
+
+/** After a write, the page changes its own list (one round trip per action). */
+function render(main, list, message) {
   const status = notice();
   const rows = list.map((p) => h('tr', {},
     h('th', { scope: 'row' }, p.name),
@@ -20,8 +24,10 @@ export async function pluginsPage(main) {
         if (!window.confirm(`Remove plugin ${p.name}?`)) return;
         try {
           await api.delete(`/plugins/${encodeURIComponent(p.name)}`);
+          const rest = list.filter((x) => x.name !== p.name);
+          setPlugins(rest);
           main.replaceChildren();
-          await pluginsPage(main);
+          render(main, rest, `Removed ${p.name}.`);
         } catch (e) {
           status.error(e.message);
         }
@@ -47,17 +53,17 @@ export async function pluginsPage(main) {
     try {
       const bytes = await file.files[0].arrayBuffer();
       const p = await api.put(`/plugins/${encodeURIComponent(name.value.trim())}`, bytes, 'application/wasm');
-      await plugins(true);
+      const now = [...list.filter((x) => x.name !== p.name), p].sort((a, b) => a.name.localeCompare(b.name));
+      setPlugins(now);
       main.replaceChildren();
-      await pluginsPage(main);
-      const n = notice();
-      n.ok(`${replacing ? 'Replaced' : 'Installed'} ${p.name} ${p.version}.`);
-      main.querySelector('h1').after(n.el);
+      render(main, now, `${replacing ? 'Replaced' : 'Installed'} ${p.name} ${p.version}.`);
     } catch (e) {
       status.error(e.message);
     }
   });
-  append(main, title('Plugins'),
+  const top = notice();
+  append(main, title('Plugins'), top.el,
     table(['Plugin', 'Version', 'Source', 'What it sends', 'Configuration keys', ''], rows),
     upload);
+  if (message) top.ok(message);
 }

@@ -2,7 +2,7 @@
 
 import { api, plugins } from './api.js';
 import { h, append, field, notice, title, table, when, badge, button, uid } from './dom.js';
-import { webhookFields, shownOnce } from './settings.js';
+import { webhookFields, shownOnce, handOver } from './settings.js';
 
 function pollStatus(repo) {
   if (repo.kind !== 'remote' || !repo.poll) return h('span', { class: 'muted' }, 'notified by its registry');
@@ -109,6 +109,7 @@ export async function addRepositoryPage(main) {
       const repo = await api.post('/repositories', body);
       const settings = `#/repositories/${encodeURIComponent(repo.id)}`;
       const secrets = (repo.webhooks || []).filter((w) => w.secret);
+      handOver({ ...repo, webhooks: (repo.webhooks || []).map(({ secret: _, ...w }) => w) });
       if (secrets.length === 0) {
         window.location.hash = settings;
         return;

@@ -175,8 +175,8 @@ function notificationRow(repo, w, installed, rerender, edit) {
     }
   };
   const toggle = button(w.enabled ? 'Disable' : 'Enable', run(async () => {
-    await api.patch(`/webhooks/${encodeURIComponent(w.id)}`, { enabled: !w.enabled });
-    await rerender(w.enabled ? 'Notification disabled.' : 'Notification enabled.');
+    const saved = await api.patch(`/webhooks/${encodeURIComponent(w.id)}`, { enabled: !w.enabled });
+    rerender(saved.enabled ? 'Notification enabled.' : 'Notification disabled.', (list) => list.map((x) => (x.id === saved.id ? saved : x)));
   }), { 'aria-describedby': urlId });
   return h('li', { class: 'notification card' },
     h('div', { class: 'notification-head' },
@@ -200,21 +200,32 @@ function notificationRow(repo, w, installed, rerender, edit) {
         // eslint-disable-next-line no-alert
         if (!window.confirm(`Delete the notification to ${w.url}? Its pending deliveries end.`)) return;
         await api.delete(`/webhooks/${encodeURIComponent(w.id)}`);
-        await rerender('Notification deleted.');
+        rerender('Notification deleted.', (list) => list.filter((x) => x.id !== w.id));
       }), { 'aria-describedby': urlId, class: 'danger' })),
     outcome,
     status.el);
 }
 
+/** A repository the previous action already has (just created): no need to ask again. */
+let handed = null;
+export function handOver(repo) {
+  handed = repo;
+}
+
 export async function settingsPage(main, id) {
-  const [repo, installed] = await Promise.all([api.get(`/repositories/${encodeURIComponent(id)}`), plugins()]);
+  const known = handed && handed.id === id ? handed : null;
+  handed = null;
+  const [repo, installed] = await Promise.all([
+    known ?? api.get(`/repositories/${encodeURIComponent(id)}`), plugins()]);
   render(main, repo, installed);
 }
 
 function render(main, repo, installed, message, generated) {
   const top = notice();
-  const rerender = async (note, secret) => {
-    const fresh = await api.get(`/repositories/${encodeURIComponent(repo.id)}`);
+  // Each write answers the webhook as saved: the page changes its own copy
+  // rather than asking again (one round trip per action).
+  const rerender = (note, change, secret) => {
+    const fresh = { ...repo, webhooks: change(repo.webhooks || []) };
     main.replaceChildren();
     render(main, fresh, installed, note, secret);
   };
@@ -249,7 +260,12 @@ function render(main, repo, installed, message, generated) {
         const saved = existing
           ? await api.patch(`/webhooks/${encodeURIComponent(existing.id)}`, w.patch())
           : await api.post(`/repositories/${encodeURIComponent(repo.id)}/webhooks`, w.input());
-        await rerender(existing ? 'Notification saved.' : 'Notification added.', saved.secret ? [saved.url, saved.secret] : null);
+        // A generated secret is shown once, and not kept in the page's copy.
+        const { secret: generatedSecret, ...view } = saved;
+        const change = existing
+          ? (list) => list.map((x) => (x.id === view.id ? view : x))
+          : (list) => [...list, view];
+        rerender(existing ? 'Notification saved.' : 'Notification added.', change, generatedSecret ? [view.url, generatedSecret] : null);
       } catch (e) {
         status.error(e.message);
       }
