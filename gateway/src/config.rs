@@ -127,12 +127,17 @@ pub struct ConsoleConfig {
     /// restart signs everyone out, and with several gateways a session is
     /// good on the one that made it.
     pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` even though the gateway itself
+    /// serves plain HTTP: for a reverse proxy that terminates TLS. (It is
+    /// always `Secure` when the gateway serves TLS.)
+    pub secure_cookie: bool,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
         Self {
             session_ttl_secs: 12 * 3600,
+            secure_cookie: false,
         }
     }
 }
@@ -345,6 +350,11 @@ pub struct Flags {
 }
 
 impl Config {
+    /// Whether the console's session cookie is sent over HTTPS only.
+    pub fn secure_cookie(&self) -> bool {
+        self.tls.is_some() || self.console.secure_cookie
+    }
+
     /// Defaults, then `file`, then the `CALLISTO_*` variables of `env`, then
     /// `flags`.
     pub fn load(
@@ -813,6 +823,34 @@ mod tests {
         // A numeric token stays a string.
         assert_eq!(c.admin_token.as_deref(), Some("12345678901234567890"));
         assert_eq!(c.log, "debug");
+    }
+
+    #[test]
+    fn the_console_session_settings_come_from_the_environment() {
+        let c = Config::load(None, env(&[]), &Flags::default()).unwrap();
+        assert_eq!(c.console.session_ttl_secs, 12 * 3600);
+        assert!(!c.secure_cookie());
+        let c = Config::load(
+            None,
+            env(&[
+                ("CALLISTO_CONSOLE__SESSION_TTL_SECS", "60"),
+                ("CALLISTO_CONSOLE__SECURE_COOKIE", "true"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.console.session_ttl_secs, 60);
+        assert!(c.secure_cookie());
+        let zero = Config::load(
+            None,
+            env(&[("CALLISTO_CONSOLE__SESSION_TTL_SECS", "0")]),
+            &Flags::default(),
+        );
+        assert!(
+            zero.unwrap_err()
+                .to_string()
+                .contains("console.session_ttl_secs"),
+        );
     }
 
     #[test]

@@ -781,6 +781,17 @@ async fn console_pages_are_locked_down_and_session_writes_need_csrf() {
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+
+    // Behind a proxy that terminates TLS, the cookie can be made Secure.
+    let proxied = crate::gateway_with(|c| c.console.secure_cookie = true).await;
+    let signed_in = http
+        .post(format!("{}/console/session", proxied.url))
+        .json(&json!({ "token": proxied.admin_token }))
+        .send()
+        .await
+        .unwrap();
+    let set = signed_in.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,7 +270,7 @@ pub async fn sign_in(State(app): State<Arc<App>>, request: Request) -> Result<Re
     let mut response = Json(SessionView::from(&session)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(&id, app.sessions.ttl(), app.config.tls.is_some()),
+        set_cookie(&id, app.sessions.ttl(), app.config.secure_cookie()),
     );
     Ok(no_store(response))
 }
@@ -311,7 +311,7 @@ pub async fn sign_out(
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, clear_cookie(app.config.tls.is_some()));
+        .insert(header::SET_COOKIE, clear_cookie(app.config.secure_cookie()));
     Ok(response)
 }
 
