@@ -345,6 +345,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         "callisto listening on http://{}",
         running.addr
     );
+    tracing::info!(
+        "console: {}://{}/ (sign in with the admin token)",
+        if app.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        running.addr
+    );
     for path in &running.generated_tokens {
         tracing::info!(
             "generated a token, stored in {} (mode 0600)",

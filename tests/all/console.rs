@@ -210,6 +210,15 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         json!("page-title")
     );
     shot(&browser, "03-repositories-empty", None).await;
+    // The skip link moves focus to the content without leaving the page.
+    browser
+        .eval("document.querySelector('.skip').click()")
+        .await;
+    assert_eq!(
+        browser.eval("return document.activeElement.id").await,
+        json!("main")
+    );
+    assert_eq!(browser.eval("return location.hash").await, json!(""));
 
     // Add repository, with a webhook in the same form and a generated secret.
     browser.click("Add repository").await;
@@ -270,13 +279,44 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     shot(&browser, "08-test-receiver-down", Some(".test-outcome")).await;
 
     // ... against one whose answer is markup: shown as text, never run.
+    // This time from the keyboard alone: Tab moves from field to field in
+    // reading order, Enter presses the focused button.
     browser.fill("Webhook URL", &hostile.url("/hook")).await;
+    let active_id = "return document.activeElement.id";
+    let secret_id = browser
+        .field("Webhook Secret")
+        .await
+        .attr("id")
+        .await
+        .unwrap();
     browser
-        .fill("Webhook Secret", "typed-secret-0123456789")
-        .await;
-    browser.click("Test Webhook").await;
+        .field("Webhook URL")
+        .await
+        .send_keys("\u{E004}")
+        .await
+        .unwrap();
+    assert_eq!(browser.eval(active_id).await, json!(secret_id));
+    browser
+        .client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("typed-secret-0123456789")
+        .await
+        .unwrap();
+    browser
+        .button("Test Webhook")
+        .await
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
     wait_in(&browser, ".test-outcome .test-summary", "Success (200)").await;
-    browser.click("View Details").await;
+    browser
+        .button("View Details")
+        .await
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
     let details = wait_in(&browser, ".test-outcome .details", "<script>").await;
     assert!(details.contains(HOSTILE_BODY), "{details}");
     assert!(

@@ -115,6 +115,12 @@ document.getElementById('sign-out').addEventListener('click', async () => {
   main.append(n.el);
 });
 
+// The skip link moves focus; following it would change the page's address.
+document.querySelector('.skip').addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
 window.addEventListener('hashchange', show);
 
 session.current().then(started, (e) => {
