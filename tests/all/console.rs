@@ -915,3 +915,61 @@ async fn a_remote_repository_is_added_with_its_webhooks_in_one_form() {
     shot(&browser, "02-remote-listed", None).await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receivers_delivery_shows_its_attempt_and_next_retry() {
+    let gw = crate::gateway().await;
+    let failing = Receiver::start().await;
+    failing.set_default(500);
+    let created: Value = gw
+        .api(reqwest::Method::POST, "/repositories")
+        .json(&json!({"name": "demo/failing", "webhooks": [{"url": failing.url("/hook")}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let webhook_id = created["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let ingest = gw
+        .http
+        .post(format!("{}/ingest/distribution", gw.url))
+        .bearer_auth(&gw.ingest_token)
+        .json(&push_envelope("demo/failing", "v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ingest.status(), StatusCode::ACCEPTED);
+    failing.wait_for(1, Duration::from_secs(20)).await;
+
+    let browser = Browser::start(screenshots("retry"), 1280, 1000).await;
+    sign_in(&browser, &gw.url, &gw.admin_token).await;
+    wait_in(&browser, "h1", "Repositories").await;
+    browser
+        .goto(&format!("{}/#/webhooks/{webhook_id}/deliveries", gw.url))
+        .await;
+    // Pending after one failed attempt (500), with the time of the next.
+    let row = reload_until(&browser, "tbody tr", &["pending", "500"]).await;
+    let next_retry = browser
+        .eval("return document.querySelector('tbody tr td:nth-child(7) time')?.getAttribute('datetime') ?? null")
+        .await;
+    assert!(next_retry.is_string(), "no next retry in {row}");
+    shot(&browser, "01-pending-delivery", None).await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css("tbody tr th a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let attempt = wait_in(&browser, ".attempt", "Attempt 1").await;
+    assert!(attempt.contains("failed"), "{attempt}");
+    assert!(
+        attempt.contains("scripted 500"),
+        "the receiver's body: {attempt}"
+    );
+    wait_in(&browser, "dl.facts", "Next retry").await;
+    shot(&browser, "02-failed-attempt", None).await;
+    browser.close().await;
+}
