@@ -908,11 +908,43 @@ async fn a_remote_repository_is_added_with_its_webhooks_in_one_form() {
     assert_eq!(repo["has_credentials"], true);
     assert_eq!(repo["insecure"], true);
 
-    // The list shows the poll status and the last event.
+    // Its own settings change in the same page.
+    browser.click("Edit repository").await;
+    browser.fill("Tag globs", "v*, latest").await;
+    shot(&browser, "02-edit-remote", Some("form")).await;
+    count_from_here(&browser).await;
+    browser.click("Save repository").await;
+    wait_in(&browser, "[role=status]", "Repository saved.").await;
+    one_round_trip(&browser, "Save repository").await;
+    wait_in(&browser, "dl.facts", "v*, latest").await;
+    let saved: Value = gw
+        .api(
+            reqwest::Method::GET,
+            &format!("/repositories/{}", repo["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(saved["tags"], json!(["v*", "latest"]));
+    assert_eq!(
+        saved["has_credentials"], true,
+        "an empty password keeps the credentials"
+    );
+
+    // The list shows the poll status and the last event: the new glob
+    // brought `latest` in.
     browser.goto(&format!("{}/#/repositories", gw.url)).await;
-    let row = reload_until(&browser, "tbody tr", &["team/api", "remote", "last", "v1"]).await;
+    let row = reload_until(
+        &browser,
+        "tbody tr",
+        &["team/api", "remote", "2 tags", "latest"],
+    )
+    .await;
     assert!(row.contains("image.pushed"), "{row}");
-    shot(&browser, "02-remote-listed", None).await;
+    shot(&browser, "03-remote-listed", None).await;
     browser.close().await;
 }
 

@@ -162,6 +162,60 @@ function testOutcome(container, result) {
     panel);
 }
 
+/** The repository's own settings, changed in one request. */
+function repositoryForm(repo, saved) {
+  const status = notice();
+  const fields = [];
+  const body = {};
+  let collect;
+  if (repo.kind === 'local') {
+    const registry = h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false', value: repo.registry ?? '' });
+    fields.push(field('Registry', registry, 'Only notifications from this registry host match; empty: any.'));
+    collect = () => { body.registry = registry.value.trim(); };
+  } else {
+    const interval = h('input', { type: 'number', min: '10', max: '604800', value: String(repo.poll_interval_secs) });
+    const tags = h('input', { type: 'text', autocomplete: 'off', value: (repo.tags || []).join(', ') });
+    const exclude = h('input', { type: 'text', autocomplete: 'off', value: (repo.exclude_tags || []).join(', ') });
+    const insecure = h('input', { type: 'checkbox', checked: repo.insecure, id: uid() });
+    const username = h('input', { type: 'text', autocomplete: 'off', value: repo.username ?? '' });
+    const password = h('input', { type: 'password', autocomplete: 'new-password' });
+    const forget = h('input', { type: 'checkbox', id: uid() });
+    fields.push(
+      field('Poll interval (seconds)', interval),
+      field('Tag globs', tags, 'Only tags matching one of these (comma-separated) are polled; empty: all.'),
+      field('Excluded tag globs', exclude),
+      h('div', { class: 'field check' }, insecure, h('label', { for: insecure.id }, 'Plain HTTP (insecure registry)')),
+      field('Registry credentials: username', username),
+      field('Registry credentials: password', password,
+        repo.has_credentials ? 'A password is set: type a new one to replace it.' : 'Write-only: never shown again.'),
+      h('div', { class: 'field check' }, forget, h('label', { for: forget.id }, 'Remove the credentials')));
+    collect = () => {
+      body.poll_interval_secs = Number(interval.value);
+      body.tags = tags.value;
+      body.exclude_tags = exclude.value;
+      body.insecure = insecure.checked;
+      if (forget.checked) body.credentials = null;
+      else if (password.value) body.credentials = { username: username.value.trim(), password: password.value };
+    };
+  }
+  const form = h('form', { class: 'card', novalidate: true, hidden: true },
+    h('h2', {}, 'Repository'),
+    fields,
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Save repository')),
+    status.el);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    status.clear();
+    collect();
+    try {
+      saved(await api.patch(`/repositories/${encodeURIComponent(repo.id)}`, body));
+    } catch (e) {
+      status.error(e.message);
+    }
+  });
+  return form;
+}
+
 function notificationRow(repo, w, installed, rerender, edit) {
   const urlId = uid('url');
   const status = notice();
@@ -283,16 +337,28 @@ function render(main, repo, installed, message, generated) {
     const p = repo.poll || {};
     facts.push(
       h('dt', {}, 'Tags polled'), h('dd', {}, (repo.tags || []).join(', ') || 'all'),
+      h('dt', {}, 'Tags excluded'), h('dd', {}, (repo.exclude_tags || []).join(', ') || 'none'),
+      h('dt', {}, 'Credentials'), h('dd', {}, repo.has_credentials ? `${repo.username} (password set)` : 'none'),
       h('dt', {}, 'Poll interval'), h('dd', {}, `${repo.poll_interval_secs} s`),
       h('dt', {}, 'Last poll'), h('dd', {}, when(p.last_poll_at), p.last_error ? [' — ', p.last_error] : null),
       h('dt', {}, 'Tags known'), h('dd', {}, String(p.tags_known ?? 0)),
     );
   }
   const list = (repo.webhooks || []).map((w) => notificationRow(repo, w, installed, rerender, showForm));
+  const settings = repositoryForm(repo, (fresh) => {
+    main.replaceChildren();
+    render(main, fresh, installed, 'Repository saved.');
+  });
+  const editRepository = button('Edit repository', () => {
+    settings.hidden = !settings.hidden;
+    editRepository.setAttribute('aria-expanded', String(!settings.hidden));
+    if (!settings.hidden) settings.querySelector('input').focus();
+  }, { 'aria-expanded': 'false' });
   append(main, 
     title('Repository Settings'),
     h('dl', { class: 'facts card' }, facts),
     h('div', { class: 'actions' },
+      editRepository,
       h('a', { class: 'button', href: `#/events?repository=${encodeURIComponent(repo.id)}` }, 'Events'),
       repo.kind === 'remote' ? button('Poll now', async () => {
         try {
@@ -312,6 +378,7 @@ function render(main, repo, installed, message, generated) {
           top.error(e.message);
         }
       }, { class: 'danger' })),
+    settings,
     top.el,
     generated ? shownOnce(generated[0], generated[1]) : null,
     h('h2', {}, 'Notifications'),
