@@ -109,8 +109,9 @@ export async function addRepositoryPage(main) {
       const repo = await api.post('/repositories', body);
       const settings = `#/repositories/${encodeURIComponent(repo.id)}`;
       const secrets = (repo.webhooks || []).filter((w) => w.secret);
-      handOver({ ...repo, webhooks: (repo.webhooks || []).map(({ secret: _, ...w }) => w) });
       if (secrets.length === 0) {
+        // The answer is the settings page's content: no need to ask again.
+        handOver(repo);
         window.location.hash = settings;
         return;
       }
