@@ -1,5 +1,6 @@
 //! The HTTP API: health and metrics, ingest, and the admin API under
-//! `/api/v1` (bearer admin token). Every error has one shape, built in
+//! `/api/v1` (bearer admin token, or a console session cookie), and the
+//! console's sign-in (`/console/session`). Every error has one shape, built in
 //! [`ApiError`]; the OpenAPI document is generated from the handlers.
 
 mod app;
@@ -11,6 +12,7 @@ pub mod ingest;
 pub mod input;
 pub mod plugins;
 pub mod repositories;
+pub mod session;
 pub mod store;
 pub mod system;
 pub mod views;
@@ -42,6 +44,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         deliveries::get, deliveries::redeliver,
         plugins::list, plugins::put, plugins::delete,
         store::backup,
+        session::sign_in, session::current, session::sign_out,
         openapi_json,
     ),
     modifiers(&Security),
@@ -54,6 +57,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         (name = "store", description = "The store as a whole: a consistent backup"),
         (name = "ingest", description = "Registry notifications"),
         (name = "system", description = "Health and metrics"),
+        (name = "console", description = "The web console's sign-in: the admin token for a session cookie"),
     )
 )]
 pub struct ApiDoc;
@@ -132,6 +136,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/ingest/distribution", post(ingest::distribution))
         .route("/api/v1/openapi.json", get(openapi_json))
+        .route(
+            "/console/session",
+            post(session::sign_in)
+                .get(session::current)
+                .delete(session::sign_out),
+        )
         .nest("/api/v1", admin)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -119,8 +119,33 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub plugins: PluginConfig,
     pub poll: PollConfig,
+    pub console: ConsoleConfig,
     /// Serve HTTPS instead of HTTP.
     pub tls: Option<TlsConfig>,
+}
+
+/// The web console at `/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Seconds a console sign-in lasts; then the browser must sign in with
+    /// the admin token again. Sessions live in the gateway's memory: a
+    /// restart signs everyone out, and with several gateways a session is
+    /// good on the one that made it.
+    pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` even though the gateway itself
+    /// serves plain HTTP: for a reverse proxy that terminates TLS. (It is
+    /// always `Secure` when the gateway serves TLS.)
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 12 * 3600,
+            secure_cookie: false,
+        }
+    }
 }
 
 /// The listener's certificate.
@@ -276,6 +301,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             plugins: PluginConfig::default(),
             poll: PollConfig::default(),
+            console: ConsoleConfig::default(),
             tls: None,
         }
     }
@@ -331,6 +357,11 @@ pub struct Flags {
 }
 
 impl Config {
+    /// Whether the console's session cookie is sent over HTTPS only.
+    pub fn secure_cookie(&self) -> bool {
+        self.tls.is_some() || self.console.secure_cookie
+    }
+
     /// Defaults, then `file`, then the `CALLISTO_*` variables of `env`, then
     /// `flags`.
     pub fn load(
@@ -418,7 +449,7 @@ impl Config {
                     .into(),
             ));
         }
-        let whole: [(&str, u64, u64, u64); 26] = [
+        let whole: [(&str, u64, u64, u64); 27] = [
             ("retention_days", self.retention_days.into(), 1, 3650),
             ("store_cache_mib", self.store_cache_mib as u64, 1, 65_536),
             (
@@ -521,6 +552,12 @@ impl Config {
                 1_000_000,
             ),
             ("poll.page_size", self.poll.page_size as u64, 1, 10_000),
+            (
+                "console.session_ttl_secs",
+                self.console.session_ttl_secs,
+                1,
+                30 * DAY,
+            ),
             ("poll.timeout_secs", self.poll.timeout_secs, 1, 600),
             (
                 "poll.max_backoff_secs",
@@ -801,6 +838,34 @@ mod tests {
         // A numeric token stays a string.
         assert_eq!(c.admin_token.as_deref(), Some("12345678901234567890"));
         assert_eq!(c.log, "debug");
+    }
+
+    #[test]
+    fn the_console_session_settings_come_from_the_environment() {
+        let c = Config::load(None, env(&[]), &Flags::default()).unwrap();
+        assert_eq!(c.console.session_ttl_secs, 12 * 3600);
+        assert!(!c.secure_cookie());
+        let c = Config::load(
+            None,
+            env(&[
+                ("CALLISTO_CONSOLE__SESSION_TTL_SECS", "60"),
+                ("CALLISTO_CONSOLE__SECURE_COOKIE", "true"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.console.session_ttl_secs, 60);
+        assert!(c.secure_cookie());
+        let zero = Config::load(
+            None,
+            env(&[("CALLISTO_CONSOLE__SESSION_TTL_SECS", "0")]),
+            &Flags::default(),
+        );
+        assert!(
+            zero.unwrap_err()
+                .to_string()
+                .contains("console.session_ttl_secs"),
+        );
     }
 
     #[test]

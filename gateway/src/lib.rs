@@ -18,6 +18,7 @@ pub mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod deliver;
 pub mod event;
 pub mod fanout;

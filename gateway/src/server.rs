@@ -197,6 +197,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
 
     let retention_days = config.retention_days;
+    let sessions = crate::api::session::Sessions::new(std::time::Duration::from_secs(
+        config.console.session_ttl_secs,
+    ));
     let app = Arc::new(App {
         config,
         tokens,
@@ -210,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         sealer,
         ready: AtomicBool::new(false),
         plugin_users: tokio::sync::RwLock::new(()),
+        sessions,
     });
     let mut workers = vec![fanout_task, sender_task, poll_task];
     if plugins_in_store {
@@ -225,7 +229,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stopped(stop_rx.clone()),
     )));
 
-    let router = crate::api::router(app.clone());
+    let router = crate::api::router(app.clone()).merge(crate::console::router(app.clone()));
     let (stop_http, http_rx) = watch::channel(false);
     let http_stop = stopped(http_rx);
     let limits = app.config.listener.clone();
@@ -359,6 +363,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         data_dir = %app.config.data_dir.display(),
         plugins = app.plugins.list().len(),
         "callisto listening on http://{}",
+        running.addr
+    );
+    tracing::info!(
+        "console: {}://{}/ (sign in with the admin token)",
+        if app.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         running.addr
     );
     for path in &running.generated_tokens {

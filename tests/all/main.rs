@@ -4,6 +4,7 @@
 mod api;
 mod cli_admin;
 mod cli_plugin;
+mod console;
 mod delivery;
 mod durability;
 mod faults;

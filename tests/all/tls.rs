@@ -179,6 +179,20 @@ async fn the_gateway_serves_https_with_its_configured_certificate() {
         .await
         .unwrap();
     assert_eq!(repos.status(), StatusCode::OK);
+    // Served over TLS, the console's session cookie is sent over TLS only.
+    let signed_in = client
+        .post(format!("https://localhost:{port}/console/session"))
+        .json(&serde_json::json!({"token": gw.admin_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
 
     // Plain HTTP gets no answer from a TLS listener; an untrusting client
     // refuses the certificate.

@@ -7,6 +7,7 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+pub mod browser;
 pub mod gateway;
 pub mod oci;
 pub mod postgres;

@@ -31,4 +31,6 @@ pub struct App {
     /// and saved, exclusively while a plugin is removed: a webhook can never
     /// be saved naming a plugin that is being removed.
     pub plugin_users: tokio::sync::RwLock<()>,
+    /// Console sign-ins.
+    pub sessions: super::session::Sessions,
 }

@@ -1,4 +1,5 @@
-//! Bearer tokens, compared in constant time.
+//! Who may use the admin API: the bearer admin token (compared in constant
+//! time), or a console session cookie with its CSRF defence.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use super::App;
+use super::session::{self, Lookup};
 
 /// Whether `Authorization: Bearer <token>` carries `expected`. The
 /// comparison takes the same time wherever the first difference is.
@@ -30,16 +32,26 @@ pub fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     token.trim().as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
-/// Middleware guarding the admin API.
+/// Middleware guarding the admin API: the bearer token, or a console
+/// session (a write through a session also needs its CSRF token).
 pub async fn require_admin(
     State(app): State<Arc<App>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if bearer_matches(request.headers(), &app.tokens.admin) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::unauthorized())
+        return Ok(next.run(request).await);
+    }
+    let Some(id) = session::cookie(request.headers()) else {
+        return Err(ApiError::unauthorized());
+    };
+    match app.sessions.get(id) {
+        Lookup::Valid(s) => {
+            session::check_write(request.method(), request.headers(), &s)?;
+            Ok(next.run(request).await)
+        }
+        Lookup::Expired => Err(session::expired()),
+        Lookup::Unknown => Err(ApiError::unauthorized()),
     }
 }
 
