@@ -174,7 +174,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             store: store.clone(),
             metrics: metrics.clone(),
             policy: policy.clone(),
-            http: registry_client,
+            http: registry_client.clone(),
             config: config.poll.clone(),
             sealer: sealer.clone(),
         },
@@ -193,6 +193,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
 
     let retention_days = config.retention_days;
+    let registry_budget = poll::registry::Budget::new(config.poll.requests_per_minute);
     let app = Arc::new(App {
         config,
         tokens,
@@ -202,6 +203,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics,
         filtered,
         client,
+        registry_budget,
+        registry_client,
         policy,
         sealer,
         ready: AtomicBool::new(false),

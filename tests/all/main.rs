@@ -11,11 +11,13 @@ mod hostile;
 mod ingest;
 mod openapi;
 mod plugin_host;
+mod reconcile;
 mod registry_push;
 mod remote;
 mod store_engines;
 mod store_ops;
 mod tls;
+mod vendors;
 
 /// A compiled-plugin cache shared by every test (and every run), so that
 /// each test's plugin host does not compile the built-ins again. Entries are
