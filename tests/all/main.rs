@@ -2,6 +2,7 @@
 //! gateway are linked once.
 
 mod api;
+mod builtins;
 mod cli_admin;
 mod cli_plugin;
 mod delivery;

@@ -132,7 +132,10 @@ async fn harbors_own_auth_header_is_compared_whole() {
             .send()
     };
     let bearer = format!("Bearer {}", gw.ingest_token);
-    assert_eq!(post(&bearer).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post(&bearer).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         post("Basic aGFyYm9yOnMzY3JldC1oYXJib3ItaGVhZGVy")
             .await

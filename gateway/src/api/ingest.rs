@@ -143,17 +143,17 @@ async fn json_body(
     body: Body,
     accept: &[&str],
 ) -> Result<bytes::Bytes, ApiError> {
-    if let Some(ct) = content_type(headers) {
-        if !accept.iter().any(|t| t.eq_ignore_ascii_case(&ct)) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!(
-                    "content type `{ct}` is not accepted here (expected {})",
-                    accept.join(", ")
-                ),
-            ));
-        }
+    if let Some(ct) = content_type(headers)
+        && !accept.iter().any(|t| t.eq_ignore_ascii_case(&ct))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "content type `{ct}` is not accepted here (expected {})",
+                accept.join(", ")
+            ),
+        ));
     }
     let deadline = Duration::from_secs(app.config.listener.body_read_timeout_secs);
     read_body(body, app.config.ingest.max_body_bytes, deadline).await
@@ -346,7 +346,7 @@ async fn confirm(
             metrics: app.metrics.clone(),
             page_size: 1,
         };
-        let digest = crate::poll::confirm_tag(manners, &registry, &n.repository, tag)
+        let digest = crate::poll::confirm_tag(manners, registry, &n.repository, tag)
             .await
             .map_err(|e| {
                 ApiError::new(
