@@ -85,9 +85,7 @@ pub fn newer(tag: &str, known: &[String]) -> Result<(), String> {
         if let Some(theirs) = version(other)
             && theirs.cmp_precedence(&mine) != Ordering::Less
         {
-            return Err(format!(
-                "semver=newer: `{tag}` is not newer than `{other}`"
-            ));
+            return Err(format!("semver=newer: `{tag}` is not newer than `{other}`"));
         }
     }
     Ok(())
@@ -117,7 +115,11 @@ mod tests {
         let known = tags(&["v1.0.0", "v1.1.0", "latest", "v1.2.0"]);
         assert_eq!(newer("v1.2.0", &known), Ok(()));
         assert!(newer("v1.0.1", &known).unwrap_err().contains("`v1.1.0`"));
-        assert!(newer("latest", &known).unwrap_err().contains("not a version"));
+        assert!(
+            newer("latest", &known)
+                .unwrap_err()
+                .contains("not a version")
+        );
         // The same version under another spelling is not newer.
         assert!(newer("1.2", &known).is_err());
         // A release is newer than its release candidate.

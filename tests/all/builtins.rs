@@ -6,7 +6,7 @@ use std::time::Duration;
 use callisto_tests::receiver::Receiver;
 use serde_json::json;
 
-use crate::delivery::repository;
+use crate::delivery::{eventually, ingest, push_envelope, repository};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PUSH: &str = include_str!("../fixtures/distribution/push-manifest-tag-v1.json");
@@ -83,4 +83,62 @@ async fn futures_join(n: usize) -> Vec<Receiver> {
         out.push(Receiver::start().await);
     }
     out
+}
+
+#[tokio::test]
+async fn semver_newer_sends_only_tags_newer_than_every_version_known() {
+    let gw = crate::gateway().await;
+    let receiver = Receiver::start().await;
+    let repo = repository(
+        &gw,
+        json!([{"url": receiver.url("/h"), "plugin": "slack", "config": {"semver": "newer"}}]),
+    )
+    .await;
+    let hook = repo.webhooks.as_ref().unwrap()[0].id.clone();
+    ingest(&gw, &push_envelope("v1.0.0")).await;
+    receiver.wait_for(1, WAIT).await;
+    // An older version, a tag that is no version, then a newer one.
+    for tag in ["v0.9.0", "latest", "v1.1"] {
+        ingest(&gw, &push_envelope(tag)).await;
+    }
+    let got = receiver.wait_for(2, WAIT).await;
+    receiver.wait_quiet(Duration::from_millis(700)).await;
+    assert_eq!(receiver.requests().len(), 2);
+    assert!(
+        got[1].json()["text"]
+            .as_str()
+            .unwrap()
+            .contains("demo/app:v1.1")
+    );
+    let filtered = eventually(&gw, &format!("/webhooks/{hook}/filtered"), |f| {
+        f["count"] == 2
+    })
+    .await;
+    let rules: Vec<&str> = filtered["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["semver", "semver"]);
+
+    // A value the filter does not take is named when the webhook is saved.
+    let bad = gw
+        .api(
+            reqwest::Method::POST,
+            &format!("/repositories/{}/webhooks", repo.id),
+        )
+        .json(&json!({"url": receiver.url("/h"), "config": {"semver": "newest"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("newest"),
+        "{body}"
+    );
 }
