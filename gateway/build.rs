@@ -11,11 +11,16 @@ mod commit;
 mod guests;
 
 /// Plugin name, and the crate under `plugins/` that implements it.
-const BUILTINS: [(&str, &str); 4] = [
+const BUILTINS: [(&str, &str); 9] = [
     ("default", "callisto-plugin-default"),
     ("europa", "callisto-plugin-europa"),
     ("slack", "callisto-plugin-slack"),
     ("cloudevents", "callisto-plugin-cloudevents"),
+    ("discord", "callisto-plugin-discord"),
+    ("teams", "callisto-plugin-teams"),
+    ("github-dispatch", "callisto-plugin-github-dispatch"),
+    ("flux", "callisto-plugin-flux"),
+    ("template", "callisto-plugin-template"),
 ];
 
 fn main() {

@@ -67,6 +67,16 @@ pub enum EventSource {
     Local,
     /// The gateway polled a registry it does not control.
     Remote,
+    /// Harbor's own webhook (`POST /ingest/harbor`).
+    Harbor,
+    /// Docker Hub's repository webhook (`POST /ingest/dockerhub`).
+    Dockerhub,
+    /// Quay's `repo_push` notification (`POST /ingest/quay`).
+    Quay,
+    /// GitHub's package webhooks for GHCR (`POST /ingest/github`).
+    Github,
+    /// Zot's CloudEvents (`POST /ingest/cloudevents`).
+    Zot,
 }
 
 impl EventSource {
@@ -74,6 +84,11 @@ impl EventSource {
         match self {
             EventSource::Local => "local",
             EventSource::Remote => "remote",
+            EventSource::Harbor => "harbor",
+            EventSource::Dockerhub => "dockerhub",
+            EventSource::Quay => "quay",
+            EventSource::Github => "github",
+            EventSource::Zot => "zot",
         }
     }
 }

@@ -35,6 +35,11 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
     paths(
         system::healthz, system::readyz, system::metrics,
         ingest::distribution,
+        ingest::harbor,
+        ingest::dockerhub,
+        ingest::quay,
+        ingest::github,
+        ingest::cloudevents,
         repositories::create, repositories::list, repositories::get, repositories::patch,
         repositories::delete, repositories::tags, repositories::poll,
         webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
@@ -135,6 +140,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/ingest/distribution", post(ingest::distribution))
+        .route("/ingest/harbor", post(ingest::harbor))
+        .route("/ingest/dockerhub", post(ingest::dockerhub))
+        .route("/ingest/quay", post(ingest::quay))
+        .route("/ingest/github", post(ingest::github))
+        .route("/ingest/cloudevents", post(ingest::cloudevents))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route(
             "/console/session",

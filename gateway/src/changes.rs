@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::event::{Event, EventSource, EventType, RepositoryRef, Timestamp, new_event};
-use crate::records::KnownTag;
+use crate::records::{KnownTag, Repository, RepositoryKind};
 
 /// What a registry's notification says happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,13 @@ pub enum TagChange {
     },
     /// Distribution 3 reports a deleted repository this way.
     RepositoryDeleted,
+    /// A push of `tag` reported without its digest (Docker Hub, Quay, when
+    /// the gateway is not set to confirm it with the registry). An event,
+    /// but the known tags stay as they are: with no digest there is
+    /// nothing to compare a later poll or notification with.
+    Announced {
+        tag: String,
+    },
 }
 
 /// A notification that makes events, ready for the log: which repository
@@ -91,8 +98,15 @@ pub fn from_notification<B: TagBook>(
             media_type,
             size,
         } => {
-            let previous = tags.get(tag)?.map(|t| t.digest).filter(|d| d != digest);
+            let known = tags.get(tag)?;
             tags.take_mark(tag)?;
+            // One identity per (repository, tag, digest): a change already
+            // learned, by a poll or by another registry's notification, is
+            // not news again, whichever of them came first.
+            if known.as_ref().is_some_and(|k| &k.digest == digest) {
+                return Ok(events);
+            }
+            let previous = known.map(|t| t.digest);
             tags.put(
                 tag,
                 KnownTag {
@@ -144,6 +158,9 @@ pub fn from_notification<B: TagBook>(
                 events.push(event(EventType::ImageDeleted, None, Some(digest.clone())));
             }
         }
+        TagChange::Announced { tag } => {
+            events.push(event(EventType::ImagePushed, Some(tag.clone()), None));
+        }
         TagChange::RepositoryDeleted => {
             for (tag, known) in tags.all()? {
                 tags.remove(&tag)?;
@@ -156,6 +173,24 @@ pub fn from_notification<B: TagBook>(
         }
     }
     Ok(events)
+}
+
+/// The repository a notification from `host` is for, among those of its
+/// name: a local one whose registry is unset or is `host`, or a remote one
+/// polled at `host` (the same repository, told both ways, so that its push
+/// and its poll share one set of known tags). The most specific wins: one
+/// naming the host, a local one before a remote one.
+pub fn notified_repository(candidates: Vec<Repository>, host: Option<&str>) -> Option<Repository> {
+    let names_host = |r: &Repository| matches!((&r.registry, host), (Some(w), Some(h)) if w.eq_ignore_ascii_case(h));
+    let mut candidates: Vec<Repository> = candidates
+        .into_iter()
+        .filter(|r| match r.kind {
+            RepositoryKind::Local => r.registry.is_none() || names_host(r),
+            RepositoryKind::Remote => names_host(r),
+        })
+        .collect();
+    candidates.sort_by_key(|r| (!names_host(r), r.kind == RepositoryKind::Remote));
+    candidates.into_iter().next()
 }
 
 /// A change a poll found.
@@ -391,6 +426,109 @@ mod tests {
         let events = from_poll(&mut book, &reference(), &listed, &observed, false, now).unwrap();
         assert_eq!(events[0].previous_digest.as_deref(), Some("sha256:a"));
         assert_eq!(events[0].source, EventSource::Remote);
+    }
+
+    fn poll_sees(book: &mut Book, tags: &[(&str, &str)]) -> Vec<Event> {
+        let listed: HashSet<String> = tags.iter().map(|(t, _)| t.to_string()).collect();
+        let observed: BTreeMap<String, String> = tags
+            .iter()
+            .map(|(t, d)| (t.to_string(), d.to_string()))
+            .collect();
+        from_poll(
+            book,
+            &reference(),
+            &listed,
+            &observed,
+            false,
+            Timestamp::from_unix(2),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_push_learned_by_notification_then_poll_fires_once() {
+        let mut book = Book::default();
+        let told = from_notification(
+            &mut book,
+            &reference(),
+            &notification(pushed("v1", "sha256:a")),
+        )
+        .unwrap();
+        assert_eq!(told.len(), 1);
+        assert!(poll_sees(&mut book, &[("v1", "sha256:a")]).is_empty());
+    }
+
+    #[test]
+    fn a_push_learned_by_poll_then_notification_fires_once() {
+        let mut book = Book::default();
+        assert_eq!(poll_sees(&mut book, &[("v1", "sha256:a")]).len(), 1);
+        // The registry's notification arrives late, or another registry's
+        // webhook tells the same push again under another key.
+        let late = from_notification(
+            &mut book,
+            &reference(),
+            &notification(pushed("v1", "sha256:a")),
+        )
+        .unwrap();
+        assert!(late.is_empty(), "{late:?}");
+        // A new digest is news again, whoever tells it.
+        let moved = from_notification(
+            &mut book,
+            &reference(),
+            &notification(pushed("v1", "sha256:b")),
+        )
+        .unwrap();
+        assert_eq!(moved[0].previous_digest.as_deref(), Some("sha256:a"));
+    }
+
+    #[test]
+    fn a_dropped_notification_is_made_up_by_the_poll() {
+        let mut book = Book::default();
+        from_notification(
+            &mut book,
+            &reference(),
+            &notification(pushed("v1", "sha256:a")),
+        )
+        .unwrap();
+        // v2's notification never arrives.
+        let found = poll_sees(&mut book, &[("v1", "sha256:a"), ("v2", "sha256:c")]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].tag.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn an_announced_push_is_news_but_not_known() {
+        let mut book = Book::default();
+        let e = from_notification(
+            &mut book,
+            &reference(),
+            &notification(TagChange::Announced { tag: "v1".into() }),
+        )
+        .unwrap();
+        assert_eq!(e[0].kind, EventType::ImagePushed);
+        assert_eq!(e[0].digest, None);
+        assert!(book.tags.is_empty());
+    }
+
+    #[test]
+    fn a_notification_finds_the_polled_repository_of_its_host() {
+        let local_any = Repository::new_local("demo/app");
+        let mut local_other = Repository::new_local("demo/app");
+        local_other.registry = Some("other:5000".into());
+        let mut remote = Repository::new_local("demo/app");
+        remote.kind = RepositoryKind::Remote;
+        remote.registry = Some("127.0.0.1:5000".into());
+        let all = vec![local_any.clone(), local_other.clone(), remote.clone()];
+        let pick = |host: Option<&str>| notified_repository(all.clone(), host).map(|r| r.id);
+        assert_eq!(pick(Some("127.0.0.1:5000")), Some(remote.id.clone()));
+        assert_eq!(pick(Some("other:5000")), Some(local_other.id.clone()));
+        assert_eq!(pick(Some("elsewhere")), Some(local_any.id.clone()));
+        assert_eq!(pick(None), Some(local_any.id.clone()));
+        // A remote repository of another registry is never a candidate.
+        assert_eq!(
+            notified_repository(vec![remote.clone()], Some("elsewhere")),
+            None
+        );
     }
 
     #[test]

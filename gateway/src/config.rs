@@ -229,7 +229,56 @@ impl Default for ListenerConfig {
 pub struct IngestConfig {
     /// Largest notification body accepted; larger ones get `413`.
     pub max_body_bytes: usize,
+    /// The whole `Authorization` value Harbor's webhook policy sends (its
+    /// "Auth Header"), when it is not `Bearer <ingest_token>`.
+    pub harbor_auth_header: Option<String>,
+    /// The secret of GitHub's webhooks (`X-Hub-Signature-256`), when it is
+    /// not the ingest token.
+    pub github_secret: Option<String>,
+    /// Docker Hub's webhooks (`/ingest/dockerhub`).
+    pub dockerhub: ConfirmConfig,
+    /// Quay's `repo_push` notifications (`/ingest/quay`).
+    pub quay: ConfirmConfig,
 }
+
+/// A registry whose webhook names a pushed tag without its digest, and is
+/// not signed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfirmConfig {
+    /// The registry's API, e.g. `https://registry-1.docker.io` (Docker
+    /// Hub's, the default of `[ingest.dockerhub]`) or `https://quay.io`
+    /// (the default of `[ingest.quay]`): its host is the repositories'
+    /// registry, and `verify` asks it.
+    pub registry: Option<String>,
+    /// Confirm each announced tag with a manifest `HEAD` before the event
+    /// is emitted: a tag the registry does not have is refused (`422`),
+    /// and the event carries the digest the registry answered, so that the
+    /// push and a poll of the same repository are recognised as one.
+    pub verify: bool,
+}
+
+impl ConfirmConfig {
+    /// The registry's URL, or `default` when unset.
+    pub fn url<'a>(&'a self, default: &'a str) -> &'a str {
+        self.registry.as_deref().unwrap_or(default)
+    }
+
+    /// `host[:port]` of the registry.
+    pub fn host(&self, default: &str) -> Option<String> {
+        let url = url::Url::parse(self.url(default)).ok()?;
+        let host = url.host_str()?;
+        Some(match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        })
+    }
+}
+
+/// Docker Hub's registry API, what `[ingest.dockerhub]` asks by default.
+pub const DOCKER_HUB_API: &str = "https://registry-1.docker.io";
+/// Quay's, for `[ingest.quay]`.
+pub const QUAY_API: &str = "https://quay.io";
 
 /// Sending webhooks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,6 +360,10 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1 << 20,
+            harbor_auth_header: None,
+            github_secret: None,
+            dockerhub: ConfirmConfig::default(),
+            quay: ConfirmConfig::default(),
         }
     }
 }
@@ -603,6 +656,8 @@ impl Config {
         for (name, token) in [
             ("admin_token", &self.admin_token),
             ("ingest_token", &self.ingest_token),
+            ("ingest.harbor_auth_header", &self.ingest.harbor_auth_header),
+            ("ingest.github_secret", &self.ingest.github_secret),
         ] {
             if token.as_ref().is_some_and(|t| t.len() < 16) {
                 return Err(ConfigError::Invalid(format!(
@@ -614,6 +669,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "admin_token and ingest_token must differ: a registry holding the ingest token must not get the admin API".into(),
             ));
+        }
+        for (name, c) in [
+            ("ingest.dockerhub.registry", &self.ingest.dockerhub),
+            ("ingest.quay.registry", &self.ingest.quay),
+        ] {
+            let Some(registry) = &c.registry else {
+                continue;
+            };
+            let scheme_ok =
+                url::Url::parse(registry).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !scheme_ok || c.host("").is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}: `{registry}` is not an http(s) URL"
+                )));
+            }
         }
         for net in &self.allowed_networks {
             let net = net.trim();
@@ -632,6 +702,19 @@ impl Config {
         Self {
             admin_token: Some(String::new()),
             ingest_token: Some(String::new()),
+            ingest: IngestConfig {
+                harbor_auth_header: Some(String::new()),
+                github_secret: Some(String::new()),
+                dockerhub: ConfirmConfig {
+                    registry: Some(String::new()),
+                    verify: false,
+                },
+                quay: ConfirmConfig {
+                    registry: Some(String::new()),
+                    verify: false,
+                },
+                ..IngestConfig::default()
+            },
             secret_key: Some(String::new()),
             seal_key_file: Some(PathBuf::new()),
             otlp_endpoint: Some(String::new()),

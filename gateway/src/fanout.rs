@@ -12,8 +12,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, Timestamp};
+use std::collections::HashMap;
+
+use crate::event::{Event, EventType, Timestamp};
 use crate::filtered::{FilteredEvent, FilteredEvents};
+use crate::host_filter;
 use crate::metrics::Metrics;
 use crate::plugin::{EventInput, PluginHost, Runner, Verdict, WebhookInput};
 use crate::records::{Delivery, DeliveryKind, Webhook};
@@ -137,6 +140,10 @@ async fn process_batch(
         webhooks,
     } = batch;
     let count = events.len();
+    let known = match known_tags(&ctx.store, webhooks.values().flatten()).await {
+        Ok(known) => known,
+        Err(e) => return (Some(runner), Err(e)),
+    };
     let planner = ctx.clone();
     let span = tracing::info_span!("fanout", events = count, first.event.id = %events[0].id);
     let planned = tokio::task::spawn_blocking(move || {
@@ -154,6 +161,7 @@ async fn process_batch(
                 &planner.filtered,
                 event,
                 hooks,
+                known.get(&event.repository.id).map(Vec::as_slice),
                 DeliveryKind::Event,
             ));
         }
@@ -227,6 +235,8 @@ pub async fn replay(
         });
     }
     let count = events.len();
+    let known = known_tags(store, std::iter::once(&webhook)).await?;
+    let tags = known.get(&webhook.repository_id).cloned();
     let (plugins, metrics, declined, hook) = (
         plugins.clone(),
         metrics.clone(),
@@ -245,6 +255,7 @@ pub async fn replay(
                     &declined,
                     e,
                     std::slice::from_ref(&hook),
+                    tags.as_deref(),
                     DeliveryKind::Event,
                 )
             })
@@ -262,11 +273,34 @@ pub async fn replay(
     })
 }
 
+/// The known tags of the repositories of `webhooks` whose host filters
+/// need them (`host_filter`), read once per batch.
+async fn known_tags<'a>(
+    store: &Store,
+    webhooks: impl Iterator<Item = &'a Webhook>,
+) -> Result<HashMap<String, Vec<String>>, StoreError> {
+    let mut known = HashMap::new();
+    for w in webhooks {
+        let needs = host_filter::split(&w.config).is_ok_and(|(f, _)| f.needs_tags());
+        if needs && !known.contains_key(&w.repository_id) {
+            let tags = store.tags(&w.repository_id).await?;
+            known.insert(
+                w.repository_id.clone(),
+                tags.into_iter().map(|(t, _)| t).collect(),
+            );
+        }
+    }
+    Ok(known)
+}
+
 /// The deliveries `event` makes for `webhooks`: one per webhook whose plugin
 /// wants the event, pending with the formatted request, or failed with the
 /// plugin's error. An event a webhook's filter declines is told to
 /// `filtered` with the plugin's reason, and counted by plugin and rule.
 /// Used by fan-out and by replays.
+// Each argument is a separate thing fan-out and replays hold; bundling
+// them would only move the list into a struct built for this one call.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     plugins: &PluginHost,
     runner: &mut Runner,
@@ -274,6 +308,7 @@ pub fn plan(
     filtered: &FilteredEvents,
     event: &Event,
     webhooks: &[Webhook],
+    known_tags: Option<&[String]>,
     kind: DeliveryKind,
 ) -> Vec<Delivery> {
     let input = EventInput::from(event);
@@ -289,6 +324,43 @@ pub fn plan(
             ))));
             continue;
         };
+        // The host's filters first: they need state the plugin has not got.
+        let (host, config) = match host_filter::split(&webhook.config) {
+            Ok(split) => split,
+            Err(e) => {
+                out.push(delivery(Err(e)));
+                continue;
+            }
+        };
+        if host.semver_newer
+            && event.kind == EventType::ImagePushed
+            && let Err(reason) = host_filter::newer(
+                event.tag.as_deref().unwrap_or_default(),
+                known_tags.unwrap_or_default(),
+            )
+        {
+            Metrics::count(&metrics.deliveries, "outcome", "filtered");
+            metrics
+                .events_filtered
+                .get_or_create(&vec![
+                    ("plugin", webhook.plugin.clone()),
+                    ("rule", "semver".to_owned()),
+                ])
+                .inc();
+            filtered.record(
+                &webhook.id,
+                FilteredEvent {
+                    event_id: event.id.clone(),
+                    kind: event.kind,
+                    tag: event.tag.clone(),
+                    plugin: webhook.plugin.clone(),
+                    rule: "semver",
+                    reason: Some(reason),
+                    at: now,
+                },
+            );
+            continue;
+        }
         let _span = tracing::info_span!(
             "plugin",
             plugin = %webhook.plugin,
@@ -300,7 +372,7 @@ pub fn plan(
         let result = runner.run(
             &plugin,
             &input,
-            &WebhookInput::new(&webhook.id, &webhook.url, &webhook.config),
+            &WebhookInput::new(&webhook.id, &webhook.url, &config),
         );
         metrics
             .plugin_call_seconds

@@ -25,6 +25,7 @@ pub mod fanout;
 pub mod filtered;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod host_filter;
 pub mod ingest;
 pub mod metrics;
 pub mod net;

@@ -137,9 +137,17 @@ impl From<&Event> for EventInput {
                 EventType::ImageDeleted => wit::EventType::ImageDeleted,
                 EventType::WebhookTest => wit::EventType::WebhookTest,
             },
+            // The plugin world (0.1.0) knows two sources; a new case would
+            // break every installed plugin. A vendor's webhook is, to a
+            // plugin, what it has always been: the registry told us.
             source: match e.source {
-                EventSource::Local => wit::EventSource::Local,
                 EventSource::Remote => wit::EventSource::Remote,
+                EventSource::Local
+                | EventSource::Harbor
+                | EventSource::Dockerhub
+                | EventSource::Quay
+                | EventSource::Github
+                | EventSource::Zot => wit::EventSource::Local,
             },
             repository: wit::Repository {
                 id: e.repository.id.clone(),

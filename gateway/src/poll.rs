@@ -317,6 +317,38 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
         .mul_f64((1.0 + jitter * (fastrand::f64() * 2.0 - 1.0)).max(0.0))
 }
 
+/// The digest `tag` of `repository` points to now, as the registry at
+/// `registry_url` (`https://host[:port]`) answers a manifest `HEAD`; `None`
+/// when it has no such tag. How a webhook that is neither signed nor
+/// carries a digest (Docker Hub, Quay) is confirmed before it is believed.
+pub async fn confirm_tag(
+    manners: registry::Manners,
+    registry_url: &str,
+    repository: &str,
+    tag: &str,
+) -> Result<Option<String>, PollError> {
+    let url = url::Url::parse(registry_url)
+        .map_err(|e| PollError::Registry(format!("{registry_url} is not a URL: {e}")))?;
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return Err(PollError::Registry(format!("{registry_url} has no host"))),
+    };
+    let settings = RemoteSettings {
+        poll_interval_secs: 60,
+        initial_sync: Default::default(),
+        insecure: url.scheme() == "http",
+        username: None,
+        password: None,
+        tags: Vec::new(),
+        exclude_tags: Vec::new(),
+        max_tags: None,
+    };
+    RegistryClient::new(&host, repository, &settings, None, manners)
+        .digest(tag)
+        .await
+}
+
 /// One poll: list, select, ask digests, and record what changed.
 pub async fn poll(ctx: &Context, budget: &Budget, repo: &Repository) -> Result<Outcome, PollError> {
     let started = Instant::now();

@@ -178,7 +178,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             store: store.clone(),
             metrics: metrics.clone(),
             policy: policy.clone(),
-            http: registry_client,
+            http: registry_client.clone(),
             config: config.poll.clone(),
             sealer: sealer.clone(),
         },
@@ -200,6 +200,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let sessions = crate::api::session::Sessions::new(std::time::Duration::from_secs(
         config.console.session_ttl_secs,
     ));
+    let registry_budget = poll::registry::Budget::new(config.poll.requests_per_minute);
     let app = Arc::new(App {
         config,
         tokens,
@@ -209,6 +210,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics,
         filtered,
         client,
+        registry_budget,
+        registry_client,
         policy,
         sealer,
         ready: AtomicBool::new(false),

@@ -581,7 +581,18 @@ async fn plugins_upload_replace_and_delete_and_a_plugin_error_is_reported() {
         .collect();
     assert_eq!(
         names,
-        ["cloudevents", "default", "europa", "hostile", "slack"]
+        [
+            "cloudevents",
+            "default",
+            "discord",
+            "europa",
+            "flux",
+            "github-dispatch",
+            "hostile",
+            "slack",
+            "teams",
+            "template"
+        ]
     );
 
     let receiver = Receiver::start().await;

@@ -70,7 +70,17 @@ fn list_shows_the_builtins() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for name in ["default", "europa", "slack", "cloudevents"] {
+    for name in [
+        "default",
+        "europa",
+        "slack",
+        "cloudevents",
+        "discord",
+        "teams",
+        "github-dispatch",
+        "flux",
+        "template",
+    ] {
         assert!(
             text.lines()
                 .any(|l| l.starts_with(name) && l.contains("built-in")),
@@ -85,7 +95,7 @@ fn list_shows_the_builtins() {
         data.path().to_str().unwrap(),
     ]);
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 4);
+    assert_eq!(rows.as_array().unwrap().len(), 9);
 }
 
 #[test]
@@ -94,7 +104,7 @@ fn check_describes_a_fitting_component_and_names_what_does_not_fit() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.starts_with("discord 0.1.0 — A Discord webhook message"),
+        text.starts_with("my-discord 0.1.0 — A Discord webhook message"),
         "{text}"
     );
     assert!(text.contains("fits callisto:plugin/plugin@0.1.0"), "{text}");

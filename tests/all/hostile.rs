@@ -394,7 +394,7 @@ async fn deleting_a_plugin_and_adding_a_webhook_that_uses_it_never_both_win() {
     let repo = client.create_repository(&input).await.unwrap();
     for round in 0..15 {
         let put = gw
-            .api(reqwest::Method::PUT, "/plugins/discord")
+            .api(reqwest::Method::PUT, "/plugins/my-discord")
             .header("content-type", "application/wasm")
             .body(callisto_tests::guests::DISCORD.to_vec())
             .send()
@@ -402,12 +402,13 @@ async fn deleting_a_plugin_and_adding_a_webhook_that_uses_it_never_both_win() {
             .unwrap();
         assert!(put.status().is_success(), "round {round}: {}", put.status());
         let webhook = serde_json::from_value(json!({
-            "url": "https://example.com/hook", "plugin": "discord"
+            "url": "https://example.com/hook", "plugin": "my-discord"
         }))
         .unwrap();
         let (created, deleted) = tokio::join!(
             client.create_webhook(&repo.id, &webhook),
-            gw.api(reqwest::Method::DELETE, "/plugins/discord").send()
+            gw.api(reqwest::Method::DELETE, "/plugins/my-discord")
+                .send()
         );
         let deleted = deleted.unwrap().status();
         match created {

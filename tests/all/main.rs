@@ -2,6 +2,7 @@
 //! gateway are linked once.
 
 mod api;
+mod builtins;
 mod cli_admin;
 mod cli_plugin;
 mod console;
@@ -12,12 +13,14 @@ mod hostile;
 mod ingest;
 mod openapi;
 mod plugin_host;
+mod reconcile;
 mod registry_push;
 mod remote;
 mod replicas;
 mod store_engines;
 mod store_ops;
 mod tls;
+mod vendors;
 
 /// A compiled-plugin cache shared by every test (and every run), so that
 /// each test's plugin host does not compile the built-ins again. Entries are

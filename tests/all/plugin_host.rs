@@ -68,7 +68,20 @@ fn golden(plugin: &str, case: &str) -> std::path::PathBuf {
 fn builtins_are_embedded_and_describe_themselves() {
     let host = host();
     let names: Vec<String> = host.list().iter().map(|p| p.name().to_owned()).collect();
-    assert_eq!(names, ["cloudevents", "default", "europa", "slack"]);
+    assert_eq!(
+        names,
+        [
+            "cloudevents",
+            "default",
+            "discord",
+            "europa",
+            "flux",
+            "github-dispatch",
+            "slack",
+            "teams",
+            "template"
+        ]
+    );
     for plugin in host.list() {
         assert!(plugin.is_builtin());
         // Built with the SDK: fan-out reaches them in one call per event.
@@ -156,6 +169,39 @@ fn builtins_in_the_sandbox_match_their_golden_files() {
             "deleted",
             sdk::testing::deleted("demo/app", "v1"),
             vec![("source", "urn:callisto:prod")],
+        ),
+        (
+            "discord",
+            "pushed",
+            sdk::testing::pushed("demo/app", "v1"),
+            vec![],
+        ),
+        (
+            "teams",
+            "deleted",
+            sdk::testing::deleted("demo/app", "v1"),
+            vec![("link", "https://registry.example.com/demo/app")],
+        ),
+        (
+            "github-dispatch",
+            "pushed",
+            sdk::testing::pushed("demo/app", "v1"),
+            vec![("token", "github_pat_0123456789abcdef")],
+        ),
+        (
+            "flux",
+            "pushed",
+            sdk::testing::pushed("demo/app", "v1"),
+            vec![],
+        ),
+        (
+            "template",
+            "deleted",
+            sdk::testing::deleted("demo/app", "v1"),
+            vec![
+                ("template", "{{repository}}:{{tag}} {{type}}\n"),
+                ("content_type", "text/plain; charset=utf-8"),
+            ],
         ),
     ];
     for (plugin, case, event, config) in cases {
@@ -509,7 +555,7 @@ fn compiled_plugins_are_cached_on_disk_and_bad_artifacts_recompiled() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(cached.len(), 4, "{cached:?}");
+    assert_eq!(cached.len(), 9, "{cached:?}");
     let default_artifact = cached
         .iter()
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&sha))

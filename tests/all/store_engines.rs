@@ -544,9 +544,11 @@ async fn retention_prunes_old_events_and_finished_deliveries_not_pending_ones() 
         assert_eq!((pruned.events, pruned.deliveries), (1, 1), "{engine:?}");
         assert_eq!(store.delivery(&done).await.unwrap(), None);
         assert_eq!(store.pending_count().await.unwrap(), 1, "{engine:?}");
-        // The key went with its event: the same notification is new again.
+        // The key went with its event: a notification under the same key
+        // is recorded again (a new digest: the tag's known digest stays,
+        // and the same one again would be no change).
         let again = store
-            .record_notifications(vec![pushed("k1", "demo/app", "v1", "sha256:a")])
+            .record_notifications(vec![pushed("k1", "demo/app", "v1", "sha256:b")])
             .await
             .unwrap();
         assert_eq!(again.events.len(), 1, "{engine:?}");

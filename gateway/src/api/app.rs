@@ -24,6 +24,10 @@ pub struct App {
     /// What each webhook's filter declined lately (fan-out records it).
     pub filtered: Arc<FilteredEvents>,
     pub client: reqwest::Client,
+    /// The guarded client for registries, and the pace they are asked at:
+    /// an ingest may confirm a tag with its registry.
+    pub registry_client: reqwest::Client,
+    pub registry_budget: crate::poll::registry::Budget,
     pub policy: Arc<Policy>,
     pub sealer: Sealer,
     pub ready: AtomicBool,

@@ -12,15 +12,19 @@ use tracing::Instrument;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 
 use super::auth::bearer_matches;
 use super::input::read_body;
 use super::{ApiError, App};
-use crate::changes::{Notification, Recorded};
+use subtle::ConstantTimeEq;
+
+use crate::changes::{Notification, Recorded, TagChange};
+use crate::config::{DOCKER_HUB_API, QUAY_API};
 use crate::ingest::distribution::{self, Envelope};
+use crate::ingest::{Invalid, Read, cloudevents, dockerhub, github, harbor, quay};
 use crate::metrics::Metrics;
 
 /// What an ingest request did.
@@ -95,18 +99,31 @@ pub async fn distribution(
         crate::records::check_repository_name(&n.target.repository)
             .map_err(|e| ApiError::bad_request(format!("target.repository: {e}")))?;
     }
-    let mut accepted = Vec::new();
-    let mut ignored = 0;
+    let mut read = Read::default();
     for n in &envelope.events {
         match distribution::classify(n) {
-            Ok(change) => accepted.push(distribution::accept(n, change)),
-            Err(reason) => {
-                ignored += 1;
-                Metrics::count(&app.metrics.ingest_ignored, "reason", reason.as_str());
-            }
+            Ok(change) => read.accepted.push(distribution::accept(n, change)),
+            Err(reason) => read.ignored.push(reason.as_str()),
         }
     }
-    let recorded = record(&app, accepted).await?;
+    answer(&app, read).await
+}
+
+/// Records what a request read, once every repository name in it passed,
+/// and answers `202` once it is durable.
+async fn answer(
+    app: &Arc<App>,
+    read: Read,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    for n in &read.accepted {
+        crate::records::check_repository_name(&n.repository)
+            .map_err(|e| ApiError::bad_request(format!("repository `{}`: {e}", n.repository)))?;
+    }
+    for reason in &read.ignored {
+        Metrics::count(&app.metrics.ingest_ignored, "reason", reason);
+    }
+    let ignored = read.ignored.len();
+    let recorded = record(app, read.accepted).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(IngestResponse {
@@ -115,6 +132,368 @@ pub async fn distribution(
             ignored,
         }),
     ))
+}
+
+type Answer = Result<(StatusCode, Json<IngestResponse>), ApiError>;
+
+/// The body, once the content type is JSON (or unsaid).
+async fn json_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+    accept: &[&str],
+) -> Result<bytes::Bytes, ApiError> {
+    if let Some(ct) = content_type(headers)
+        && !accept.iter().any(|t| t.eq_ignore_ascii_case(&ct))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "content type `{ct}` is not accepted here (expected {})",
+                accept.join(", ")
+            ),
+        ));
+    }
+    let deadline = Duration::from_secs(app.config.listener.body_read_timeout_secs);
+    read_body(body, app.config.ingest.max_body_bytes, deadline).await
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::CONTENT_TYPE).map(|ct| {
+        ct.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    })
+}
+
+fn invalid(e: Invalid) -> ApiError {
+    ApiError::bad_request(e.0)
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// `?token=<ingest token>` (for senders that cannot set a header), or the
+/// usual bearer header.
+fn url_token_matches(app: &App, query: Option<&str>, headers: &HeaderMap) -> bool {
+    let given = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    match given {
+        Some(t) => ct_eq(&t, &app.tokens.ingest),
+        None => bearer_matches(headers, &app.tokens.ingest),
+    }
+}
+
+/// `POST /ingest/harbor`
+#[utoipa::path(
+    post,
+    path = "/ingest/harbor",
+    tag = "ingest",
+    request_body(content = String, description = "A Harbor webhook payload, Default or CloudEvents format", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Recorded durably", body = IngestResponse),
+        (status = 400, description = "Not a Harbor payload", body = super::ErrorBody),
+        (status = 401, description = "Missing or wrong auth header", body = super::ErrorBody),
+        (status = 413, description = "Body over the limit", body = super::ErrorBody),
+        (status = 415, description = "Not JSON", body = super::ErrorBody),
+        (status = 503, description = "Storage is failing; retry", body = super::ErrorBody),
+    ),
+    security(("ingest_token" = []))
+)]
+pub async fn harbor(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Answer {
+    // Harbor sends its policy's "Auth Header" verbatim as `Authorization`.
+    let authorised = match &app.config.ingest.harbor_auth_header {
+        Some(expected) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| ct_eq(v.trim(), expected.trim())),
+        None => bearer_matches(&headers, &app.tokens.ingest),
+    };
+    if !authorised {
+        return Err(ApiError::unauthorized());
+    }
+    let bytes = json_body(
+        &app,
+        &headers,
+        body,
+        &["application/json", "application/cloudevents+json"],
+    )
+    .await?;
+    answer(&app, harbor::read(&bytes).map_err(invalid)?).await
+}
+
+/// `POST /ingest/dockerhub?token=...`
+#[utoipa::path(
+    post,
+    path = "/ingest/dockerhub",
+    tag = "ingest",
+    params(("token" = Option<String>, Query, description = "The ingest token (Docker Hub sends no headers)")),
+    request_body(content = String, description = "A Docker Hub webhook payload", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Recorded durably", body = IngestResponse),
+        (status = 400, description = "Not a Docker Hub payload", body = super::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::ErrorBody),
+        (status = 413, description = "Body over the limit", body = super::ErrorBody),
+        (status = 415, description = "Not JSON", body = super::ErrorBody),
+        (status = 422, description = "The registry does not have the announced tag", body = super::ErrorBody),
+        (status = 502, description = "The registry could not be asked", body = super::ErrorBody),
+        (status = 503, description = "Storage is failing; retry", body = super::ErrorBody),
+    ),
+)]
+pub async fn dockerhub(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    if !url_token_matches(&app, query.as_deref(), &headers) {
+        return Err(ApiError::unauthorized());
+    }
+    let bytes = json_body(&app, &headers, body, &["application/json"]).await?;
+    let settings = app.config.ingest.dockerhub.clone();
+    let host = settings
+        .host(DOCKER_HUB_API)
+        .unwrap_or_else(|| crate::poll::reference::DOCKER_HUB.to_owned());
+    let read = dockerhub::read(&bytes, &host).map_err(invalid)?;
+    let read = confirm(
+        &app,
+        settings.url(DOCKER_HUB_API),
+        settings.verify,
+        read,
+        |n, _| n.dedupe_key.clone(),
+    )
+    .await?;
+    answer(&app, read).await
+}
+
+/// `POST /ingest/quay?token=...`
+#[utoipa::path(
+    post,
+    path = "/ingest/quay",
+    tag = "ingest",
+    params(("token" = Option<String>, Query, description = "The ingest token")),
+    request_body(content = String, description = "A Quay repo_push notification", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Recorded durably", body = IngestResponse),
+        (status = 400, description = "Not a repo_push notification", body = super::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::ErrorBody),
+        (status = 413, description = "Body over the limit", body = super::ErrorBody),
+        (status = 415, description = "Not JSON", body = super::ErrorBody),
+        (status = 422, description = "The registry does not have an announced tag", body = super::ErrorBody),
+        (status = 502, description = "The registry could not be asked", body = super::ErrorBody),
+        (status = 503, description = "Storage is failing; retry", body = super::ErrorBody),
+    ),
+)]
+pub async fn quay(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    if !url_token_matches(&app, query.as_deref(), &headers) {
+        return Err(ApiError::unauthorized());
+    }
+    let bytes = json_body(&app, &headers, body, &["application/json"]).await?;
+    let settings = app.config.ingest.quay.clone();
+    let read = quay::read(&bytes).map_err(invalid)?;
+    let read = confirm(
+        &app,
+        settings.url(QUAY_API),
+        settings.verify,
+        read,
+        |n, digest| {
+            let tag = match &n.change {
+                TagChange::Pushed { tag, .. } | TagChange::Announced { tag } => tag.as_str(),
+                _ => "",
+            };
+            quay::confirmed_key(&n.repository, tag, digest)
+        },
+    )
+    .await?;
+    answer(&app, read).await
+}
+
+/// With `verify` on, asks the registry for each announced tag's digest:
+/// the announcement becomes a push of that digest (keyed by `key`), or is
+/// refused when the registry has no such tag. Off, the announcements stand.
+async fn confirm(
+    app: &Arc<App>,
+    registry: &str,
+    verify: bool,
+    mut read: Read,
+    key: impl Fn(&Notification, &str) -> String,
+) -> Result<Read, ApiError> {
+    if !verify {
+        return Ok(read);
+    }
+    for n in &mut read.accepted {
+        let TagChange::Announced { tag } = &n.change else {
+            continue;
+        };
+        let manners = crate::poll::registry::Manners {
+            http: app.registry_client.clone(),
+            policy: app.policy.clone(),
+            budget: app.registry_budget.clone(),
+            metrics: app.metrics.clone(),
+            page_size: 1,
+        };
+        let digest = crate::poll::confirm_tag(manners, registry, &n.repository, tag)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "registry_unavailable",
+                    format!("confirming {}:{tag} with {}: {e}", n.repository, registry),
+                )
+            })?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not_in_registry",
+                    format!("{} has no tag `{tag}` in {}", n.repository, registry),
+                )
+            })?;
+        n.dedupe_key = key(n, &digest);
+        n.change = TagChange::Pushed {
+            tag: tag.clone(),
+            digest,
+            media_type: None,
+            size: None,
+        };
+    }
+    Ok(read)
+}
+
+/// `POST /ingest/github`
+#[utoipa::path(
+    post,
+    path = "/ingest/github",
+    tag = "ingest",
+    request_body(content = String, description = "A GitHub `registry_package` or `package` webhook", content_type = "application/json"),
+    params(
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of the body"),
+        ("X-GitHub-Event" = String, Header, description = "`registry_package`, `package` or `ping`"),
+        ("X-GitHub-Delivery" = String, Header, description = "The delivery's id, the same on a redelivery"),
+    ),
+    responses(
+        (status = 202, description = "Recorded durably", body = IngestResponse),
+        (status = 400, description = "Not a GitHub package webhook, or a header is missing", body = super::ErrorBody),
+        (status = 401, description = "Missing or wrong signature", body = super::ErrorBody),
+        (status = 413, description = "Body over the limit", body = super::ErrorBody),
+        (status = 415, description = "Not JSON", body = super::ErrorBody),
+        (status = 503, description = "Storage is failing; retry", body = super::ErrorBody),
+    ),
+)]
+pub async fn github(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Answer {
+    let bytes = json_body(&app, &headers, body, &["application/json"]).await?;
+    let secret = app
+        .config
+        .ingest
+        .github_secret
+        .as_deref()
+        .unwrap_or(&app.tokens.ingest);
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !github::signature_matches(secret, &bytes, text("x-hub-signature-256")) {
+        return Err(ApiError::unauthorized());
+    }
+    let event = text("x-github-event")
+        .ok_or_else(|| ApiError::bad_request("the X-GitHub-Event header is missing"))?;
+    let delivery = text("x-github-delivery")
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| ApiError::bad_request("the X-GitHub-Delivery header is missing"))?;
+    answer(
+        &app,
+        github::read(event, delivery, &bytes).map_err(invalid)?,
+    )
+    .await
+}
+
+/// `POST /ingest/cloudevents`
+#[utoipa::path(
+    post,
+    path = "/ingest/cloudevents",
+    tag = "ingest",
+    request_body(content = String, description = "A CloudEvent over HTTP: binary mode (`ce-*` headers, the data as the body) or structured mode (`application/cloudevents+json`)", content_type = "application/cloudevents+json"),
+    responses(
+        (status = 202, description = "Recorded durably", body = IngestResponse),
+        (status = 400, description = "Not a CloudEvent, or not Zot's", body = super::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::ErrorBody),
+        (status = 413, description = "Body over the limit", body = super::ErrorBody),
+        (status = 415, description = "Neither mode's content type", body = super::ErrorBody),
+        (status = 503, description = "Storage is failing; retry", body = super::ErrorBody),
+    ),
+    security(("ingest_token" = []))
+)]
+pub async fn cloudevents(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Answer {
+    if !bearer_matches(&headers, &app.tokens.ingest)
+        && !basic_password_matches(&headers, &app.tokens.ingest)
+    {
+        return Err(ApiError::unauthorized());
+    }
+    let structured = content_type(&headers).as_deref() == Some("application/cloudevents+json");
+    let bytes = json_body(
+        &app,
+        &headers,
+        body,
+        &["application/json", "application/cloudevents+json"],
+    )
+    .await?;
+    let read = if structured {
+        cloudevents::read_structured(&bytes)
+    } else {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let Some(specversion) = text("ce-specversion") else {
+            return Err(ApiError::bad_request(
+                "neither a structured CloudEvent (application/cloudevents+json) nor a binary one (no ce-specversion header)",
+            ));
+        };
+        let attributes = cloudevents::Attributes {
+            specversion,
+            id: text("ce-id").unwrap_or_default(),
+            source: text("ce-source").unwrap_or_default(),
+            kind: text("ce-type").unwrap_or_default(),
+            time: text("ce-time"),
+        };
+        cloudevents::read_binary(&attributes, &bytes)
+    }
+    .map_err(invalid)?;
+    answer(&app, read).await
+}
+
+/// Zot may authenticate with a username and password instead of a token:
+/// any username, the ingest token as the password.
+fn basic_password_matches(headers: &HeaderMap, expected: &str) -> bool {
+    use base64::Engine;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return false;
+    };
+    decoded
+        .split_once(':')
+        .is_some_and(|(_, password)| ct_eq(password, expected))
 }
 
 /// Records notifications and counts what was committed. The work runs in

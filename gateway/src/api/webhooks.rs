@@ -100,7 +100,7 @@ async fn validate_plugin_config(
             known.join(", ")
         ))
     })?;
-    let config = config.to_vec();
+    let (_, config) = crate::host_filter::split(config).map_err(ApiError::bad_request)?;
     tokio::task::spawn_blocking(move || plugin.validate_config(&config))
         .await
         .map_err(|e| ApiError::internal(format!("validating the configuration: {e}")))??;

@@ -235,6 +235,9 @@ fn run(
     let event = load_event(event, overrides)?;
     eprintln!("event: {} of {}", event.kind.as_str(), event.image_ref());
     let config = parse_config(config)?;
+    // `callisto plugin run` asks the plugin alone: the host's filters need
+    // a repository's tags, which a sample event has not got.
+    let (_, config) = crate::host_filter::split(&config).map_err(|e| anyhow::anyhow!(e))?;
 
     if let Err(e) = plugin.validate_config(&config) {
         bail!("configuration refused: {e}");

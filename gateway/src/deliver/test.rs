@@ -130,9 +130,17 @@ impl Tester<'_> {
             .ok_or_else(|| TestError::PluginMissing {
                 plugin: webhook.plugin.clone(),
             })?;
+        // A test is sent whatever the host's filters say; the plugin sees
+        // its own keys only.
+        let config: Vec<(String, String)> = webhook
+            .config
+            .iter()
+            .filter(|(k, _)| !crate::host_filter::HOST_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
         let (input, hook) = (
             EventInput::from(&event),
-            WebhookInput::new(&webhook.id, &webhook.url, &webhook.config),
+            WebhookInput::new(&webhook.id, &webhook.url, &config),
         );
         let tested = tokio::task::spawn_blocking(move || plugin.test(&input, &hook))
             .await

@@ -34,7 +34,7 @@ use crate::changes::{self, Notification, Recorded, TagBook};
 use crate::event::{Event, Timestamp};
 use crate::records::{
     Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
-    RepositoryKind, Webhook,
+    Webhook,
 };
 
 mod import;
@@ -1424,26 +1424,14 @@ async fn put_repository(txn: &Transaction<'_>, repo: &Repository) -> Result<(), 
     Ok(())
 }
 
-/// The local repository a notification is for, created on first sight:
-/// one named as it says whose registry is unset or its host, the one that
-/// names the host first.
+/// The repository a notification is for (`changes::notified_repository`),
+/// a new local one on first sight.
 async fn local_repository(
     txn: &Transaction<'_>,
     n: &Notification,
 ) -> Result<Repository, StoreError> {
-    let host = n.host.as_deref();
-    let mut candidates: Vec<Repository> = repositories_named(txn, &n.repository)
-        .await?
-        .into_iter()
-        .filter(|r| r.kind == RepositoryKind::Local)
-        .filter(|r| match (&r.registry, host) {
-            (None, _) => true,
-            (Some(want), Some(host)) => want.eq_ignore_ascii_case(host),
-            (Some(_), None) => false,
-        })
-        .collect();
-    candidates.sort_by_key(|r| r.registry.is_none());
-    if let Some(repo) = candidates.into_iter().next() {
+    let candidates = repositories_named(txn, &n.repository).await?;
+    if let Some(repo) = crate::changes::notified_repository(candidates, n.host.as_deref()) {
         return Ok(repo);
     }
     let repo = Repository::new_local(&n.repository);

@@ -59,7 +59,8 @@ impl Plugin for Europa {
             {
                 "DOCKERHUB"
             }
-            EventSource::Remote => "PRIVATE",
+            EventSource::Dockerhub => "DOCKERHUB",
+            _ => "PRIVATE",
         };
         let body = Body {
             event: "DockerImagePush",

@@ -5,7 +5,7 @@ use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, Table, WriteTr
 use super::StoreError;
 use super::records::{decode, encode};
 use super::schema::{REPOSITORIES, REPOSITORY_NAMES, REPOSITORY_WEBHOOKS, TAGS, WEBHOOKS};
-use crate::records::{KnownTag, Repository, RepositoryKind, Webhook};
+use crate::records::{KnownTag, Repository, Webhook};
 
 /// Reads that work inside a write transaction as well as in a snapshot.
 pub trait Reader {
@@ -231,25 +231,14 @@ fn tags_in(
     Ok(out)
 }
 
-/// The local repository a registry's notification is for: one named
-/// `name` whose registry is unset or equal to `host`. Remote repositories
-/// of the same name are not candidates.
+/// The repository a registry's notification is for (`changes::notified_repository`).
 pub fn find_local(
     txn: &WriteTransaction,
     name: &str,
     host: Option<&str>,
 ) -> Result<Option<Repository>, StoreError> {
-    let mut candidates: Vec<Repository> = txn
-        .repositories_named(name)?
-        .into_iter()
-        .filter(|r| r.kind == RepositoryKind::Local)
-        .filter(|r| match (&r.registry, host) {
-            (None, _) => true,
-            (Some(want), Some(host)) => want.eq_ignore_ascii_case(host),
-            (Some(_), None) => false,
-        })
-        .collect();
-    // The most specific match wins: one that names this registry.
-    candidates.sort_by_key(|r| r.registry.is_none());
-    Ok(candidates.into_iter().next())
+    Ok(crate::changes::notified_repository(
+        txn.repositories_named(name)?,
+        host,
+    ))
 }

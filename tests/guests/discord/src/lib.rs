@@ -5,7 +5,7 @@ pub struct Discord;
 
 impl Plugin for Discord {
     fn describe() -> PluginInfo {
-        PluginInfo::new("discord", "0.1.0", "A Discord webhook message")
+        PluginInfo::new("my-discord", "0.1.0", "A Discord webhook message")
             .key("username", "the name the message is posted under")
     }
 
