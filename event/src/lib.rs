@@ -67,6 +67,8 @@ pub enum EventSource {
     Local,
     /// The gateway polled a registry it does not control.
     Remote,
+    /// The push or deletion passed through the gateway's registry proxy.
+    Proxy,
 }
 
 impl EventSource {
@@ -74,6 +76,7 @@ impl EventSource {
         match self {
             EventSource::Local => "local",
             EventSource::Remote => "remote",
+            EventSource::Proxy => "proxy",
         }
     }
 }

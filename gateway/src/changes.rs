@@ -17,6 +17,13 @@ pub enum TagChange {
         media_type: Option<String>,
         size: Option<u64>,
     },
+    /// A manifest pushed by digest alone (through the proxy: a platform
+    /// manifest of an index, a signature, an SBOM): no tag moves.
+    ManifestPushed {
+        digest: String,
+        media_type: Option<String>,
+        size: Option<u64>,
+    },
     TagDeleted {
         tag: String,
     },
@@ -110,6 +117,17 @@ pub fn from_notification<B: TagBook>(
                 .with_previous_digest(previous)
                 .with_media_type(media_type.clone())
                 .with_size(*size),
+            );
+        }
+        TagChange::ManifestPushed {
+            digest,
+            media_type,
+            size,
+        } => {
+            events.push(
+                event(EventType::ImagePushed, None, Some(digest.clone()))
+                    .with_media_type(media_type.clone())
+                    .with_size(*size),
             );
         }
         TagChange::TagDeleted { tag } => {

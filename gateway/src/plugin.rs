@@ -140,6 +140,11 @@ impl From<&Event> for EventInput {
             source: match e.source {
                 EventSource::Local => wit::EventSource::Local,
                 EventSource::Remote => wit::EventSource::Remote,
+                // The 0.1.0 plugin world knows two sources, and a new case
+                // is a breaking change there (see wit/plugin.wit). The
+                // proxy sees the registry's own pushes, as a notification
+                // would: plugins of this world see `local`.
+                EventSource::Proxy => wit::EventSource::Local,
             },
             repository: wit::Repository {
                 id: e.repository.id.clone(),

@@ -53,6 +53,8 @@ pub enum ServeError {
     Client(#[from] net::client::ClientError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::BuildError),
     #[error("starting the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -66,6 +68,8 @@ pub enum ServeError {
 /// A running gateway.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The registry proxy's address, when `[proxy]` is configured.
+    pub proxy_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     /// Token files generated at this start.
     pub generated_tokens: Vec<std::path::PathBuf>,
@@ -192,6 +196,30 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
 
+    // Bound before anything is served, so a port in use stops the start.
+    let proxy_listener = match &config.proxy {
+        Some(proxy) => {
+            let listener = TcpListener::bind(proxy.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: proxy.listen,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+                addr: proxy.listen,
+                source,
+            })?;
+            let tls = proxy
+                .tls
+                .as_ref()
+                .map(|t| tls::server_config(&t.cert, &t.key))
+                .transpose()
+                .map_err(|e| ServeError::Config(format!("proxy.tls: {e}")))?;
+            Some((listener, addr, tls))
+        }
+        None => None,
+    };
+
     let retention_days = config.retention_days;
     let app = Arc::new(App {
         config,
@@ -211,7 +239,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let router = crate::api::router(app.clone());
     let (stop_http, http_rx) = watch::channel(false);
-    let http_stop = stopped(http_rx);
+    let http_stop = stopped(http_rx.clone());
     let limits = app.config.listener.clone();
     let http_task = match tls {
         None => tokio::spawn(listener::serve(listener, router, limits, http_stop)),
@@ -221,15 +249,49 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tokio::spawn(listener::serve(listener, router, limits, http_stop))
         }
     };
+    let mut proxy_addr = None;
+    let mut workers = vec![];
+    if let (Some((listener, paddr, tls)), Some(config)) = (proxy_listener, &app.config.proxy) {
+        let proxy = crate::proxy::Proxy::new(
+            config,
+            paddr,
+            Duration::from_secs(app.config.listener.body_read_timeout_secs),
+            app.store.clone(),
+            app.metrics.clone(),
+        )?;
+        tracing::info!(
+            addr = %paddr,
+            upstream = proxy.upstream_origin(),
+            "registry proxy listening"
+        );
+        let router = crate::proxy::router(Arc::new(proxy));
+        let stop = stopped(http_rx.clone());
+        let limits = app.config.listener.clone();
+        workers.push(match tls {
+            None => tokio::spawn(listener::serve(listener, router, limits, stop)),
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls).map_err(|source| {
+                    ServeError::Listen {
+                        addr: paddr,
+                        source,
+                    }
+                })?;
+                tokio::spawn(listener::serve(listener, router, limits, stop))
+            }
+        });
+        proxy_addr = Some(paddr);
+    }
     app.ready.store(true, Ordering::Release);
+    workers.extend([fanout_task, sender_task, retention_task, poll_task]);
     Ok(Running {
         addr,
+        proxy_addr,
         app,
         generated_tokens,
         stop_http,
         http: http_task,
         stop_workers,
-        workers: vec![fanout_task, sender_task, retention_task, poll_task],
+        workers,
     })
 }
 
