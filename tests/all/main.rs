@@ -11,6 +11,7 @@ mod hostile;
 mod ingest;
 mod openapi;
 mod plugin_host;
+mod proxy;
 mod registry_push;
 mod remote;
 mod store_engines;

@@ -133,6 +133,11 @@ impl GatewayProcess {
         self.spawn().await;
     }
 
+    /// The process id while it runs (to read its memory in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
