@@ -634,3 +634,81 @@ async fn a_gigabyte_blob_streams_both_ways_in_flat_memory() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The gateway's disk fills up: a push the registry accepted but the log
+/// could not hold answers 503 (never 201 without its event); the client's
+/// retry, once space returns, is one event.
+#[tokio::test]
+async fn a_failed_commit_answers_503_and_the_retry_is_one_event() {
+    let disk = match crate::faults::SmallDisk::mount(16) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            println!(
+                "SKIPPED a_failed_commit_answers_503_and_the_retry_is_one_event: cannot mount a tmpfs here ({reason})"
+            );
+            return;
+        }
+    };
+    let registry = registry(None).await;
+    let mut config = callisto::test_util::test_config(&disk.path().join("data"));
+    config.plugins.cache_dir = Some(crate::shared_cache_dir());
+    config.proxy = Some(ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        &registry.url(),
+    ));
+    let gw = TestGateway::start_in(tempfile::tempdir().unwrap(), config).await;
+    let base = gw.proxy_url.clone().unwrap();
+    let image = ImageLayout::new("full-disk").unwrap();
+    RegistryClient::new(base.trim_start_matches("http://"), None)
+        .push_image("demo/full", "first", &image)
+        .await
+        .unwrap();
+    let put = |tag: String| {
+        gw.http
+            .put(format!("{base}/v2/demo/full/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(image.manifest().to_vec())
+            .send()
+    };
+
+    let filler = disk.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut accepted = 1;
+    let mut refused_tag = None;
+    for i in 0..2000 {
+        let r = put(format!("t{i}")).await.unwrap();
+        match r.status().as_u16() {
+            201 => accepted += 1,
+            503 => {
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+                refused_tag = Some(format!("t{i}"));
+                break;
+            }
+            other => panic!("a full disk answered {other}"),
+        }
+    }
+    let refused_tag = refused_tag.expect("the disk never filled up");
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = put(refused_tag.clone()).await.unwrap();
+        if r.status() == 201 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(tokio::time::Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And once more, as a client whose answer was lost would.
+    assert_eq!(put(refused_tag.clone()).await.unwrap().status(), 201);
+    let log = events(&gw).await;
+    assert_eq!(log.len(), accepted + 1, "{log:#?}");
+    assert_eq!(log.iter().filter(|e| e["tag"] == refused_tag.as_str()).count(), 1);
+}
