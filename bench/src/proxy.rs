@@ -102,6 +102,22 @@ async fn pull(http: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// CPU seconds `pid` has used (user and system), from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends at the last `)`.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Median milliseconds of a manifest `PUT` to fresh tags through `base`.
 async fn manifest_puts(
     http: &reqwest::Client,
@@ -113,7 +129,9 @@ async fn manifest_puts(
     for i in 0..MANIFEST_PUTS {
         let started = Instant::now();
         let r = http
-            .put(format!("{base_url}/v2/bench/manifests/manifests/{prefix}{i}"))
+            .put(format!(
+                "{base_url}/v2/bench/manifests/manifests/{prefix}{i}"
+            ))
             .header("content-type", OCI_MANIFEST)
             .body(layout.manifest().to_vec())
             .send()
@@ -161,15 +179,25 @@ pub async fn proxy(binary: &Path) -> anyhow::Result<Vec<Row>> {
     };
     let (mut push_direct, mut push_proxy) = (f64::MAX, f64::MAX);
     let (mut pull_direct, mut pull_proxy) = (f64::MAX, f64::MAX);
+    let (mut push_cpu, mut pull_cpu) = (f64::MAX, f64::MAX);
     for round in 0..ROUNDS {
-        push_direct = push_direct.min(push(&http, &direct, &format!("bench/d{round}"), &data, &digest).await?);
-        push_proxy = push_proxy.min(push(&http, &proxied, &format!("bench/p{round}"), &data, &digest).await?);
-        pull_direct = pull_direct.min(
-            pull(&http, &format!("{direct}/v2/bench/d{round}/blobs/{digest}")).await?,
-        );
+        push_direct = push_direct
+            .min(push(&http, &direct, &format!("bench/d{round}"), &data, &digest).await?);
+        let cpu = cpu_secs(pid);
+        push_proxy = push_proxy
+            .min(push(&http, &proxied, &format!("bench/p{round}"), &data, &digest).await?);
+        push_cpu = push_cpu.min(cpu_secs(pid) - cpu);
+        pull_direct = pull_direct
+            .min(pull(&http, &format!("{direct}/v2/bench/d{round}/blobs/{digest}")).await?);
+        let cpu = cpu_secs(pid);
         pull_proxy = pull_proxy.min(
-            pull(&http, &format!("{proxied}/v2/bench/p{round}/blobs/{digest}")).await?,
+            pull(
+                &http,
+                &format!("{proxied}/v2/bench/p{round}/blobs/{digest}"),
+            )
+            .await?,
         );
+        pull_cpu = pull_cpu.min(cpu_secs(pid) - cpu);
     }
     sampler.abort();
     let peak_kib = peak.load(Ordering::Relaxed) as f64;
@@ -180,8 +208,10 @@ pub async fn proxy(binary: &Path) -> anyhow::Result<Vec<Row>> {
         .await?;
     let (mut put_direct, mut put_proxy) = (f64::MAX, f64::MAX);
     for round in 0..ROUNDS {
-        put_direct = put_direct.min(manifest_puts(&http, &direct, &layout, &format!("d{round}-")).await?);
-        put_proxy = put_proxy.min(manifest_puts(&http, &proxied, &layout, &format!("p{round}-")).await?);
+        put_direct =
+            put_direct.min(manifest_puts(&http, &direct, &layout, &format!("d{round}-")).await?);
+        put_proxy =
+            put_proxy.min(manifest_puts(&http, &proxied, &layout, &format!("p{round}-")).await?);
     }
     gw.stop().await;
 
@@ -193,7 +223,9 @@ pub async fn proxy(binary: &Path) -> anyhow::Result<Vec<Row>> {
             unit: "MiB/s",
             baseline_name: "same push straight to registry",
             baseline: mib_s(push_direct),
-            note: format!("best of {ROUNDS}; one streamed PATCH, then PUT ?digest"),
+            note: format!(
+                "best of {ROUNDS}; one streamed PATCH, then PUT ?digest; gateway CPU {push_cpu:.2} s per GiB"
+            ),
         },
         Row {
             name: "proxy pull 1 GiB blob",
@@ -201,7 +233,9 @@ pub async fn proxy(binary: &Path) -> anyhow::Result<Vec<Row>> {
             unit: "MiB/s",
             baseline_name: "same pull straight from registry",
             baseline: mib_s(pull_direct),
-            note: format!("best of {ROUNDS}"),
+            note: format!(
+                "best of {ROUNDS}; gateway CPU {pull_cpu:.2} s per GiB"
+            ),
         },
         Row {
             name: "proxy manifest PUT (median)",

@@ -17,6 +17,17 @@ pub enum TagChange {
         media_type: Option<String>,
         size: Option<u64>,
     },
+    /// A manifest `PUT` under a tag that the proxy saw the registry accept:
+    /// an event only when the tag did not point at the digest already. A
+    /// client's retry of a `PUT` whose event was committed (its answer
+    /// lost) makes no second event, and a tag moved back to a digest it had
+    /// before does make one.
+    PushedIfMoved {
+        tag: String,
+        digest: String,
+        media_type: Option<String>,
+        size: Option<u64>,
+    },
     /// A manifest pushed by digest alone (through the proxy: a platform
     /// manifest of an index, a signature, an SBOM): no tag moves.
     ManifestPushed {
@@ -97,8 +108,20 @@ pub fn from_notification<B: TagBook>(
             digest,
             media_type,
             size,
+        }
+        | TagChange::PushedIfMoved {
+            tag,
+            digest,
+            media_type,
+            size,
         } => {
-            let previous = tags.get(tag)?.map(|t| t.digest).filter(|d| d != digest);
+            let known = tags.get(tag)?.map(|t| t.digest);
+            if matches!(n.change, TagChange::PushedIfMoved { .. })
+                && known.as_deref() == Some(digest.as_str())
+            {
+                return Ok(events);
+            }
+            let previous = known.filter(|d| d != digest);
             tags.take_mark(tag)?;
             tags.put(
                 tag,
@@ -392,6 +415,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(unknown.len(), 1);
+    }
+
+    #[test]
+    fn a_proxied_put_is_an_event_only_when_it_moves_the_tag() {
+        let mut book = Book::default();
+        let put = |digest: &str| TagChange::PushedIfMoved {
+            tag: "v1".into(),
+            digest: digest.into(),
+            media_type: None,
+            size: Some(1),
+        };
+        let mut count = |change| {
+            from_notification(&mut book, &reference(), &notification(change))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count(put("sha256:a")), 1);
+        assert_eq!(count(put("sha256:a")), 0, "a retry");
+        assert_eq!(count(put("sha256:b")), 1);
+        assert_eq!(count(put("sha256:a")), 1, "moved back");
     }
 
     #[test]

@@ -198,7 +198,9 @@ impl ProxyConfig {
             return Err(bad("has a path or query; give only scheme, host and port"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("carries credentials; clients authenticate to the registry themselves"));
+            return Err(bad(
+                "carries credentials; clients authenticate to the registry themselves",
+            ));
         }
         Ok(url)
     }
@@ -1011,9 +1013,17 @@ mod tests {
         .unwrap();
         let proxy = c.proxy.unwrap();
         assert_eq!(proxy.listen.to_string(), "127.0.0.1:5001");
-        assert_eq!(proxy.upstream_url().unwrap().as_str(), "http://127.0.0.1:5000/");
+        assert_eq!(
+            proxy.upstream_url().unwrap().as_str(),
+            "http://127.0.0.1:5000/"
+        );
         assert_eq!(proxy.max_manifest_bytes, 4 << 20);
-        assert!(Config::load(None, env(&[]), &Flags::default()).unwrap().proxy.is_none());
+        assert!(
+            Config::load(None, env(&[]), &Flags::default())
+                .unwrap()
+                .proxy
+                .is_none()
+        );
 
         for (upstream, named) in [
             ("ftp://registry", "not an http or https URL"),

@@ -70,7 +70,11 @@ impl Proxy {
             metrics,
             max_manifest_bytes: config.max_manifest_bytes,
             manifest_read_timeout: body_read_timeout,
-            scheme: if config.tls.is_some() { "https" } else { "http" },
+            scheme: if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             listen,
         })
     }
@@ -174,7 +178,8 @@ async fn forward(proxy: &Proxy, request: Request) -> (Response, bool) {
 /// `PUT /v2/<name>/manifests/<reference>`: the manifest is read (bounded),
 /// forwarded, and on a 2xx answer its event committed before the answer is
 /// returned. A failed commit answers `503`: the client retries the
-/// (idempotent) `PUT`, and the retry's event is recognised by its key.
+/// (idempotent) `PUT`, and a retry of a push already recorded makes no
+/// second event.
 async fn put_manifest(proxy: &Proxy, request: Request, manifest: route::ManifestPath) -> Response {
     let (parts, body) = request.into_parts();
     let limited = http_body_util::Limited::new(body, proxy.max_manifest_bytes);
@@ -237,6 +242,10 @@ async fn put_manifest(proxy: &Proxy, request: Request, manifest: route::Manifest
     if let route::Reference::Tag(tag) = &manifest.reference {
         tags.insert(0, tag.clone());
     }
+    // A tagged push is recognised again by the tag's known digest (see
+    // `TagChange::PushedIfMoved`), not by a key, which would also swallow a
+    // tag moved back to a digest it had before. A push by digest alone is
+    // its content: the same digest again is the same push.
     let changes: Vec<(String, TagChange)> = if tags.is_empty() {
         vec![(
             format!("{}@{digest}", manifest.repository),
@@ -250,8 +259,12 @@ async fn put_manifest(proxy: &Proxy, request: Request, manifest: route::Manifest
         tags.into_iter()
             .map(|tag| {
                 (
-                    format!("{}:{tag}@{digest}", manifest.repository),
-                    TagChange::Pushed {
+                    format!(
+                        "{}:{tag}@{digest}:{}",
+                        manifest.repository,
+                        ulid::Ulid::new()
+                    ),
+                    TagChange::PushedIfMoved {
                         tag,
                         digest: digest.clone(),
                         media_type: media_type.clone(),
@@ -318,7 +331,11 @@ fn notification(
 
 /// Commits the events, then answers with the upstream's `answer`; if the
 /// commit fails, answers `503` instead (the upstream's answer is dropped).
-async fn commit_then(proxy: &Proxy, notifications: Vec<Notification>, answer: Response) -> Response {
+async fn commit_then(
+    proxy: &Proxy,
+    notifications: Vec<Notification>,
+    answer: Response,
+) -> Response {
     for n in &notifications {
         if let Err(e) = crate::records::check_repository_name(&n.repository) {
             // The registry accepted the name; one the log cannot hold is

@@ -199,12 +199,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     // Bound before anything is served, so a port in use stops the start.
     let proxy_listener = match &config.proxy {
         Some(proxy) => {
-            let listener = TcpListener::bind(proxy.listen)
-                .await
-                .map_err(|source| ServeError::Listen {
-                    addr: proxy.listen,
-                    source,
-                })?;
+            let listener =
+                TcpListener::bind(proxy.listen)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: proxy.listen,
+                        source,
+                    })?;
             let addr = listener.local_addr().map_err(|source| ServeError::Listen {
                 addr: proxy.listen,
                 source,
@@ -270,12 +271,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         workers.push(match tls {
             None => tokio::spawn(listener::serve(listener, router, limits, stop)),
             Some(tls) => {
-                let listener = tls::TlsListener::new(listener, tls).map_err(|source| {
-                    ServeError::Listen {
+                let listener =
+                    tls::TlsListener::new(listener, tls).map_err(|source| ServeError::Listen {
                         addr: paddr,
                         source,
-                    }
-                })?;
+                    })?;
                 tokio::spawn(listener::serve(listener, router, limits, stop))
             }
         });

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use callisto::config::ProxyConfig;
 use callisto::test_util::TestGateway;
 use callisto_tests::gateway::{ADMIN_TOKEN, GatewayProcess, free_port};
-use callisto_tests::oci::{ImageLayout, OCI_INDEX, OCI_MANIFEST, RegistryClient, RichLayout, skopeo};
+use callisto_tests::oci::{
+    ImageLayout, OCI_INDEX, OCI_MANIFEST, RegistryClient, RichLayout, skopeo,
+};
 use callisto_tests::registry::Registry;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -122,6 +124,27 @@ async fn skopeo_push_pull_and_delete_through_the_proxy_are_events() {
     assert_eq!(again.status(), 201);
     assert_eq!(events(&gw).await.len(), 1);
 
+    // v1 moves to another image, then back (a rollback): two events, each
+    // naming the digest it moved from.
+    let other = ImageLayout::new("proxy-other").unwrap();
+    let through = RegistryClient::new(&proxy, None);
+    through.push_image("demo/app", "v1", &other).await.unwrap();
+    let back = gw
+        .http
+        .put(format!("http://{proxy}/v2/demo/app/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(image.top.bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 201);
+    let log = events(&gw).await;
+    assert_eq!(log.len(), 3, "{log:#?}");
+    assert_eq!(log[1]["digest"], other.manifest_digest());
+    assert_eq!(log[1]["previous_digest"], image.top.digest.as_str());
+    assert_eq!(log[2]["digest"], image.top.digest.as_str());
+    assert_eq!(log[2]["previous_digest"], other.manifest_digest());
+
     // An upload's Location leads back to the proxy, not to the registry.
     let started = gw
         .http
@@ -151,7 +174,7 @@ async fn skopeo_push_pull_and_delete_through_the_proxy_are_events() {
     let index: Value =
         serde_json::from_slice(&std::fs::read(pulled.path().join("index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"][0]["digest"], image.top.digest.as_str());
-    assert_eq!(events(&gw).await.len(), 1);
+    assert_eq!(events(&gw).await.len(), 3);
 
     // skopeo deletes by digest: the tag on it goes, one image.deleted.
     skopeo(&[
@@ -163,11 +186,11 @@ async fn skopeo_push_pull_and_delete_through_the_proxy_are_events() {
     .await
     .unwrap();
     let log = events(&gw).await;
-    assert_eq!(log.len(), 2, "{log:#?}");
-    assert_eq!(log[1]["type"], "image.deleted");
-    assert_eq!(log[1]["source"], "proxy");
-    assert_eq!(log[1]["tag"], "v1");
-    assert_eq!(log[1]["digest"], image.top.digest.as_str());
+    assert_eq!(log.len(), 4, "{log:#?}");
+    assert_eq!(log[3]["type"], "image.deleted");
+    assert_eq!(log[3]["source"], "proxy");
+    assert_eq!(log[3]["tag"], "v1");
+    assert_eq!(log[3]["digest"], image.top.digest.as_str());
     assert_eq!(direct.digest("demo/app", "v1").await.unwrap(), None);
 
     // Outside the distribution API, nothing is forwarded.
@@ -345,7 +368,10 @@ async fn chunked_uploads_ranges_mounts_and_lists_pass_through() {
     // A manifest through the same client, then the lists.
     let image = ImageLayout::new("proxy-chunks").unwrap();
     let through = RegistryClient::new(base.trim_start_matches("http://"), None);
-    through.push_image("demo/chunks", "t1", &image).await.unwrap();
+    through
+        .push_image("demo/chunks", "t1", &image)
+        .await
+        .unwrap();
     assert_eq!(through.tags("demo/chunks").await.unwrap(), ["t1"]);
     let catalog: Value = http
         .get(format!("{base}/v2/_catalog"))
@@ -427,7 +453,11 @@ async fn an_upstream_stopped_mid_push_fails_the_push_and_records_nothing() {
     drop(tx);
     let outcome = patch.await.unwrap();
     match outcome {
-        Ok(r) => assert!(r.status().is_server_error(), "{} after {sent} MiB", r.status()),
+        Ok(r) => assert!(
+            r.status().is_server_error(),
+            "{} after {sent} MiB",
+            r.status()
+        ),
         Err(_) => {} // the connection was cut: an error all the same
     }
 
@@ -446,7 +476,12 @@ async fn an_upstream_stopped_mid_push_fails_the_push_and_records_nothing() {
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
     assert!(events(&gw).await.is_empty());
     // The admin API is unaffected.
-    let ready = gw.http.get(format!("{}/readyz", gw.url)).send().await.unwrap();
+    let ready = gw
+        .http
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert!(ready.status().is_success());
 }
 
@@ -507,7 +542,10 @@ async fn kill_9_of_the_gateway_mid_push_leaves_nothing_half_recorded() {
     generate(&mut tx, 64, |_| {}).await;
     drop(tx);
     match patch.await.unwrap() {
-        Ok(r) => panic!("the push succeeded although the gateway was killed: {}", r.status()),
+        Ok(r) => panic!(
+            "the push succeeded although the gateway was killed: {}",
+            r.status()
+        ),
         Err(_) => {}
     }
 
@@ -517,7 +555,10 @@ async fn kill_9_of_the_gateway_mid_push_leaves_nothing_half_recorded() {
     // The client pushes again, through the restarted gateway: one event.
     let image = ImageLayout::new("killed").unwrap();
     let through = RegistryClient::new(base.trim_start_matches("http://"), None);
-    through.push_image("demo/killed", "v1", &image).await.unwrap();
+    through
+        .push_image("demo/killed", "v1", &image)
+        .await
+        .unwrap();
     let log = events_of(&crate_http(), &gw.url, ADMIN_TOKEN).await;
     assert_eq!(log.len(), 1, "{log:#?}");
     assert_eq!(log[0]["digest"], image.manifest_digest());
@@ -710,5 +751,10 @@ async fn a_failed_commit_answers_503_and_the_retry_is_one_event() {
     assert_eq!(put(refused_tag.clone()).await.unwrap().status(), 201);
     let log = events(&gw).await;
     assert_eq!(log.len(), accepted + 1, "{log:#?}");
-    assert_eq!(log.iter().filter(|e| e["tag"] == refused_tag.as_str()).count(), 1);
+    assert_eq!(
+        log.iter()
+            .filter(|e| e["tag"] == refused_tag.as_str())
+            .count(),
+        1
+    );
 }

@@ -60,7 +60,12 @@ pub fn rewrite_urls(headers: &mut HeaderMap, upstream: &str, proxy: &str) {
     }
 }
 
-fn rewrite(value: &HeaderValue, upstream: &str, proxy: &str, bracketed: bool) -> Option<HeaderValue> {
+fn rewrite(
+    value: &HeaderValue,
+    upstream: &str,
+    proxy: &str,
+    bracketed: bool,
+) -> Option<HeaderValue> {
     let s = value.to_str().ok()?;
     let (prefix, url) = if bracketed {
         let start = s.find('<')?;
@@ -166,7 +171,10 @@ mod tests {
     fn the_user_comes_from_basic_auth_or_the_tokens_subject() {
         let mut h = HeaderMap::new();
         assert_eq!(user_name(&h), None);
-        h.insert(header::AUTHORIZATION, "Basic YWxpY2U6czNjcmV0".parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic YWxpY2U6czNjcmV0".parse().unwrap(),
+        );
         assert_eq!(user_name(&h).as_deref(), Some("alice"));
         // {"alg":"none"} . {"sub":"bob","access":[]} . (no signature checked)
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -178,7 +186,10 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(user_name(&h).as_deref(), Some("bob"));
-        h.insert(header::AUTHORIZATION, "Bearer opaque-token".parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer opaque-token".parse().unwrap(),
+        );
         assert_eq!(user_name(&h), None);
     }
 }

@@ -72,8 +72,8 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_secs)));
         crate::net::client::install_crypto_provider();
-        let roots = crate::net::client::root_store(extra_ca_pem)
-            .map_err(|e| BuildError(e.to_string()))?;
+        let roots =
+            crate::net::client::root_store(extra_ca_pem).map_err(|e| BuildError(e.to_string()))?;
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -127,9 +127,7 @@ impl Upstream {
         let answer = self.client.request(request);
         tokio::pin!(answer);
         let limit = self.response_timeout;
-        let mut deadline = sent
-            .is_none()
-            .then(|| tokio::time::Instant::now() + limit);
+        let mut deadline = sent.is_none().then(|| tokio::time::Instant::now() + limit);
         loop {
             tokio::select! {
                 answer = &mut answer => {
