@@ -233,9 +233,7 @@ pub async fn proxy(binary: &Path) -> anyhow::Result<Vec<Row>> {
             unit: "MiB/s",
             baseline_name: "same pull straight from registry",
             baseline: mib_s(pull_direct),
-            note: format!(
-                "best of {ROUNDS}; gateway CPU {pull_cpu:.2} s per GiB"
-            ),
+            note: format!("best of {ROUNDS}; gateway CPU {pull_cpu:.2} s per GiB"),
         },
         Row {
             name: "proxy manifest PUT (median)",
