@@ -37,12 +37,19 @@ use crate::store::Store;
 pub use upstream::BuildError;
 use upstream::{Upstream, UpstreamError};
 
+/// Manifests held in memory at once at most (see `Proxy::manifest_budget`).
+const MANIFEST_BUDGET_BYTES: usize = 64 << 20;
+
 /// What every proxied request needs.
 pub struct Proxy {
     upstream: Upstream,
     store: Store,
     metrics: Arc<Metrics>,
     max_manifest_bytes: usize,
+    /// KiB of manifests held in memory at once, across connections: many
+    /// clients sending large manifests wait their turn instead of taking
+    /// `max_connections` times `max_manifest_bytes`.
+    manifest_budget: Arc<tokio::sync::Semaphore>,
     /// How long a client may take to send a manifest.
     manifest_read_timeout: Duration,
     /// `https` when the proxy's listener serves TLS.
@@ -69,6 +76,9 @@ impl Proxy {
             store,
             metrics,
             max_manifest_bytes: config.max_manifest_bytes,
+            manifest_budget: Arc::new(tokio::sync::Semaphore::new(
+                MANIFEST_BUDGET_BYTES.max(config.max_manifest_bytes) >> 10,
+            )),
             manifest_read_timeout: body_read_timeout,
             scheme: if config.tls.is_some() {
                 "https"
@@ -182,7 +192,20 @@ async fn forward(proxy: &Proxy, request: Request) -> (Response, bool) {
 /// second event.
 async fn put_manifest(proxy: &Proxy, request: Request, manifest: route::ManifestPath) -> Response {
     let (parts, body) = request.into_parts();
-    let limited = http_body_util::Limited::new(body, proxy.max_manifest_bytes);
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(proxy.max_manifest_bytes)
+        .min(proxy.max_manifest_bytes);
+    let _budget = proxy
+        .manifest_budget
+        .clone()
+        .acquire_many_owned(u32::try_from(announced.div_ceil(1024).max(1)).unwrap_or(u32::MAX))
+        .await
+        .expect("the budget is never closed");
+    let limited = http_body_util::Limited::new(body, announced.max(1));
     let bytes = match tokio::time::timeout(proxy.manifest_read_timeout, limited.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {

@@ -545,11 +545,37 @@ async fn kill_9_of_the_gateway_mid_push_leaves_nothing_half_recorded() {
     );
 
     gw.restart().await;
-    let log = events_of(&crate_http(), &gw.url, ADMIN_TOKEN).await;
-    assert!(log.is_empty(), "{log:#?}");
-    // The client pushes again, through the restarted gateway: one event.
+
+    // Killed again with a manifest half sent: the registry never got it,
+    // the log has nothing.
     let image = ImageLayout::new("killed").unwrap();
     let through = RegistryClient::new(base.trim_start_matches("http://"), None);
+    for blob in image.blobs() {
+        through.push_blob("demo/killed", blob).await.unwrap();
+    }
+    let manifest = image.manifest();
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes>::new(1);
+    let put = tokio::spawn(
+        http.put(format!("{base}/v2/demo/killed/manifests/v1"))
+            .header("content-type", OCI_MANIFEST)
+            .header("content-length", manifest.len())
+            .body(reqwest::Body::wrap(body))
+            .send(),
+    );
+    tx.send_data(Bytes::copy_from_slice(&manifest[..manifest.len() / 2]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.kill9().await;
+    drop(tx);
+    assert!(put.await.unwrap().is_err());
+    gw.restart().await;
+    let direct = RegistryClient::new(&registry.host(), None);
+    assert_eq!(direct.digest("demo/killed", "v1").await.unwrap(), None);
+    let log = events_of(&crate_http(), &gw.url, ADMIN_TOKEN).await;
+    assert!(log.is_empty(), "{log:#?}");
+
+    // The client pushes again, through the restarted gateway: one event.
     through
         .push_image("demo/killed", "v1", &image)
         .await
@@ -752,4 +778,28 @@ async fn a_failed_commit_answers_503_and_the_retry_is_one_event() {
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_manifest_over_the_limit_is_refused_and_never_forwarded() {
+    let registry = registry(None).await;
+    let gw = proxied(&registry.url(), |p| p.max_manifest_bytes = 64 << 10).await;
+    let base = gw.proxy_url.clone().unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(ImageLayout::new("big").unwrap().manifest()).unwrap();
+    manifest["annotations"] = serde_json::json!({"padding": "x".repeat(100 << 10)});
+    let r = gw
+        .http
+        .put(format!("{base}/v2/demo/big/manifests/v1"))
+        .header("content-type", OCI_MANIFEST)
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_INVALID");
+    assert!(events(&gw).await.is_empty());
+    let direct = RegistryClient::new(&registry.host(), None);
+    assert_eq!(direct.digest("demo/big", "v1").await.unwrap(), None);
 }
