@@ -803,3 +803,75 @@ async fn a_manifest_over_the_limit_is_refused_and_never_forwarded() {
     let direct = RegistryClient::new(&registry.host(), None);
     assert_eq!(direct.digest("demo/big", "v1").await.unwrap(), None);
 }
+
+/// TLS on both sides, with the gateway itself: an outer proxy serves HTTPS
+/// (`[proxy.tls]`) in front of the registry, and an inner one reaches it as
+/// an `https` upstream trusted through `ca_bundle`. A skopeo push through
+/// the inner one crosses both, each rewriting upload locations to itself.
+#[tokio::test]
+async fn tls_on_the_listener_and_to_an_https_upstream() {
+    let registry = registry(None).await;
+    let pki = crate::tls::pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+
+    let outer = proxied(&registry.url(), |p| {
+        p.tls = Some(callisto::config::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+    })
+    .await;
+    let outer_port = outer
+        .proxy_url
+        .as_deref()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+    let outer_url = format!("https://localhost:{outer_port}");
+    let without_ca = proxied(&outer_url, |_| {}).await;
+    let inner = proxied(&outer_url, |p| p.ca_bundle = Some(ca.clone())).await;
+
+    // Not trusted without the CA: the inner proxy says 502.
+    let refused = without_ca
+        .http
+        .get(format!("{}/v2/", without_ca.proxy_url.as_deref().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 502);
+
+    let image = ImageLayout::new("tls-chain").unwrap();
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--dest-no-creds",
+        &format!("oci:{}:latest", image.path().display()),
+        &format!("docker://{}/demo/tls:v1", proxy_host(&inner)),
+    ])
+    .await
+    .unwrap();
+    for gw in [&inner, &outer] {
+        let log = events(gw).await;
+        assert_eq!(log.len(), 1, "{log:#?}");
+        assert_eq!(log[0]["digest"], image.manifest_digest());
+    }
+    assert_eq!(
+        events(&inner).await[0]["repository"]["registry"],
+        format!("localhost:{outer_port}")
+    );
+    assert_eq!(
+        events(&outer).await[0]["repository"]["registry"],
+        registry.host()
+    );
+}
