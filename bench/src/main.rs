@@ -15,7 +15,10 @@
 //!   against the same with an empty store (opening reads no records);
 //! - poll: a remote repository of 1,000 tags on a local docker-registry:
 //!   the first sync and an unchanged poll, time and registry requests,
-//!   against the same requests made by a bare HTTP client.
+//!   against the same requests made by a bare HTTP client;
+//! - proxy: a 1 GiB blob pushed and pulled through the registry proxy, a
+//!   manifest PUT's latency, and memory meanwhile, against the same client
+//!   straight to the same docker-registry.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tokio::process::Command;
+
+mod proxy;
 
 use callisto_tests::gateway::{ADMIN_TOKEN as ADMIN, GatewayProcess, INGEST_TOKEN as INGEST};
 const PUSH: &str = include_str!("../../tests/fixtures/distribution/push-manifest-tag-v1.json");
@@ -70,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("poll") {
         rows.extend(poll(&binary).await?);
+    }
+    if wanted("proxy") {
+        rows.extend(proxy::proxy(&binary).await?);
     }
     if wanted("deliver") {
         rows.push(deliver(&binary).await?);

@@ -77,6 +77,8 @@ pub enum EventSource {
     Github,
     /// Zot's CloudEvents (`POST /ingest/cloudevents`).
     Zot,
+    /// The push or deletion passed through the gateway's registry proxy.
+    Proxy,
 }
 
 impl EventSource {
@@ -89,6 +91,7 @@ impl EventSource {
             EventSource::Quay => "quay",
             EventSource::Github => "github",
             EventSource::Zot => "zot",
+            EventSource::Proxy => "proxy",
         }
     }
 }

@@ -17,6 +17,13 @@ pub enum TagChange {
         media_type: Option<String>,
         size: Option<u64>,
     },
+    /// A manifest pushed by digest alone (through the proxy: a platform
+    /// manifest of an index, a signature, an SBOM): no tag moves.
+    ManifestPushed {
+        digest: String,
+        media_type: Option<String>,
+        size: Option<u64>,
+    },
     TagDeleted {
         tag: String,
     },
@@ -124,6 +131,17 @@ pub fn from_notification<B: TagBook>(
                 .with_previous_digest(previous)
                 .with_media_type(media_type.clone())
                 .with_size(*size),
+            );
+        }
+        TagChange::ManifestPushed {
+            digest,
+            media_type,
+            size,
+        } => {
+            events.push(
+                event(EventType::ImagePushed, None, Some(digest.clone()))
+                    .with_media_type(media_type.clone())
+                    .with_size(*size),
             );
         }
         TagChange::TagDeleted { tag } => {
@@ -409,6 +427,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(unknown.len(), 1);
+    }
+
+    #[test]
+    fn a_proxied_put_is_an_event_only_when_it_moves_the_tag() {
+        let mut book = Book::default();
+        let put = |digest: &str| TagChange::Pushed {
+            tag: "v1".into(),
+            digest: digest.into(),
+            media_type: None,
+            size: Some(1),
+        };
+        let mut count = |change| {
+            from_notification(&mut book, &reference(), &notification(change))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(count(put("sha256:a")), 1);
+        assert_eq!(count(put("sha256:a")), 0, "a retry");
+        assert_eq!(count(put("sha256:b")), 1);
+        assert_eq!(count(put("sha256:a")), 1, "moved back");
     }
 
     #[test]

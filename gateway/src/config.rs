@@ -122,6 +122,95 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Serve HTTPS instead of HTTP.
     pub tls: Option<TlsConfig>,
+    /// A registry proxy on a listener of its own: off unless configured.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// The registry proxy: a second listener that forwards the distribution API
+/// (`/v2/...`) to one upstream registry and records the manifest pushes and
+/// deletions that pass through it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address of the proxy's listener, e.g. `0.0.0.0:5001`.
+    pub listen: SocketAddr,
+    /// The registry behind the proxy, e.g. `http://127.0.0.1:5000` or
+    /// `https://registry.internal`. The operator chose it, so the address
+    /// policy for webhooks (`allow_private_targets`) does not apply to it.
+    pub upstream: String,
+    /// PEM certificates trusted for an HTTPS upstream, beyond the system's
+    /// and webpki's roots (a private CA).
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Seconds to connect to the upstream (TCP and TLS).
+    #[serde(default = "ProxyConfig::default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// Seconds the upstream may take to answer once the request (its body
+    /// included) was sent. Streaming the bodies is not limited: a large layer
+    /// may take as long as it takes while bytes flow.
+    #[serde(default = "ProxyConfig::default_response_timeout_secs")]
+    pub response_timeout_secs: u64,
+    /// Largest manifest accepted in a `PUT` (the distribution spec asks
+    /// registries to accept at least 4 MiB); larger ones get `413`.
+    #[serde(default = "ProxyConfig::default_max_manifest_bytes")]
+    pub max_manifest_bytes: usize,
+    /// Serve the proxy over HTTPS (clients such as Docker insist on it for
+    /// anything but loopback).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+impl ProxyConfig {
+    fn default_connect_timeout_secs() -> u64 {
+        5
+    }
+    fn default_response_timeout_secs() -> u64 {
+        120
+    }
+    fn default_max_manifest_bytes() -> usize {
+        4 << 20
+    }
+
+    /// A proxy of `upstream` on `listen`, with the defaults.
+    pub fn new(listen: SocketAddr, upstream: &str) -> Self {
+        Self {
+            listen,
+            upstream: upstream.to_owned(),
+            ca_bundle: None,
+            connect_timeout_secs: Self::default_connect_timeout_secs(),
+            response_timeout_secs: Self::default_response_timeout_secs(),
+            max_manifest_bytes: Self::default_max_manifest_bytes(),
+            tls: None,
+        }
+    }
+
+    /// The upstream's origin, checked: `http` or `https`, a host, and no
+    /// path, query or credentials (the client's own credentials pass
+    /// through; the proxy has none of its own).
+    pub fn upstream_url(&self) -> Result<url::Url, ConfigError> {
+        let bad = |why: &str| {
+            ConfigError::Invalid(format!(
+                "proxy.upstream `{}` {why} (expected e.g. http://127.0.0.1:5000)",
+                self.upstream
+            ))
+        };
+        let url = url::Url::parse(self.upstream.trim()).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("is not an http or https URL"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("names no host"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("has a path or query; give only scheme, host and port"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "carries credentials; clients authenticate to the registry themselves",
+            ));
+        }
+        Ok(url)
+    }
 }
 
 /// The web console at `/`.
@@ -352,6 +441,7 @@ impl Default for Config {
             poll: PollConfig::default(),
             console: ConsoleConfig::default(),
             tls: None,
+            proxy: None,
         }
     }
 }
@@ -685,6 +775,41 @@ impl Config {
                 )));
             }
         }
+        if let Some(proxy) = &self.proxy {
+            proxy.upstream_url()?;
+            for (name, value, min, max) in [
+                (
+                    "proxy.connect_timeout_secs",
+                    proxy.connect_timeout_secs,
+                    1,
+                    300,
+                ),
+                (
+                    "proxy.response_timeout_secs",
+                    proxy.response_timeout_secs,
+                    1,
+                    3600,
+                ),
+                (
+                    "proxy.max_manifest_bytes",
+                    proxy.max_manifest_bytes as u64,
+                    64 << 10,
+                    64 << 20,
+                ),
+            ] {
+                if !(min..=max).contains(&value) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name} must be between {min} and {max} (it is {value})"
+                    )));
+                }
+            }
+            if proxy.listen == self.listen && self.listen.port() != 0 {
+                return Err(ConfigError::Invalid(
+                    "proxy.listen must differ from listen: the proxy has a listener of its own"
+                        .into(),
+                ));
+            }
+        }
         for net in &self.allowed_networks {
             let net = net.trim();
             if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
@@ -730,6 +855,17 @@ impl Config {
             tls: Some(TlsConfig {
                 cert: PathBuf::new(),
                 key: PathBuf::new(),
+            }),
+            proxy: Some(ProxyConfig {
+                ca_bundle: Some(PathBuf::new()),
+                tls: Some(TlsConfig {
+                    cert: PathBuf::new(),
+                    key: PathBuf::new(),
+                }),
+                ..ProxyConfig::new(
+                    "127.0.0.1:0".parse().expect("a valid address"),
+                    "http://127.0.0.1",
+                )
             }),
             ..Self::default()
         }
@@ -1025,6 +1161,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("must differ"), "{err}");
+    }
+
+    #[test]
+    fn the_proxy_comes_from_the_environment_and_its_upstream_is_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("CALLISTO_PROXY__LISTEN", "127.0.0.1:5001"),
+                ("CALLISTO_PROXY__UPSTREAM", "http://127.0.0.1:5000"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        let proxy = c.proxy.unwrap();
+        assert_eq!(proxy.listen.to_string(), "127.0.0.1:5001");
+        assert_eq!(
+            proxy.upstream_url().unwrap().as_str(),
+            "http://127.0.0.1:5000/"
+        );
+        assert_eq!(proxy.max_manifest_bytes, 4 << 20);
+        assert!(
+            Config::load(None, env(&[]), &Flags::default())
+                .unwrap()
+                .proxy
+                .is_none()
+        );
+
+        for (upstream, named) in [
+            ("ftp://registry", "not an http or https URL"),
+            ("http://registry/v2/", "has a path"),
+            ("https://user:pw@registry", "carries credentials"),
+            ("registry:5000", "not an http"),
+        ] {
+            let err = Config::load(
+                None,
+                env(&[
+                    ("CALLISTO_PROXY__LISTEN", "127.0.0.1:5001"),
+                    ("CALLISTO_PROXY__UPSTREAM", upstream),
+                ]),
+                &Flags::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(named), "{upstream}: {err}");
+        }
+        let err = Config::load(
+            None,
+            env(&[("CALLISTO_PROXY__LISTEN", "127.0.0.1:5001")]),
+            &Flags::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("upstream"), "{err}");
     }
 
     #[test]

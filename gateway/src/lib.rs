@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod net;
 pub mod plugin;
 pub mod poll;
+pub mod proxy;
 pub mod records;
 pub mod seal;
 pub mod secrets;

@@ -23,7 +23,7 @@ fn micro_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    /// Events appended to the log, by source (`local`, `remote`).
+    /// Events appended to the log, by source (`local`, `remote`, `proxy`).
     pub events: Family<Labels, Counter>,
     /// Notifications acknowledged without an event, by reason.
     pub ingest_ignored: Family<Labels, Counter>,

@@ -142,12 +142,17 @@ impl From<&Event> for EventInput {
             // plugin, what it has always been: the registry told us.
             source: match e.source {
                 EventSource::Remote => wit::EventSource::Remote,
+                // The 0.1.0 plugin world knows two sources, and a new case
+                // is a breaking change there (see wit/plugin.wit): plugins
+                // of this world see a registry's own pushes, and the
+                // proxy's, as `local`.
                 EventSource::Local
                 | EventSource::Harbor
                 | EventSource::Dockerhub
                 | EventSource::Quay
                 | EventSource::Github
-                | EventSource::Zot => wit::EventSource::Local,
+                | EventSource::Zot
+                | EventSource::Proxy => wit::EventSource::Local,
             },
             repository: wit::Repository {
                 id: e.repository.id.clone(),

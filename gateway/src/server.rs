@@ -54,6 +54,8 @@ pub enum ServeError {
     Client(#[from] net::client::ClientError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::BuildError),
     #[error("starting the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -67,6 +69,8 @@ pub enum ServeError {
 /// A running gateway.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The registry proxy's address, when `[proxy]` is configured.
+    pub proxy_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     /// Token files generated at this start.
     pub generated_tokens: Vec<std::path::PathBuf>,
@@ -196,6 +200,31 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
 
+    // Bound before anything is served, so a port in use stops the start.
+    let proxy_listener = match &config.proxy {
+        Some(proxy) => {
+            let listener =
+                TcpListener::bind(proxy.listen)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        addr: proxy.listen,
+                        source,
+                    })?;
+            let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+                addr: proxy.listen,
+                source,
+            })?;
+            let tls = proxy
+                .tls
+                .as_ref()
+                .map(|t| tls::server_config(&t.cert, &t.key))
+                .transpose()
+                .map_err(|e| ServeError::Config(format!("proxy.tls: {e}")))?;
+            Some((listener, addr, tls))
+        }
+        None => None,
+    };
+
     let retention_days = config.retention_days;
     let sessions = crate::api::session::Sessions::new(std::time::Duration::from_secs(
         config.console.session_ttl_secs,
@@ -234,7 +263,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let router = crate::api::router(app.clone()).merge(crate::console::router(app.clone()));
     let (stop_http, http_rx) = watch::channel(false);
-    let http_stop = stopped(http_rx);
+    let http_stop = stopped(http_rx.clone());
     let limits = app.config.listener.clone();
     let http_task = match tls {
         None => tokio::spawn(listener::serve(listener, router, limits, http_stop)),
@@ -244,15 +273,50 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tokio::spawn(listener::serve(listener, router, limits, http_stop))
         }
     };
+    let mut proxy_addr = None;
+    // The proxy's listener first: it stops with the HTTP server, before the
+    // stages.
+    let mut tasks = vec![];
+    if let (Some((listener, paddr, tls)), Some(config)) = (proxy_listener, &app.config.proxy) {
+        let proxy = crate::proxy::Proxy::new(
+            config,
+            paddr,
+            Duration::from_secs(app.config.listener.body_read_timeout_secs),
+            app.store.clone(),
+            app.metrics.clone(),
+        )?;
+        tracing::info!(
+            addr = %paddr,
+            upstream = proxy.upstream_origin(),
+            "registry proxy listening"
+        );
+        let router = crate::proxy::router(Arc::new(proxy));
+        let stop = stopped(http_rx.clone());
+        let limits = app.config.listener.clone();
+        tasks.push(match tls {
+            None => tokio::spawn(listener::serve(listener, router, limits, stop)),
+            Some(tls) => {
+                let listener =
+                    tls::TlsListener::new(listener, tls).map_err(|source| ServeError::Listen {
+                        addr: paddr,
+                        source,
+                    })?;
+                tokio::spawn(listener::serve(listener, router, limits, stop))
+            }
+        });
+        proxy_addr = Some(paddr);
+    }
     app.ready.store(true, Ordering::Release);
+    tasks.extend(workers);
     Ok(Running {
         addr,
+        proxy_addr,
         app,
         generated_tokens,
         stop_http,
         http: http_task,
         stop_workers,
-        workers,
+        workers: tasks,
     })
 }
 

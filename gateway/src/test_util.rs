@@ -13,6 +13,8 @@ pub struct TestGateway {
     pub data: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// `http://127.0.0.1:PORT` of the registry proxy, when configured.
+    pub proxy_url: Option<String>,
     pub admin_token: String,
     pub ingest_token: String,
     pub http: reqwest::Client,
@@ -51,12 +53,14 @@ impl TestGateway {
     pub async fn start_in(data: tempfile::TempDir, config: Config) -> Self {
         let running = server::start(config).await.expect("the gateway starts");
         let url = format!("http://{}", running.addr);
+        let proxy_url = running.proxy_addr.map(|a| format!("http://{a}"));
         let admin_token = running.app.tokens.admin.clone();
         let ingest_token = running.app.tokens.ingest.clone();
         Self {
             running: Some(running),
             data,
             url,
+            proxy_url,
             admin_token,
             ingest_token,
             http: reqwest::Client::builder()

@@ -225,12 +225,12 @@ async fn a_damaged_store_is_refused_at_start_and_left_as_it_is() {
 }
 
 /// Mounts a small tmpfs for the data directory; unmounts on drop.
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    fn mount(megabytes: u32) -> Result<Self, String> {
+    pub(crate) fn mount(megabytes: u32) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
@@ -246,7 +246,7 @@ impl SmallDisk {
         Ok(Self { dir })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 }

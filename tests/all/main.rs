@@ -13,6 +13,7 @@ mod hostile;
 mod ingest;
 mod openapi;
 mod plugin_host;
+mod proxy;
 mod reconcile;
 mod registry_push;
 mod remote;

@@ -480,3 +480,121 @@ async fn expect_status(
         body.trim()
     )
 }
+
+/// An OCI layout whose one image ([`REF_NAME`]) is bigger than
+/// [`ImageLayout`]'s: several layers, or an index over several platforms.
+/// Deterministic like it: the same arguments give the same digests.
+pub struct RichLayout {
+    dir: tempfile::TempDir,
+    /// The manifest or index that [`REF_NAME`] names.
+    pub top: Blob,
+    /// An index's platform manifests (empty for a single image).
+    pub platforms: Vec<Blob>,
+}
+
+impl RichLayout {
+    /// One image with `layers` layers.
+    pub fn multi_layer(variant: &str, layers: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("callisto-oci-").tempdir()?;
+        let top = write_image(dir.path(), variant, layers, "amd64")?;
+        finish_layout(dir.path(), &top)?;
+        Ok(Self {
+            dir,
+            top,
+            platforms: Vec::new(),
+        })
+    }
+
+    /// An OCI index over one two-layer image per architecture.
+    pub fn multi_arch(variant: &str, architectures: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("callisto-oci-").tempdir()?;
+        let mut platforms = Vec::new();
+        let mut descriptors = Vec::new();
+        for arch in architectures {
+            let manifest = write_image(dir.path(), &format!("{variant}-{arch}"), 2, arch)?;
+            let mut d = manifest.descriptor();
+            d["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+            descriptors.push(d);
+            platforms.push(manifest);
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": descriptors,
+        });
+        let top = Blob::new(OCI_INDEX, serde_json::to_vec(&index)?);
+        std::fs::write(dir.path().join("blobs/sha256").join(top.hex()), &top.bytes)?;
+        finish_layout(dir.path(), &top)?;
+        Ok(Self {
+            dir,
+            top,
+            platforms,
+        })
+    }
+
+    /// `oci:<dir>:latest`, for skopeo.
+    pub fn reference(&self) -> String {
+        format!("oci:{}:{REF_NAME}", self.dir.path().display())
+    }
+}
+
+/// Writes the blobs of one image into `dir` and returns its manifest.
+fn write_image(dir: &Path, variant: &str, layers: usize, arch: &str) -> anyhow::Result<Blob> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let mut layer_blobs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for i in 0..layers {
+        let tar = layer_tar(&format!("{variant} layer {i}"))?;
+        diff_ids.push(sha256_digest(&tar));
+        layer_blobs.push(Blob::new(OCI_LAYER_GZIP, gzip(&tar)?));
+    }
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": { "Labels": { "dev.callisto.test.variant": variant } },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let config = Blob::new(OCI_CONFIG, serde_json::to_vec(&config)?);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": layer_blobs.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+    });
+    let manifest = Blob::new(OCI_MANIFEST, serde_json::to_vec(&manifest)?);
+    for blob in layer_blobs.iter().chain([&config, &manifest]) {
+        std::fs::write(blobs.join(blob.hex()), &blob.bytes)?;
+    }
+    Ok(manifest)
+}
+
+fn finish_layout(dir: &Path, top: &Blob) -> anyhow::Result<()> {
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(dir.join("index.json"), image_index(top))?;
+    Ok(())
+}
+
+/// Runs `skopeo --insecure-policy <args>` (over plain HTTP: callers pass
+/// `--dest-tls-verify=false` / `--src-tls-verify=false` as needed), failing
+/// with skopeo's stderr.
+pub async fn skopeo(args: &[&str]) -> anyhow::Result<()> {
+    let mut command = tokio::process::Command::new("skopeo");
+    command
+        .arg("--insecure-policy")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(SKOPEO_TIMEOUT, command.output())
+        .await
+        .with_context(|| format!("skopeo {args:?} took over {SKOPEO_TIMEOUT:?}"))?
+        .context("run skopeo (is the skopeo package installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "skopeo {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -49,7 +49,7 @@ impl Plugin for Europa {
 
     fn format(event: &Event, webhook: &Webhook) -> Result<Request, String> {
         let provider = match event.source {
-            EventSource::Local => "EUROPA",
+            EventSource::Local | EventSource::Proxy => "EUROPA",
             EventSource::Remote
                 if event
                     .repository
