@@ -374,6 +374,7 @@ async fn attempt_delivery(
                     request,
                     secret: secret.as_deref(),
                     message_id: &delivery.id,
+                    headers: &webhook.headers,
                 },
                 number,
                 ctx.config.response_body_limit,

@@ -214,8 +214,29 @@ pub struct Webhook {
     /// Why the gateway disabled it (a `410 Gone`), if it did.
     #[serde(default)]
     pub disabled_reason: Option<String>,
+    /// Headers the operator set, sent with every attempt (names in
+    /// lowercase, checked like a plugin's). One of them replaces a header
+    /// of the same name from the plugin: the operator knows the receiver.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// What the API and the attempt records show instead of the value of a
+/// custom header that carries a credential.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a custom header's value is a credential (`authorization`,
+/// `cookie`, `x-api-key`, `x-auth-token`, ...): like a secret, it is sent
+/// but never shown again.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "authorization"
+        || name == "cookie"
+        || ["token", "secret", "key", "auth", "password", "session"]
+            .iter()
+            .any(|word| name.contains(word))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

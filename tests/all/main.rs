@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod ingest;
 mod openapi;
+mod ops;
 mod plugin_host;
 mod registry_push;
 mod remote;

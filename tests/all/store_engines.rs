@@ -55,6 +55,7 @@ fn webhook(repository_id: &str) -> Webhook {
         enabled: true,
         retry_schedule_secs: None,
         disabled_reason: None,
+        headers: vec![("x-team".to_owned(), "core".to_owned())],
         created_at: now,
         updated_at: now,
     }

@@ -216,6 +216,12 @@ pub struct WebhookInput {
     /// Delays between attempts, overriding the gateway's schedule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_schedule_secs: Option<Vec<u64>>,
+    /// Headers sent with every attempt, name → value (e.g. a receiver's
+    /// API key). Refused like a plugin's: `host`, hop-by-hop, signature
+    /// and framing headers, invalid names or values (CR/LF), more than 64.
+    /// They replace a plugin's header of the same name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: fields to change.
@@ -240,6 +246,13 @@ pub struct WebhookPatch {
     #[schema(value_type = Option<Vec<u64>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_schedule_secs: Option<Option<Vec<u64>>>,
+    /// Changes to the custom headers, as a JSON merge patch: a name with a
+    /// string sets that header, a name with `null` removes it, names not
+    /// given stay. `null` instead of an object removes them all.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Option<BTreeMap<String, Option<String>>>>,
 }
 
 /// `POST /api/v1/webhooks/{id}/replay`
@@ -338,6 +351,61 @@ pub fn validate_schedule(schedule: &Option<Vec<u64>>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Custom headers of a webhook, checked by the rules the host applies to a
+/// plugin's (`callisto_plugin_sdk::Request::check`), so that an operator
+/// can set nothing a plugin could not: names come back in lowercase.
+pub fn validate_headers(
+    headers: BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let request = callisto_plugin_sdk::Request {
+        content_type: "application/octet-stream".to_owned(),
+        headers: headers.into_iter().collect(),
+        body: Vec::new(),
+        signature: callisto_plugin_sdk::SignatureScheme::None,
+    };
+    let checked = request
+        .check(0)
+        .map_err(|e| ApiError::bad_request(format!("headers: {e}")))?;
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in &checked.headers {
+        if !seen.insert(name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "headers: `{name}` is given twice (names are case-insensitive)"
+            )));
+        }
+    }
+    Ok(checked.headers)
+}
+
+/// Applies a merge patch (`WebhookPatch::headers`) to a webhook's headers.
+pub fn patch_headers(
+    current: &[(String, String)],
+    patch: Option<BTreeMap<String, Option<String>>>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(patch) = patch else {
+        return Ok(Vec::new());
+    };
+    let mut merged: BTreeMap<String, String> = current.iter().cloned().collect();
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in patch {
+        let lower = name.to_ascii_lowercase();
+        if !seen.insert(lower.clone()) {
+            return Err(ApiError::bad_request(format!(
+                "headers: `{lower}` is given twice (names are case-insensitive)"
+            )));
+        }
+        match value {
+            Some(value) => {
+                merged.insert(lower, value);
+            }
+            None => {
+                merged.remove(&lower);
+            }
+        }
+    }
+    validate_headers(merged)
 }
 
 pub fn validate_secret(secret: &str) -> Result<(), ApiError> {

@@ -58,6 +58,10 @@ pub struct WebhookView {
     pub retry_schedule_secs: Option<Vec<u64>>,
     /// Why the gateway disabled the webhook, if it did (e.g. `410 Gone`).
     pub disabled_reason: Option<String>,
+    /// Custom headers sent with every attempt, name → value; the value of
+    /// one that carries a credential (`authorization`, `x-api-key`, ...)
+    /// shows as `<redacted>`.
+    pub headers: BTreeMap<String, String>,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = String)]
@@ -77,6 +81,18 @@ impl From<&Webhook> for WebhookView {
             secret: None,
             retry_schedule_secs: w.retry_schedule_secs.clone(),
             disabled_reason: w.disabled_reason.clone(),
+            headers: w
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let shown = if crate::records::is_sensitive_header(name) {
+                        crate::records::REDACTED.to_owned()
+                    } else {
+                        value.clone()
+                    };
+                    (name.clone(), shown)
+                })
+                .collect(),
             created_at: w.created_at,
             updated_at: w.updated_at,
         }

@@ -73,6 +73,7 @@ pub async fn prepare_webhook(
             enabled: input.enabled.unwrap_or(true),
             retry_schedule_secs: input.retry_schedule_secs,
             disabled_reason: None,
+            headers: input::validate_headers(input.headers.unwrap_or_default())?,
             created_at: now,
             updated_at: now,
         },
@@ -226,6 +227,9 @@ pub async fn patch(
     if let Some(schedule) = patch.retry_schedule_secs {
         input::validate_schedule(&schedule)?;
         webhook.retry_schedule_secs = schedule;
+    }
+    if let Some(headers) = patch.headers {
+        webhook.headers = input::patch_headers(&webhook.headers, headers)?;
     }
     webhook.updated_at = Timestamp::now();
     app.store.update_webhook(webhook.clone()).await?;

@@ -2,6 +2,7 @@
 //! deliveries|redeliver`. Readable tables by default, the API's JSON with
 //! `--json`. Errors say what to do when that is not obvious.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::api::events::EventQuery;
-use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput};
+use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput, WebhookPatch};
 use crate::api::views::{BodyView, RepositoryView};
 use crate::api::webhooks::{DeliveryQuery, TestResult};
 use crate::client::Client;
@@ -112,7 +113,12 @@ pub enum WebhookCommand {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
+        /// A header sent with every attempt, `Name: value`, repeatable.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
     },
+    /// Change a webhook: only what is given changes.
+    Set(WebhookSetArgs),
     /// List a repository's webhooks.
     List {
         /// The repository's id or name (`demo/app`).
@@ -137,6 +143,46 @@ pub enum WebhookCommand {
         /// The webhook's id.
         id: String,
     },
+}
+
+/// `callisto webhook set`.
+#[derive(Debug, Args)]
+pub struct WebhookSetArgs {
+    /// The webhook's id.
+    id: String,
+    /// A new URL to send to (`--url` is the gateway's).
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Enable it (its pending deliveries resume).
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// Disable it (its deliveries wait).
+    #[arg(long)]
+    disable: bool,
+    /// Set a header sent with every attempt, `Name: value`, repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Stop sending a header, by name, repeatable.
+    #[arg(long = "remove-header", value_name = "NAME")]
+    remove_headers: Vec<String>,
+    /// Stop sending every custom header.
+    #[arg(long, conflicts_with_all = ["headers", "remove_headers"])]
+    clear_headers: bool,
+}
+
+/// Parses `--header "Name: value"`.
+fn parse_headers(headers: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    headers
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => anyhow::bail!(
+                "header `{h}` is not `Name: value`: write it as `--header 'X-Team: core'`"
+            ),
+        })
+        .collect()
 }
 
 #[derive(Debug, Args)]
@@ -444,7 +490,9 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             plugin,
             config,
             disabled,
+            headers,
         } => {
+            let headers = parse_headers(&headers)?;
             let repo = cli.run(cli.client.find_repository(&repository))?;
             let pairs = super::plugin::parse_config(&config)?;
             let input = WebhookInput {
@@ -459,12 +507,39 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 ),
                 enabled: Some(!disabled),
                 retry_schedule_secs: None,
+                headers: (!headers.is_empty()).then_some(headers),
             };
             let w = cli.run(cli.client.create_webhook(&repo.id, &input))?;
             cli.print(&w, |w| {
                 println!("added webhook {} → {}", w.id, w.url);
                 if let Some(secret) = &w.secret {
                     println!("secret (shown once): {secret}");
+                }
+            });
+        }
+        WebhookCommand::Set(args) => {
+            let mut patch = WebhookPatch {
+                url: args.target,
+                enabled: (args.enable || args.disable).then_some(args.enable),
+                ..WebhookPatch::default()
+            };
+            if args.clear_headers {
+                patch.headers = Some(None);
+            } else if !args.headers.is_empty() || !args.remove_headers.is_empty() {
+                let mut changes: BTreeMap<String, Option<String>> = parse_headers(&args.headers)?
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect();
+                for name in args.remove_headers {
+                    changes.insert(name, None);
+                }
+                patch.headers = Some(Some(changes));
+            }
+            let w = cli.run(cli.client.update_webhook(&args.id, &patch))?;
+            cli.print(&w, |w| {
+                println!("updated webhook {} → {}", w.id, w.url);
+                for (name, value) in &w.headers {
+                    println!("  {name}: {value}");
                 }
             });
         }

@@ -153,6 +153,7 @@ impl Tester<'_> {
                 request: &request,
                 secret,
                 message_id,
+                headers: &webhook.headers,
             },
             1,
             self.body_limit,
