@@ -37,7 +37,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         repositories::delete, repositories::tags, repositories::poll,
         webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
         webhooks::test_saved, webhooks::test_unsaved, webhooks::replay, webhooks::deliveries,
-        webhooks::filtered,
+        webhooks::filtered, webhooks::retry, webhooks::enable,
         events::list, events::get,
         deliveries::get, deliveries::redeliver,
         plugins::list, plugins::put, plugins::delete,
@@ -114,6 +114,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/webhooks/{id}/replay", post(webhooks::replay))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/webhooks/{id}/filtered", get(webhooks::filtered))
+        .route("/webhooks/{id}/retry", post(webhooks::retry))
+        .route("/webhooks/{id}/enable", post(webhooks::enable))
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::get))
         .route("/deliveries/{id}", get(deliveries::get))

@@ -152,3 +152,344 @@ async fn custom_headers_are_sent_checked_redacted_and_patched() {
     assert_eq!(got[0].header("x-team"), None);
     assert_eq!(got[0].header("authorization"), None);
 }
+
+/// The tag of the event a request delivers.
+fn tag(request: &callisto_tests::receiver::Received) -> String {
+    request.json()["tag"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_retries_and_redeliveries() {
+    let gw = crate::gateway().await;
+    let rx = Receiver::start().await;
+    // Four failures first: their retries are due at once, and must wait
+    // for the bucket like everything else.
+    rx.respond_with([500, 500, 500, 500]);
+    let repo = repository(
+        &gw,
+        json!([{"url": rx.url("/hook"), "rate_limit_per_sec": 2, "retry_schedule_secs": [0, 0, 0]}]),
+    )
+    .await;
+    let webhook = repo.webhooks.as_ref().unwrap()[0].clone();
+    assert_eq!(webhook.rate_limit_per_sec, Some(2));
+    for i in 0..6 {
+        ingest(&gw, &push_envelope(&format!("v{i}"))).await;
+    }
+    let got = rx.wait_for(10, WAIT).await;
+    // A redelivery counts too.
+    let page = eventually(&gw, &format!("/webhooks/{}/deliveries", webhook.id), |p| {
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["state"] == "succeeded")
+            .count()
+            == 6
+    })
+    .await;
+    for d in page["items"].as_array().unwrap().iter().take(2) {
+        gw.client()
+            .redeliver(d["id"].as_str().unwrap())
+            .await
+            .unwrap();
+    }
+    let got = {
+        let more = rx.wait_for(12, WAIT).await;
+        assert!(more.len() >= got.len());
+        more
+    };
+    // A bucket of 2 refilled at 2/s: any n arrivals span at least
+    // (n - 2) / 2 seconds (a few ms of slack for the clocks).
+    for i in 0..got.len() {
+        for j in i + 1..got.len() {
+            let n = (j - i + 1) as f64;
+            let span = got[j].at.duration_since(got[i].at).as_secs_f64();
+            assert!(
+                span + 0.05 >= (n - 2.0) / 2.0,
+                "{n} requests within {span:.3} s, over 2/s"
+            );
+        }
+    }
+
+    // Refused out of range; the CLI changes and removes it.
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        &format!("/webhooks/{}", webhook.id),
+        json!({"rate_limit_per_sec": 0}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate_limit_per_sec")
+    );
+    let out = cli(&gw, &["webhook", "set", &webhook.id, "--rate-limit", "50"]).await;
+    assert!(stdout_ok(&out).contains("at most 50/s"));
+    let out = cli(&gw, &["webhook", "set", &webhook.id, "--no-rate-limit"]).await;
+    assert!(stdout_ok(&out).contains("no rate limit"));
+    assert_eq!(
+        gw.client()
+            .webhook(&webhook.id)
+            .await
+            .unwrap()
+            .rate_limit_per_sec,
+        None
+    );
+}
+
+#[tokio::test]
+async fn fifo_sends_one_at_a_time_and_the_next_waits_for_retries_and_death() {
+    let gw = crate::gateway().await;
+    let (fifo, parallel) = (Receiver::start().await, Receiver::start().await);
+    // The first delivery fails three times and dies (a schedule of two
+    // retries); the others succeed.
+    fifo.respond_with([500, 500, 500]);
+    parallel.respond_with([500, 500, 500]);
+    repository(
+        &gw,
+        json!([
+            {"url": fifo.url("/fifo"), "ordering": "fifo", "retry_schedule_secs": [1, 1]},
+            {"url": parallel.url("/parallel"), "retry_schedule_secs": [1, 1]}
+        ]),
+    )
+    .await;
+    ingest(&gw, &push_envelope("v1")).await;
+    // v1's first attempt is under way (or done) before the others exist.
+    fifo.wait_for(1, WAIT).await;
+    parallel.wait_for(1, WAIT).await;
+    ingest(&gw, &push_envelope("v2")).await;
+    ingest(&gw, &push_envelope("v3")).await;
+    let got = fifo.wait_for(5, WAIT).await;
+    let tags: Vec<String> = got.iter().map(tag).collect();
+    assert_eq!(tags, ["v1", "v1", "v1", "v2", "v3"]);
+    // Without FIFO the later ones do not wait for v1's retries.
+    let got = parallel.wait_for(5, WAIT).await;
+    let tags: Vec<String> = got.iter().map(tag).collect();
+    assert_ne!(tags, ["v1", "v1", "v1", "v2", "v3"], "parallel waited");
+}
+
+#[tokio::test]
+async fn fifo_is_set_and_shown_by_the_cli() {
+    let gw = crate::gateway().await;
+    let rx = Receiver::start().await;
+    let repo = repository(&gw, json!([{"url": rx.url("/hook")}])).await;
+    let id = repo.webhooks.as_ref().unwrap()[0].id.clone();
+    let out = cli(&gw, &["webhook", "set", &id, "--ordering", "fifo"]).await;
+    assert!(stdout_ok(&out).contains("ordering fifo"));
+    let out = cli(&gw, &["webhook", "set", &id, "--ordering", "random"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`random` is not `parallel` or `fifo`"));
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        &format!("/webhooks/{id}"),
+        json!({"ordering": "random"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_disabled_with_the_reason_and_reenabling_offers_what_piled_up() {
+    let gw = crate::gateway_with(|c| {
+        c.delivery.disable_after_dead = 2;
+        c.delivery.disable_after_failing_secs = 2;
+    })
+    .await;
+    let (dies, slow) = (Receiver::start().await, Receiver::start().await);
+    dies.set_default(500);
+    slow.set_default(503);
+    let repo = repository(
+        &gw,
+        json!([
+            // One attempt each: every delivery dies at once.
+            {"url": dies.url("/dies"), "retry_schedule_secs": []},
+            // Retried after 3 s: failing for longer than 2 s, nothing dead.
+            {"url": slow.url("/slow"), "retry_schedule_secs": [3, 3]}
+        ]),
+    )
+    .await;
+    let hooks = repo.webhooks.unwrap();
+    let (a, b) = (hooks[0].id.clone(), hooks[1].id.clone());
+    ingest(&gw, &push_envelope("v1")).await;
+    ingest(&gw, &push_envelope("v2")).await;
+
+    let w = eventually(&gw, &format!("/webhooks/{a}"), |w| w["enabled"] == false).await;
+    let reason = w["disabled_reason"].as_str().unwrap();
+    assert!(reason.starts_with("2 deliveries died in a row"), "{reason}");
+    assert!(
+        w["failing_since"].is_string() && w["disabled_at"].is_string(),
+        "{w}"
+    );
+    let w = eventually(&gw, &format!("/webhooks/{b}"), |w| w["enabled"] == false).await;
+    let reason = w["disabled_reason"].as_str().unwrap();
+    assert!(reason.starts_with("every attempt failed since"), "{reason}");
+
+    // Disabled: a new push makes nothing for them.
+    ingest(&gw, &push_envelope("v3")).await;
+    let sent = dies.wait_quiet(Duration::from_millis(500)).await;
+    let deliveries = get(&gw, &format!("/webhooks/{a}/deliveries")).await;
+    assert_eq!(
+        sent.len(),
+        2,
+        "{:?} {deliveries}",
+        sent.iter().map(tag).collect::<Vec<_>>()
+    );
+
+    // Re-enabled by the CLI: it says what piled up and how to send it.
+    dies.set_default(200);
+    let before: Vec<String> = sent
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    let out = cli(&gw, &["webhook", "enable", &a]).await;
+    let text = stdout_ok(&out);
+    assert!(text.contains("enabled webhook"), "{text}");
+    assert!(text.contains("2 deliveries failed or died since"), "{text}");
+    let hint = format!("callisto webhook retry {a} --since ");
+    let since = text[text.find(&hint).expect(&text) + hint.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('`');
+    let out = cli(&gw, &["webhook", "retry", &a, "--since", since]).await;
+    assert!(stdout_ok(&out).contains("2 failed or dead deliveries"));
+    let got = dies.wait_for(4, WAIT).await;
+    let mut again: Vec<String> = got[2..]
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    again.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(again, before, "the same deliveries, the same ids");
+
+    // Re-enabled by the API: its pending retries resume; nothing died.
+    slow.set_default(200);
+    let (status, body) = send(
+        &gw,
+        Method::POST,
+        &format!("/webhooks/{b}/enable"),
+        json!({"redeliver": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["piled_up"], 0, "{body}");
+    assert!(body["failing_since"].is_string(), "{body}");
+    assert_eq!(body["webhook"]["enabled"], true);
+    assert!(body["webhook"]["disabled_reason"].is_null());
+    eventually(
+        &gw,
+        &format!("/webhooks/{b}/deliveries?state=succeeded"),
+        |p| p["items"].as_array().unwrap().len() == 2,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_holds_one_slot_and_costs_a_healthy_one_nothing() {
+    let gw = crate::gateway().await;
+    let (down, healthy) = (Receiver::start().await, Receiver::start().await);
+    down.set_default(500);
+    down.set_delay(Duration::from_millis(200));
+    repository(
+        &gw,
+        json!([
+            {"url": down.url("/down"), "retry_schedule_secs": []},
+            {"url": healthy.url("/ok")}
+        ]),
+    )
+    .await;
+    for i in 0..12 {
+        ingest(&gw, &push_envelope(&format!("v{i}"))).await;
+    }
+    // The healthy receiver gets everything, whatever the other does.
+    healthy.wait_for(12, WAIT).await;
+    down.wait_for(5, WAIT).await;
+    // Four at a time until five failed in a row; then one probe at a time
+    // after a growing pause: never all twelve in the first second and a half
+    // (in parallel they would all be there in about 0.6 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = down.requests().len();
+    assert!(sent <= 9, "{sent} attempts to an endpoint that is down");
+}
+
+#[tokio::test]
+async fn a_bulk_retry_resends_failed_and_dead_deliveries_since_a_time() {
+    let gw = crate::gateway().await;
+    let rx = Receiver::start().await;
+    rx.set_default(500);
+    let repo = repository(
+        &gw,
+        json!([{"url": rx.url("/hook"), "retry_schedule_secs": []}]),
+    )
+    .await;
+    let id = repo.webhooks.unwrap()[0].id.clone();
+    ingest(&gw, &push_envelope("v1")).await;
+    ingest(&gw, &push_envelope("v2")).await;
+    let path = format!("/webhooks/{id}/deliveries?state=dead");
+    eventually(&gw, &path, |p| p["items"].as_array().unwrap().len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = callisto::event::Timestamp::now().to_rfc3339_millis();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ingest(&gw, &push_envelope("v3")).await;
+    eventually(&gw, &path, |p| p["items"].as_array().unwrap().len() == 3).await;
+
+    // Counted, then sent: only what was made since the time.
+    let client = gw.client();
+    let dry = client.retry_failed(&id, &between, true).await.unwrap();
+    assert_eq!((dry.redelivered, dry.dry_run), (1, true));
+    let out = cli(
+        &gw,
+        &["webhook", "retry", &id, "--since", "1h", "--dry-run"],
+    )
+    .await;
+    assert!(stdout_ok(&out).contains("3 failed or dead deliveries since"));
+    rx.set_default(200);
+    rx.clear();
+    let out = cli(&gw, &["webhook", "retry", &id, "--since", &between]).await;
+    assert!(stdout_ok(&out).contains("1 failed or dead deliveries since"));
+    let got = rx.wait_for(1, WAIT).await;
+    assert_eq!(tag(&got[0]), "v3");
+    let done = client
+        .retry_failed(&id, "2000-01-01T00:00:00Z", false)
+        .await
+        .unwrap();
+    assert_eq!(done.redelivered, 2);
+    let got = rx.wait_for(3, WAIT).await;
+    let mut tags: Vec<String> = got.iter().map(tag).collect();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v2", "v3"]);
+
+    // Bad input is refused, naming the problem.
+    let (status, body) = send(
+        &gw,
+        Method::POST,
+        &format!("/webhooks/{id}/retry"),
+        json!({"since": "yesterday"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RFC 3339")
+    );
+    let (status, _) = send(
+        &gw,
+        Method::POST,
+        "/webhooks/wh_missing/retry",
+        json!({"since": between}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let out = cli(&gw, &["webhook", "retry", &id, "--since", "soon"]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither an RFC 3339 time"));
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::records::{InitialSync, RepositoryKind};
+use crate::records::{DeliveryOrder, InitialSync, RepositoryKind};
 
 /// Largest JSON body of the admin API.
 pub const MAX_JSON_BODY: usize = 1 << 20;
@@ -222,6 +222,15 @@ pub struct WebhookInput {
     /// They replace a plugin's header of the same name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
+    /// Attempts per second at most (1-10000), retries and redeliveries
+    /// included. Default: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// `parallel` (default) or `fifo`: one delivery in flight, the next
+    /// waits until it succeeds or dies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<DeliveryOrder>,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: fields to change.
@@ -253,6 +262,13 @@ pub struct WebhookPatch {
     #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<Option<BTreeMap<String, Option<String>>>>,
+    /// `null` removes the limit.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_sec: Option<Option<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<DeliveryOrder>,
 }
 
 /// `POST /api/v1/webhooks/{id}/replay`
@@ -406,6 +422,18 @@ pub fn patch_headers(
         }
     }
     validate_headers(merged)
+}
+
+/// Largest rate limit a webhook may have (attempts per second).
+pub const MAX_RATE_LIMIT: u32 = 10_000;
+
+pub fn validate_rate_limit(rate: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match rate {
+        Some(r) if r == 0 || r > MAX_RATE_LIMIT => Err(ApiError::bad_request(format!(
+            "rate_limit_per_sec: {r} is not between 1 and {MAX_RATE_LIMIT} (null for no limit)"
+        ))),
+        other => Ok(other),
+    }
 }
 
 pub fn validate_secret(secret: &str) -> Result<(), ApiError> {

@@ -11,8 +11,8 @@ use crate::event::{Event, EventType, Timestamp};
 use crate::filtered::{FilteredEvent, WebhookFiltered};
 use crate::plugin::{Request, SignatureScheme};
 use crate::records::{
-    Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
-    RepositoryKind, Webhook,
+    Attempt, Delivery, DeliveryKind, DeliveryOrder, DeliveryState, InitialSync, KnownTag,
+    PollStatus, Repository, RepositoryKind, Webhook,
 };
 
 /// A body as JSON can carry it: text when it is UTF-8, base64 otherwise.
@@ -62,6 +62,15 @@ pub struct WebhookView {
     /// one that carries a credential (`authorization`, `x-api-key`, ...)
     /// shows as `<redacted>`.
     pub headers: BTreeMap<String, String>,
+    /// Attempts per second at most, if limited.
+    pub rate_limit_per_sec: Option<u32>,
+    pub ordering: DeliveryOrder,
+    /// When its current run of failed attempts began, if it is failing.
+    #[schema(value_type = Option<String>)]
+    pub failing_since: Option<Timestamp>,
+    /// When the gateway disabled it, if it did.
+    #[schema(value_type = Option<String>)]
+    pub disabled_at: Option<Timestamp>,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = String)]
@@ -93,6 +102,10 @@ impl From<&Webhook> for WebhookView {
                     (name.clone(), shown)
                 })
                 .collect(),
+            rate_limit_per_sec: w.rate_limit_per_sec,
+            ordering: w.ordering,
+            failing_since: w.failing_since,
+            disabled_at: w.disabled_at,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }

@@ -74,6 +74,11 @@ pub async fn prepare_webhook(
             retry_schedule_secs: input.retry_schedule_secs,
             disabled_reason: None,
             headers: input::validate_headers(input.headers.unwrap_or_default())?,
+            rate_limit_per_sec: input::validate_rate_limit(input.rate_limit_per_sec)?,
+            ordering: input.ordering.unwrap_or_default(),
+            failing_since: None,
+            dead_in_a_row: 0,
+            disabled_at: None,
             created_at: now,
             updated_at: now,
         },
@@ -220,13 +225,23 @@ pub async fn patch(
     }
     if let Some(enabled) = patch.enabled {
         webhook.enabled = enabled;
-        if enabled {
+        if enabled && !webhook.enabled {
             webhook.disabled_reason = None;
+            webhook.disabled_at = None;
+            // A fresh start: the streak that disabled it is over.
+            webhook.failing_since = None;
+            webhook.dead_in_a_row = 0;
         }
     }
     if let Some(schedule) = patch.retry_schedule_secs {
         input::validate_schedule(&schedule)?;
         webhook.retry_schedule_secs = schedule;
+    }
+    if let Some(rate) = patch.rate_limit_per_sec {
+        webhook.rate_limit_per_sec = input::validate_rate_limit(rate)?;
+    }
+    if let Some(ordering) = patch.ordering {
+        webhook.ordering = ordering;
     }
     if let Some(headers) = patch.headers {
         webhook.headers = input::patch_headers(&webhook.headers, headers)?;
@@ -396,6 +411,119 @@ pub async fn replay(
             filtered: replayed.filtered,
         }),
     ))
+}
+
+/// `POST /api/v1/webhooks/{id}/retry`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryInput {
+    /// Deliveries made at or after this RFC 3339 time.
+    pub since: String,
+    /// Only count what would be sent again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// What a bulk retry did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetryResult {
+    /// Failed or dead deliveries made pending again (or, in a dry run,
+    /// that would be).
+    pub redelivered: usize,
+    pub dry_run: bool,
+}
+
+fn parse_since(since: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse_rfc3339(since)
+        .map_err(|e| ApiError::bad_request(format!("since `{since}` is not an RFC 3339 time: {e}")))
+}
+
+/// Send again every failed or dead delivery of the webhook made since a
+/// time, keeping their ids (receivers de-duplicate on `webhook-id`).
+/// Deliveries whose plugin failed have no request to send: replay their
+/// events instead.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/retry", tag = "deliveries",
+    params(("id" = String, Path)), request_body = RetryInput,
+    responses((status = 202, body = RetryResult), (status = 200, body = RetryResult, description = "A dry run"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn retry(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<RetryInput>,
+) -> Result<(StatusCode, Json<RetryResult>), ApiError> {
+    let since = parse_since(&input.since)?;
+    let redelivered = app.store.retry_failed(&id, since, input.dry_run).await?;
+    let status = if input.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(RetryResult {
+            redelivered,
+            dry_run: input.dry_run,
+        }),
+    ))
+}
+
+/// `POST /api/v1/webhooks/{id}/enable`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableInput {
+    /// Also send again what failed or died since the webhook started
+    /// failing (a bulk retry from `failing_since`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redeliver: bool,
+}
+
+/// What enabling a webhook did, and what it offers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnableResult {
+    pub webhook: WebhookView,
+    /// When the failing streak that disabled it began, if one did.
+    #[schema(value_type = Option<String>)]
+    pub failing_since: Option<Timestamp>,
+    /// Failed or dead deliveries since then: sent again with
+    /// `"redeliver": true`, else still waiting for a bulk retry.
+    pub piled_up: usize,
+    /// Whether they were sent again.
+    pub redelivered: bool,
+}
+
+/// Enable a webhook. Its pending deliveries resume; with `"redeliver":
+/// true` the deliveries that failed or died since it began failing are sent
+/// again too. Without it, the answer says how many there are.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/enable", tag = "webhooks",
+    params(("id" = String, Path)), request_body = EnableInput,
+    responses((status = 200, body = EnableResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn enable(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<EnableInput>,
+) -> Result<Json<EnableResult>, ApiError> {
+    let mut webhook = load(&app, &id).await?;
+    let failing_since = webhook.failing_since.filter(|_| !webhook.enabled);
+    if !webhook.enabled {
+        webhook.enabled = true;
+        webhook.disabled_reason = None;
+        webhook.disabled_at = None;
+        webhook.failing_since = None;
+        webhook.dead_in_a_row = 0;
+        webhook.updated_at = Timestamp::now();
+        app.store.update_webhook(webhook.clone()).await?;
+    }
+    let piled_up = match failing_since {
+        Some(since) => app.store.retry_failed(&id, since, !input.redeliver).await?,
+        None => 0,
+    };
+    Ok(Json(EnableResult {
+        webhook: WebhookView::from(&webhook),
+        failing_since,
+        piled_up,
+        redelivered: input.redeliver && piled_up > 0,
+    }))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]

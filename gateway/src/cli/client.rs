@@ -15,7 +15,7 @@ use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput, 
 use crate::api::views::{BodyView, RepositoryView};
 use crate::api::webhooks::{DeliveryQuery, TestResult};
 use crate::client::Client;
-use crate::records::{DeliveryState, InitialSync, RepositoryKind};
+use crate::records::{DeliveryOrder, DeliveryState, InitialSync, RepositoryKind};
 
 /// How to reach the gateway.
 #[derive(Debug, Clone, Args)]
@@ -116,9 +116,36 @@ pub enum WebhookCommand {
         /// A header sent with every attempt, `Name: value`, repeatable.
         #[arg(long = "header", value_name = "NAME: VALUE")]
         headers: Vec<String>,
+        /// Attempts per second at most, retries included.
+        #[arg(long, value_name = "PER_SEC")]
+        rate_limit: Option<u32>,
+        /// `parallel` (default) or `fifo` (one at a time, oldest first).
+        #[arg(long, value_parser = parse_order)]
+        ordering: Option<DeliveryOrder>,
     },
     /// Change a webhook: only what is given changes.
     Set(WebhookSetArgs),
+    /// Enable a webhook (the gateway may have disabled it): its pending
+    /// deliveries resume, and it says what failed while it was failing.
+    Enable {
+        /// The webhook's id.
+        id: String,
+        /// Also send again what failed or died since it began failing.
+        #[arg(long)]
+        redeliver: bool,
+    },
+    /// Send again every failed or dead delivery made since a time.
+    Retry {
+        /// The webhook's id.
+        id: String,
+        /// An RFC 3339 time (`2026-11-29T08:00:00Z`) or an age (`90m`,
+        /// `24h`, `7d`).
+        #[arg(long)]
+        since: String,
+        /// Only count them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List a repository's webhooks.
     List {
         /// The repository's id or name (`demo/app`).
@@ -168,6 +195,43 @@ pub struct WebhookSetArgs {
     /// Stop sending every custom header.
     #[arg(long, conflicts_with_all = ["headers", "remove_headers"])]
     clear_headers: bool,
+    /// Attempts per second at most, retries included.
+    #[arg(long, value_name = "PER_SEC")]
+    rate_limit: Option<u32>,
+    /// Remove the rate limit.
+    #[arg(long, conflicts_with = "rate_limit")]
+    no_rate_limit: bool,
+    /// `parallel` or `fifo` (one at a time, oldest first).
+    #[arg(long, value_parser = parse_order)]
+    ordering: Option<DeliveryOrder>,
+}
+
+fn parse_order(s: &str) -> Result<DeliveryOrder, String> {
+    match s {
+        "parallel" => Ok(DeliveryOrder::Parallel),
+        "fifo" => Ok(DeliveryOrder::Fifo),
+        other => Err(format!("`{other}` is not `parallel` or `fifo`")),
+    }
+}
+
+/// `--since`: an RFC 3339 time as it is, or an age (`90m`, `24h`, `7d`)
+/// turned into one.
+fn parse_since(since: &str) -> anyhow::Result<String> {
+    let units = [('s', 1i64), ('m', 60), ('h', 3600), ('d', 86_400)];
+    if let Some((_, secs)) = units.iter().find(|(u, _)| since.ends_with(*u))
+        && let Ok(n) = since[..since.len() - 1].parse::<i64>()
+    {
+        let at = crate::event::Timestamp::from_unix_millis(
+            crate::event::Timestamp::now().unix_millis() - n.saturating_mul(secs * 1000),
+        );
+        return Ok(at.to_rfc3339());
+    }
+    if crate::event::Timestamp::parse_rfc3339(since).is_err() {
+        anyhow::bail!(
+            "--since `{since}` is neither an RFC 3339 time (2026-11-29T08:00:00Z) nor an age (90m, 24h, 7d)"
+        );
+    }
+    Ok(since.to_owned())
 }
 
 /// Parses `--header "Name: value"`.
@@ -491,6 +555,8 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             config,
             disabled,
             headers,
+            rate_limit,
+            ordering,
         } => {
             let headers = parse_headers(&headers)?;
             let repo = cli.run(cli.client.find_repository(&repository))?;
@@ -508,6 +574,8 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 enabled: Some(!disabled),
                 retry_schedule_secs: None,
                 headers: (!headers.is_empty()).then_some(headers),
+                rate_limit_per_sec: rate_limit,
+                ordering,
             };
             let w = cli.run(cli.client.create_webhook(&repo.id, &input))?;
             cli.print(&w, |w| {
@@ -521,6 +589,12 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             let mut patch = WebhookPatch {
                 url: args.target,
                 enabled: (args.enable || args.disable).then_some(args.enable),
+                rate_limit_per_sec: if args.no_rate_limit {
+                    Some(None)
+                } else {
+                    args.rate_limit.map(Some)
+                },
+                ordering: args.ordering,
                 ..WebhookPatch::default()
             };
             if args.clear_headers {
@@ -538,8 +612,53 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             let w = cli.run(cli.client.update_webhook(&args.id, &patch))?;
             cli.print(&w, |w| {
                 println!("updated webhook {} → {}", w.id, w.url);
+                let rate = w
+                    .rate_limit_per_sec
+                    .map_or("no rate limit".to_owned(), |r| format!("at most {r}/s"));
+                let order = format!("{:?}", w.ordering).to_lowercase();
+                println!("  ordering {order}, {rate}");
                 for (name, value) in &w.headers {
                     println!("  {name}: {value}");
+                }
+            });
+        }
+        WebhookCommand::Enable { id, redeliver } => {
+            let r = cli.run(cli.client.enable_webhook(&id, redeliver))?;
+            cli.print(&r, |r| {
+                println!("enabled webhook {} → {}", r.webhook.id, r.webhook.url);
+                match (r.failing_since, r.redelivered) {
+                    (Some(since), true) => println!(
+                        "{} deliveries that failed or died since {} are sent again",
+                        r.piled_up,
+                        since.to_rfc3339()
+                    ),
+                    (Some(since), false) if r.piled_up > 0 => println!(
+                        "{} deliveries failed or died since {}: send them again with \
+                         `callisto webhook enable {} --redeliver` or `callisto webhook retry {} --since {}`",
+                        r.piled_up,
+                        since.to_rfc3339(),
+                        r.webhook.id,
+                        r.webhook.id,
+                        since.to_rfc3339()
+                    ),
+                    _ => {}
+                }
+            });
+        }
+        WebhookCommand::Retry { id, since, dry_run } => {
+            let since = parse_since(&since)?;
+            let r = cli.run(cli.client.retry_failed(&id, &since, dry_run))?;
+            cli.print(&r, |r| {
+                if r.dry_run {
+                    println!(
+                        "{} failed or dead deliveries since {since} would be sent again",
+                        r.redelivered
+                    );
+                } else {
+                    println!(
+                        "{} failed or dead deliveries since {since} are pending again",
+                        r.redelivered
+                    );
                 }
             });
         }
