@@ -38,6 +38,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
         webhooks::test_saved, webhooks::test_unsaved, webhooks::replay, webhooks::deliveries,
         webhooks::filtered, webhooks::retry, webhooks::enable,
+        webhooks::rotate_secret,
         events::list, events::get,
         deliveries::get, deliveries::redeliver,
         plugins::list, plugins::put, plugins::delete,
@@ -116,6 +117,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/webhooks/{id}/filtered", get(webhooks::filtered))
         .route("/webhooks/{id}/retry", post(webhooks::retry))
         .route("/webhooks/{id}/enable", post(webhooks::enable))
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::get))
         .route("/deliveries/{id}", get(deliveries::get))

@@ -17,7 +17,8 @@ use crate::api::views::{
     DeliveryView, EventWithDeliveries, FilteredView, Page, RepositoryView, TagView, WebhookView,
 };
 use crate::api::webhooks::{
-    DeliveryQuery, EnableInput, EnableResult, ReplayResult, RetryInput, RetryResult, TestResult,
+    DeliveryQuery, EnableInput, EnableResult, ReplayResult, RetryInput, RetryResult, RotateInput,
+    TestResult,
 };
 use crate::event::Event;
 
@@ -324,6 +325,21 @@ impl Client {
             Method::POST,
             &format!("/webhooks/{}/retry", segment(webhook_id)),
             &input,
+        )
+        .await
+    }
+
+    /// Rotates a webhook's secret: `secret` (or a generated one, shown once
+    /// in the answer), the old one signing too for `grace_secs`.
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        input: &RotateInput,
+    ) -> Result<WebhookView, ClientError> {
+        self.send(
+            Method::POST,
+            &format!("/webhooks/{}/rotate-secret", segment(id)),
+            input,
         )
         .await
     }

@@ -513,7 +513,15 @@ async fn attempt_loaded(
         .secret
         .as_ref()
         .map(|s| ctx.sealer.open(s))
-        .transpose();
+        .transpose()
+        .and_then(|secret| {
+            // Only during a rotation's grace period: one more decryption.
+            let previous = webhook
+                .previous_secret_at(Timestamp::now())
+                .map(|s| ctx.sealer.open(s))
+                .transpose()?;
+            Ok((secret, previous))
+        });
     let span = tracing::info_span!(
         "attempt",
         delivery.id = %delivery.id,
@@ -523,7 +531,7 @@ async fn attempt_loaded(
         status = tracing::field::Empty,
     );
     let sent = match secret {
-        Ok(secret) => {
+        Ok((secret, previous)) => {
             attempt::send(
                 &ctx.client,
                 &ctx.policy,
@@ -531,6 +539,7 @@ async fn attempt_loaded(
                     url: &webhook.url,
                     request,
                     secret: secret.as_deref(),
+                    previous_secret: previous.as_deref(),
                     message_id: &delivery.id,
                     headers: &webhook.headers,
                 },

@@ -236,6 +236,13 @@ pub struct Webhook {
     /// When the gateway disabled it (with `disabled_reason`).
     #[serde(default)]
     pub disabled_at: Option<Timestamp>,
+    /// The secret before the latest rotation: attempts are signed with it
+    /// too until `previous_secret_until`, so receivers switch without
+    /// downtime. Encrypted at rest, never shown.
+    #[serde(default)]
+    pub previous_secret: Option<Sealed>,
+    #[serde(default)]
+    pub previous_secret_until: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -290,6 +297,13 @@ pub struct DisablePolicy {
 }
 
 impl Webhook {
+    /// The previous secret, while its grace period lasts at `now`.
+    pub fn previous_secret_at(&self, now: Timestamp) -> Option<&Sealed> {
+        self.previous_secret
+            .as_ref()
+            .filter(|_| self.previous_secret_until.is_some_and(|until| until > now))
+    }
+
     /// Whether an attempt changes the webhook's failing streak, so that a
     /// healthy webhook's attempts write nothing but themselves: the sender
     /// asks first, and the store applies [`Webhook::note_attempt`] to the
@@ -494,6 +508,8 @@ mod tests {
             failing_since: None,
             dead_in_a_row: 0,
             disabled_at: None,
+            previous_secret: None,
+            previous_secret_until: None,
             created_at: now,
             updated_at: now,
         }

@@ -493,3 +493,101 @@ async fn a_bulk_retry_resends_failed_and_dead_deliveries_since_a_time() {
     let out = cli(&gw, &["webhook", "retry", &id, "--since", "soon"]).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither an RFC 3339 time"));
 }
+
+/// Whether `signature` (one `v1,<base64>` entry) signs `request` with
+/// `secret`, computed independently of the gateway.
+fn signs(request: &callisto_tests::receiver::Received, signature: &str, secret: &str) -> bool {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, Mac};
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => STANDARD.decode(b64).unwrap(),
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.",
+            request.header("webhook-id").unwrap(),
+            request.header("webhook-timestamp").unwrap()
+        )
+        .as_bytes(),
+    );
+    mac.update(&request.body);
+    signature == format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_old_one_during_the_grace_period() {
+    let gw = crate::gateway().await;
+    let rx = Receiver::start().await;
+    let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let repo = repository(&gw, json!([{"url": rx.url("/hook"), "secret": old}])).await;
+    let id = repo.webhooks.unwrap()[0].id.clone();
+
+    let rotated = gw
+        .client()
+        .rotate_secret(&id, &Default::default())
+        .await
+        .unwrap();
+    let new = rotated.secret.clone().expect("the generated secret, once");
+    assert!(new.starts_with("whsec_") && new != old);
+    assert!(rotated.previous_secret_until.is_some());
+    assert!(gw.client().webhook(&id).await.unwrap().secret.is_none());
+
+    ingest(&gw, &push_envelope("v1")).await;
+    let got = rx.wait_for(1, WAIT).await;
+    let header = got[0].header("webhook-signature").unwrap();
+    let signatures: Vec<&str> = header.split(' ').collect();
+    assert_eq!(signatures.len(), 2, "{header}");
+    assert!(
+        signs(&got[0], signatures[0], &new),
+        "the first is the new secret's"
+    );
+    assert!(
+        signs(&got[0], signatures[1], old),
+        "the second is the old secret's"
+    );
+
+    // Rotated again without grace, by the CLI: one signature, the newest.
+    let out = cli(
+        &gw,
+        &[
+            "webhook",
+            "rotate-secret",
+            &id,
+            "--secret",
+            "newest-secret",
+            "--grace",
+            "0",
+        ],
+    )
+    .await;
+    let text = stdout_ok(&out);
+    assert!(text.contains("the old secret no longer signs"), "{text}");
+    assert!(
+        !text.contains("newest-secret"),
+        "a given secret is not echoed: {text}"
+    );
+    rx.clear();
+    ingest(&gw, &push_envelope("v2")).await;
+    let got = rx.wait_for(1, WAIT).await;
+    let header = got[0].header("webhook-signature").unwrap();
+    assert!(!header.contains(' '), "{header}");
+    assert!(signs(&got[0], header, "newest-secret"));
+
+    let (status, body) = send(
+        &gw,
+        Method::POST,
+        &format!("/webhooks/{id}/rotate-secret"),
+        json!({"grace_secs": 99_999_999}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("grace_secs")
+    );
+}

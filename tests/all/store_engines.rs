@@ -61,6 +61,8 @@ fn webhook(repository_id: &str) -> Webhook {
         failing_since: None,
         dead_in_a_row: 0,
         disabled_at: None,
+        previous_secret: None,
+        previous_secret_until: None,
         created_at: now,
         updated_at: now,
     }

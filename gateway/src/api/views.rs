@@ -71,6 +71,10 @@ pub struct WebhookView {
     /// When the gateway disabled it, if it did.
     #[schema(value_type = Option<String>)]
     pub disabled_at: Option<Timestamp>,
+    /// Until when attempts are signed with the previous secret too, after
+    /// a rotation.
+    #[schema(value_type = Option<String>)]
+    pub previous_secret_until: Option<Timestamp>,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = String)]
@@ -106,6 +110,7 @@ impl From<&Webhook> for WebhookView {
             ordering: w.ordering,
             failing_since: w.failing_since,
             disabled_at: w.disabled_at,
+            previous_secret_until: w.previous_secret.as_ref().and(w.previous_secret_until),
             created_at: w.created_at,
             updated_at: w.updated_at,
         }

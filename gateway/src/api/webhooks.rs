@@ -79,6 +79,8 @@ pub async fn prepare_webhook(
             failing_since: None,
             dead_in_a_row: 0,
             disabled_at: None,
+            previous_secret: None,
+            previous_secret_until: None,
             created_at: now,
             updated_at: now,
         },
@@ -210,6 +212,7 @@ pub async fn patch(
     }
     validate_plugin_config(&app, &webhook.plugin, &webhook.config).await?;
     let mut generated = None;
+    let secret_replaced = patch.secret.is_some();
     match patch.secret {
         Some(Some(s)) if s == "generate" => {
             let s = crate::secrets::generate_webhook_secret();
@@ -222,6 +225,12 @@ pub async fn patch(
         }
         Some(None) => webhook.secret = None,
         None => {}
+    }
+    if secret_replaced {
+        // Replaced outright: rotation with a grace period is
+        // `POST /webhooks/{id}/rotate-secret`.
+        webhook.previous_secret = None;
+        webhook.previous_secret_until = None;
     }
     if let Some(enabled) = patch.enabled {
         webhook.enabled = enabled;
@@ -465,6 +474,74 @@ pub async fn retry(
             dry_run: input.dry_run,
         }),
     ))
+}
+
+/// `POST /api/v1/webhooks/{id}/rotate-secret`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateInput {
+    /// The new secret, or `"generate"` (the default) for a new `whsec_`
+    /// secret that the answer shows once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// How long attempts carry the old secret's signature too (default
+    /// 86400, a day; at most 30 days; 0 for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 2592000)]
+    pub grace_secs: Option<u64>,
+}
+
+/// Longest grace period of a secret rotation.
+pub const MAX_GRACE_SECS: u64 = 30 * 86_400;
+
+/// Rotate the webhook's secret. Until the grace period ends, every attempt
+/// carries two Standard Webhooks signatures, with the new secret and the
+/// old one (`webhook-signature: v1,<new> v1,<old>`), so receivers switch
+/// without downtime. A rotation during another's grace period drops the
+/// oldest secret.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
+    params(("id" = String, Path)), request_body = RotateInput,
+    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn rotate_secret(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<RotateInput>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let grace = input.grace_secs.unwrap_or(86_400);
+    if grace > MAX_GRACE_SECS {
+        return Err(ApiError::bad_request(format!(
+            "grace_secs: {grace} is over {MAX_GRACE_SECS} (30 days)"
+        )));
+    }
+    let mut webhook = load(&app, &id).await?;
+    let (secret, generated) = match input.secret.as_deref() {
+        None | Some("generate") => {
+            let s = crate::secrets::generate_webhook_secret();
+            (s.clone(), Some(s))
+        }
+        Some(s) => {
+            input::validate_secret(s)?;
+            (s.to_owned(), None)
+        }
+    };
+    let now = Timestamp::now();
+    let old = webhook.secret.replace(app.sealer.seal(&secret));
+    (webhook.previous_secret, webhook.previous_secret_until) = match old {
+        Some(old) if grace > 0 => (
+            Some(old),
+            Some(Timestamp::from_unix_millis(
+                now.unix_millis() + (grace as i64) * 1000,
+            )),
+        ),
+        _ => (None, None),
+    };
+    webhook.updated_at = now;
+    app.store.update_webhook(webhook.clone()).await?;
+    Ok(Json(WebhookView {
+        secret: generated,
+        ..WebhookView::from(&webhook)
+    }))
 }
 
 /// `POST /api/v1/webhooks/{id}/enable`

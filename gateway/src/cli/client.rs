@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::api::events::EventQuery;
 use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput, WebhookPatch};
 use crate::api::views::{BodyView, RepositoryView};
-use crate::api::webhooks::{DeliveryQuery, TestResult};
+use crate::api::webhooks::{DeliveryQuery, RotateInput, TestResult};
 use crate::client::Client;
 use crate::records::{DeliveryOrder, DeliveryState, InitialSync, RepositoryKind};
 
@@ -134,6 +134,19 @@ pub enum WebhookCommand {
         #[arg(long)]
         redeliver: bool,
     },
+    /// Rotate the webhook's secret: attempts carry the old secret's
+    /// signature too during the grace period.
+    RotateSecret {
+        /// The webhook's id.
+        id: String,
+        /// The new secret [default: a generated one, shown once].
+        #[arg(long)]
+        secret: Option<String>,
+        /// How long the old secret keeps signing: `90m`, `24h`, `7d`, or
+        /// seconds; `0` for none.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+    },
     /// Send again every failed or dead delivery made since a time.
     Retry {
         /// The webhook's id.
@@ -232,6 +245,19 @@ fn parse_since(since: &str) -> anyhow::Result<String> {
         );
     }
     Ok(since.to_owned())
+}
+
+/// A duration: `90m`, `24h`, `7d`, or seconds.
+fn parse_secs(text: &str) -> anyhow::Result<u64> {
+    let units = [('s', 1u64), ('m', 60), ('h', 3600), ('d', 86_400)];
+    let (digits, unit) = match units.iter().find(|(u, _)| text.ends_with(*u)) {
+        Some((_, secs)) => (&text[..text.len() - 1], *secs),
+        None => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .map(|n| n.saturating_mul(unit))
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a duration (90m, 24h, 7d, or seconds)"))
 }
 
 /// Parses `--header "Name: value"`.
@@ -642,6 +668,25 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                         since.to_rfc3339()
                     ),
                     _ => {}
+                }
+            });
+        }
+        WebhookCommand::RotateSecret { id, secret, grace } => {
+            let input = RotateInput {
+                secret,
+                grace_secs: Some(parse_secs(&grace)?),
+            };
+            let w = cli.run(cli.client.rotate_secret(&id, &input))?;
+            cli.print(&w, |w| {
+                println!("rotated the secret of webhook {}", w.id);
+                if let Some(secret) = &w.secret {
+                    println!("secret (shown once): {secret}");
+                }
+                match w.previous_secret_until {
+                    Some(until) => {
+                        println!("the old secret signs too until {}", until.to_rfc3339())
+                    }
+                    None => println!("the old secret no longer signs"),
                 }
             });
         }

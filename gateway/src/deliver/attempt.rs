@@ -16,6 +16,8 @@ pub struct Outbound<'a> {
     pub url: &'a str,
     pub request: &'a Request,
     pub secret: Option<&'a str>,
+    /// The secret before a rotation, while its grace period lasts.
+    pub previous_secret: Option<&'a str>,
     /// The delivery id: `webhook-id`, the same on every attempt.
     pub message_id: &'a str,
     /// The webhook's own headers (checked when they were set); each
@@ -100,6 +102,7 @@ pub async fn send(
     for (name, value) in signature::headers(
         out.request.signature,
         out.secret,
+        out.previous_secret,
         out.message_id,
         started_at.unix_seconds(),
         &out.request.body,

@@ -152,6 +152,9 @@ impl Tester<'_> {
                 url: &webhook.url,
                 request: &request,
                 secret,
+                // A test signs with the current secret only: it shows
+                // whether the receiver has the new one.
+                previous_secret: None,
                 message_id,
                 headers: &webhook.headers,
             },
