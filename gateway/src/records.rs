@@ -243,6 +243,10 @@ pub struct Webhook {
     pub previous_secret: Option<Sealed>,
     #[serde(default)]
     pub previous_secret_until: Option<Timestamp>,
+    /// Days its finished deliveries are kept, instead of the gateway's
+    /// `retention_days` (the events stay the log's).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -510,6 +514,7 @@ mod tests {
             disabled_at: None,
             previous_secret: None,
             previous_secret_until: None,
+            retention_days: None,
             created_at: now,
             updated_at: now,
         }

@@ -588,9 +588,26 @@ impl Store {
     // Housekeeping.
 
     /// Deletes up to `batch` events and `batch` finished deliveries created
-    /// before `cutoff`.
-    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
-        dispatch!(self, s => s.prune(cutoff, batch).await)
+    /// before `cutoff`, but the deliveries of the webhooks in `own`, which
+    /// have a retention of their own ([`Store::prune_webhook`]).
+    pub async fn prune(
+        &self,
+        cutoff: Timestamp,
+        batch: usize,
+        own: &HashSet<String>,
+    ) -> Result<Pruned, StoreError> {
+        dispatch!(self, s => s.prune(cutoff, batch, own).await)
+    }
+
+    /// Deletes up to `batch` finished deliveries of `webhook_id` created
+    /// before `cutoff` (its own retention); returns how many.
+    pub async fn prune_webhook(
+        &self,
+        webhook_id: &str,
+        cutoff: Timestamp,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.prune_webhook(webhook_id, cutoff, batch).await)
     }
 
     /// Writes a consistent copy of the store, as it is now, to a new file at

@@ -591,3 +591,38 @@ async fn a_rotated_secret_signs_beside_the_old_one_during_the_grace_period() {
             .contains("grace_secs")
     );
 }
+
+#[tokio::test]
+async fn a_webhook_keeps_its_deliveries_for_its_own_retention() {
+    let gw = crate::gateway().await;
+    let rx = Receiver::start().await;
+    let repo = repository(
+        &gw,
+        json!([{"url": rx.url("/hook"), "retention_days": 400}]),
+    )
+    .await;
+    let id = repo.webhooks.unwrap()[0].id.clone();
+    assert_eq!(
+        gw.client().webhook(&id).await.unwrap().retention_days,
+        Some(400)
+    );
+    let out = cli(&gw, &["webhook", "set", &id, "--retention-days", "7"]).await;
+    assert!(stdout_ok(&out).contains("kept 7 days"));
+    let out = cli(&gw, &["webhook", "set", &id, "--default-retention"]).await;
+    assert!(stdout_ok(&out).contains("the gateway's retention"));
+    assert_eq!(gw.client().webhook(&id).await.unwrap().retention_days, None);
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        &format!("/webhooks/{id}"),
+        json!({"retention_days": 0}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retention_days")
+    );
+}

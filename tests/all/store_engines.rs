@@ -63,6 +63,7 @@ fn webhook(repository_id: &str) -> Webhook {
         disabled_at: None,
         previous_secret: None,
         previous_secret_until: None,
+        retention_days: None,
         created_at: now,
         updated_at: now,
     }
@@ -590,6 +591,60 @@ async fn a_failing_streak_disables_fifo_claims_the_oldest_and_a_bulk_retry_resen
 }
 
 #[tokio::test]
+async fn a_webhook_with_its_own_retention_is_pruned_apart_from_the_others() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let (own, kept) = one_planned_delivery(&store).await;
+        let other = webhook(&own.repository_id);
+        store.create_webhook(other.clone()).await.unwrap();
+        let event = store.delivery(&kept).await.unwrap().unwrap().event_id;
+        let theirs = delivery_for(&event, &other);
+        let pending = delivery_for(&event, &own);
+        store
+            .add_deliveries(&other.id, vec![theirs.clone()])
+            .await
+            .unwrap();
+        store
+            .add_deliveries(&own.id, vec![pending.clone()])
+            .await
+            .unwrap();
+        for id in [&kept, &theirs.id] {
+            store
+                .record_attempt(id, attempt(1, true), Next::Succeeded, None)
+                .await
+                .unwrap();
+        }
+        let later = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000);
+        // The gateway's pass leaves the webhook with its own retention alone.
+        let own_ids = HashSet::from([own.id.clone()]);
+        let pruned = store.prune(later, 100, &own_ids).await.unwrap();
+        assert_eq!(pruned.deliveries, 1, "{engine:?}");
+        assert!(
+            store.delivery(&theirs.id).await.unwrap().is_none(),
+            "{engine:?}"
+        );
+        assert!(store.delivery(&kept).await.unwrap().is_some(), "{engine:?}");
+        // Its own pass prunes its finished deliveries, not the pending one.
+        assert_eq!(
+            store.prune_webhook(&own.id, later, 100).await.unwrap(),
+            1,
+            "{engine:?}"
+        );
+        assert!(store.delivery(&kept).await.unwrap().is_none(), "{engine:?}");
+        assert!(
+            store.delivery(&pending.id).await.unwrap().is_some(),
+            "{engine:?}"
+        );
+        assert!(
+            store.attempts(&kept).await.unwrap().is_empty(),
+            "{engine:?}"
+        );
+        let earlier = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 60_000);
+        assert_eq!(store.prune_webhook(&own.id, earlier, 100).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test]
 async fn deliveries_and_events_page_newest_first() {
     for engine in ENGINES {
         let (_keep, store) = open(engine).await;
@@ -689,7 +744,7 @@ async fn retention_prunes_old_events_and_finished_deliveries_not_pending_ones() 
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let cutoff = Timestamp::now();
-        let pruned = store.prune(cutoff, 100).await.unwrap();
+        let pruned = store.prune(cutoff, 100, &HashSet::new()).await.unwrap();
         assert_eq!((pruned.events, pruned.deliveries), (1, 1), "{engine:?}");
         assert_eq!(store.delivery(&done).await.unwrap(), None);
         assert_eq!(store.pending_count().await.unwrap(), 1, "{engine:?}");
@@ -699,7 +754,13 @@ async fn retention_prunes_old_events_and_finished_deliveries_not_pending_ones() 
             .await
             .unwrap();
         assert_eq!(again.events.len(), 1, "{engine:?}");
-        assert!(store.prune(cutoff, 100).await.unwrap().is_empty());
+        assert!(
+            store
+                .prune(cutoff, 100, &HashSet::new())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Every event fanned out was pruned: what comes next is still past
         // the fan-out cursor, not numbered from the start again behind it.
         let batch = store.next_to_plan(100).await.unwrap();

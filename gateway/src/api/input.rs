@@ -231,6 +231,11 @@ pub struct WebhookInput {
     /// waits until it succeeds or dies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ordering: Option<DeliveryOrder>,
+    /// Days its finished deliveries are kept (1-3650), instead of the
+    /// gateway's `retention_days`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub retention_days: Option<u32>,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: fields to change.
@@ -269,6 +274,11 @@ pub struct WebhookPatch {
     pub rate_limit_per_sec: Option<Option<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ordering: Option<DeliveryOrder>,
+    /// `null` returns to the gateway's retention.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<Option<u32>>,
 }
 
 /// `POST /api/v1/webhooks/{id}/replay`
@@ -431,6 +441,15 @@ pub fn validate_rate_limit(rate: Option<u32>) -> Result<Option<u32>, ApiError> {
     match rate {
         Some(r) if r == 0 || r > MAX_RATE_LIMIT => Err(ApiError::bad_request(format!(
             "rate_limit_per_sec: {r} is not between 1 and {MAX_RATE_LIMIT} (null for no limit)"
+        ))),
+        other => Ok(other),
+    }
+}
+
+pub fn validate_retention(days: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match days {
+        Some(d) if d == 0 || d > 3650 => Err(ApiError::bad_request(format!(
+            "retention_days: {d} is not between 1 and 3650 (null for the gateway's)"
         ))),
         other => Ok(other),
     }

@@ -75,6 +75,8 @@ pub struct WebhookView {
     /// a rotation.
     #[schema(value_type = Option<String>)]
     pub previous_secret_until: Option<Timestamp>,
+    /// Days its finished deliveries are kept, if not the gateway's.
+    pub retention_days: Option<u32>,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = String)]
@@ -111,6 +113,7 @@ impl From<&Webhook> for WebhookView {
             failing_since: w.failing_since,
             disabled_at: w.disabled_at,
             previous_secret_until: w.previous_secret.as_ref().and(w.previous_secret_until),
+            retention_days: w.retention_days,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }

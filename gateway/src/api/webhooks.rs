@@ -81,6 +81,7 @@ pub async fn prepare_webhook(
             disabled_at: None,
             previous_secret: None,
             previous_secret_until: None,
+            retention_days: input::validate_retention(input.retention_days)?,
             created_at: now,
             updated_at: now,
         },
@@ -248,6 +249,9 @@ pub async fn patch(
     }
     if let Some(rate) = patch.rate_limit_per_sec {
         webhook.rate_limit_per_sec = input::validate_rate_limit(rate)?;
+    }
+    if let Some(days) = patch.retention_days {
+        webhook.retention_days = input::validate_retention(days)?;
     }
     if let Some(ordering) = patch.ordering {
         webhook.ordering = ordering;

@@ -217,6 +217,12 @@ pub struct WebhookSetArgs {
     /// `parallel` or `fifo` (one at a time, oldest first).
     #[arg(long, value_parser = parse_order)]
     ordering: Option<DeliveryOrder>,
+    /// Days its finished deliveries are kept, instead of the gateway's.
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u32>,
+    /// Keep its deliveries as long as the gateway's retention says.
+    #[arg(long, conflicts_with = "retention_days")]
+    default_retention: bool,
 }
 
 fn parse_order(s: &str) -> Result<DeliveryOrder, String> {
@@ -602,6 +608,7 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 headers: (!headers.is_empty()).then_some(headers),
                 rate_limit_per_sec: rate_limit,
                 ordering,
+                retention_days: None,
             };
             let w = cli.run(cli.client.create_webhook(&repo.id, &input))?;
             cli.print(&w, |w| {
@@ -621,6 +628,11 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                     args.rate_limit.map(Some)
                 },
                 ordering: args.ordering,
+                retention_days: if args.default_retention {
+                    Some(None)
+                } else {
+                    args.retention_days.map(Some)
+                },
                 ..WebhookPatch::default()
             };
             if args.clear_headers {
@@ -642,7 +654,12 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                     .rate_limit_per_sec
                     .map_or("no rate limit".to_owned(), |r| format!("at most {r}/s"));
                 let order = format!("{:?}", w.ordering).to_lowercase();
-                println!("  ordering {order}, {rate}");
+                let kept = w
+                    .retention_days
+                    .map_or("the gateway's retention".to_owned(), |d| {
+                        format!("kept {d} days")
+                    });
+                println!("  ordering {order}, {rate}, {kept}");
                 for (name, value) in &w.headers {
                     println!("  {name}: {value}");
                 }

@@ -1141,7 +1141,13 @@ impl PgStore {
 
     // Housekeeping.
 
-    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
+    pub async fn prune(
+        &self,
+        cutoff: Timestamp,
+        batch: usize,
+        own: &HashSet<String>,
+    ) -> Result<Pruned, StoreError> {
+        let own: Vec<&str> = own.iter().map(String::as_str).collect();
         let mut conn = self.conn().await?;
         let txn = conn.transaction().await.doing("beginning a transaction")?;
         let cutoff_ms = ms(cutoff);
@@ -1169,10 +1175,10 @@ impl PgStore {
             .execute(
                 "DELETE FROM deliveries WHERE id IN (
                      SELECT id FROM deliveries
-                     WHERE created_ms < $1 AND state <> 'pending'
+                     WHERE created_ms < $1 AND state <> 'pending' AND NOT (webhook_id = ANY($3))
                      ORDER BY id LIMIT $2
                  )",
-                &[&cutoff_ms, &batch],
+                &[&cutoff_ms, &batch, &own],
             )
             .await
             .doing("pruning deliveries")?;
@@ -1181,6 +1187,30 @@ impl PgStore {
             events: keys.len(),
             deliveries: deliveries as usize,
         })
+    }
+}
+
+impl PgStore {
+    pub async fn prune_webhook(
+        &self,
+        webhook_id: &str,
+        cutoff: Timestamp,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let conn = self.conn().await?;
+        let batch = batch.min(i64::MAX as usize) as i64;
+        let deleted = conn
+            .execute(
+                "DELETE FROM deliveries WHERE id IN (
+                     SELECT id FROM deliveries
+                     WHERE webhook_id = $1 AND created_ms < $2 AND state <> 'pending'
+                     ORDER BY id LIMIT $3
+                 )",
+                &[&webhook_id, &ms(cutoff), &batch],
+            )
+            .await
+            .doing("pruning a webhook's deliveries")?;
+        Ok(deleted as usize)
     }
 }
 

@@ -585,9 +585,28 @@ impl RedbStore {
     // Housekeeping.
 
     /// Deletes up to `batch` events and `batch` finished deliveries created
+    /// before `cutoff`, but those of the webhooks in `own`.
+    pub async fn prune(
+        &self,
+        cutoff: Timestamp,
+        batch: usize,
+        own: &HashSet<String>,
+    ) -> Result<Pruned, StoreError> {
+        let own = own.clone();
+        self.write(move |txn| retention::prune(txn, cutoff, batch, &own))
+            .await
+    }
+
+    /// Deletes up to `batch` finished deliveries of one webhook created
     /// before `cutoff`.
-    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
-        self.write(move |txn| retention::prune(txn, cutoff, batch))
+    pub async fn prune_webhook(
+        &self,
+        webhook_id: &str,
+        cutoff: Timestamp,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let webhook_id = webhook_id.to_owned();
+        self.write(move |txn| retention::prune_webhook(txn, &webhook_id, cutoff, batch))
             .await
     }
 }
