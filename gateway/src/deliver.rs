@@ -34,6 +34,7 @@ use crate::config::DeliveryConfig;
 use crate::event::Timestamp;
 use crate::metrics::Metrics;
 use crate::net::Policy;
+use crate::operational::{self, OperationalEvent};
 use crate::records::{AttemptHealth, Delivery, DeliveryOrder};
 use crate::store::{Due, HealthUpdate, Next, Store};
 use attempt::Outbound;
@@ -627,10 +628,32 @@ async fn attempt_loaded(
         !health.succeeded && webhook.enabled && webhook.disable_reason(&health, &policy).is_some();
     // If a crash loses this record, the delivery is still pending and is
     // sent again with the same webhook-id (at least once).
+    let dead = matches!(next, Next::Dead) && delivery.plugin != operational::PLUGIN;
+    let last_error = sent.attempt.error.clone().unwrap_or_default();
     let recorded = ctx
         .store
         .record_attempt(id, sent.attempt, next, update)
         .await;
+    if recorded.is_ok() {
+        if dead {
+            let mut event = OperationalEvent::new(
+                operational::Kind::DeliveryDead,
+                format!("every attempt failed; the last: {last_error}"),
+            );
+            event.repository_id = Some(webhook.repository_id.clone());
+            event.webhook_id = Some(webhook.id.clone());
+            event.delivery_id = Some(delivery.id.clone());
+            event.event_id = Some(delivery.event_id.clone());
+            operational::spawn_emit(&ctx.store, event);
+        }
+        if disabling {
+            let reason = webhook.disable_reason(&health, &policy).unwrap_or_default();
+            let mut event = OperationalEvent::new(operational::Kind::WebhookDisabled, reason);
+            event.repository_id = Some(webhook.repository_id.clone());
+            event.webhook_id = Some(webhook.id.clone());
+            operational::spawn_emit(&ctx.store, event);
+        }
+    }
     match recorded {
         Ok(_) if disabling => finished.paused = true,
         Ok(Some(Delivery {

@@ -27,6 +27,7 @@ pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
 pub mod net;
+pub mod operational;
 pub mod plugin;
 pub mod poll;
 pub mod records;

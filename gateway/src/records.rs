@@ -247,6 +247,10 @@ pub struct Webhook {
     /// `retention_days` (the events stay the log's).
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// It also receives Callisto's operational events (`webhook.disabled`,
+    /// `delivery.dead`, `poll.failing`, `plugin.failing`).
+    #[serde(default)]
+    pub operational_events: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -515,6 +519,7 @@ mod tests {
             previous_secret: None,
             previous_secret_until: None,
             retention_days: None,
+            operational_events: false,
             created_at: now,
             updated_at: now,
         }

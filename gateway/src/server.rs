@@ -165,6 +165,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             plugins: plugins.clone(),
             metrics: metrics.clone(),
             filtered: filtered.clone(),
+            plugin_failing: Default::default(),
         },
         warm,
         stopped(stop_rx.clone()),

@@ -626,3 +626,90 @@ async fn a_webhook_keeps_its_deliveries_for_its_own_retention() {
             .contains("retention_days")
     );
 }
+
+#[tokio::test]
+async fn operational_events_reach_the_webhooks_that_subscribe_through_the_same_pipeline() {
+    let gw = crate::gateway_with(|c| c.delivery.disable_after_dead = 1).await;
+    let (ops, bad, other) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    bad.set_default(500);
+    let installed = gw
+        .api(Method::PUT, "/plugins/hostile")
+        .header("content-type", "application/wasm")
+        .body(callisto_tests::guests::HOSTILE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    // A system repository of the operator's choosing, with the subscriber.
+    let system: callisto::api::input::RepositoryInput = serde_json::from_value(json!({
+        "name": "callisto/ops",
+        "webhooks": [{"url": ops.url("/ops"), "secret": "ops-secret", "operational_events": true}]
+    }))
+    .unwrap();
+    let system = gw.client().create_repository(&system).await.unwrap();
+    assert!(system.webhooks.as_ref().unwrap()[0].operational_events);
+    let repo = repository(
+        &gw,
+        json!([
+            {"url": bad.url("/bad"), "retry_schedule_secs": []},
+            {"url": other.url("/broken"), "plugin": "hostile", "config": {"mode": "error"}}
+        ]),
+    )
+    .await;
+    let hooks = repo.webhooks.unwrap();
+    let (bad_id, broken_id) = (hooks[0].id.clone(), hooks[1].id.clone());
+
+    ingest(&gw, &push_envelope("v1")).await;
+    let got = ops.wait_for(3, WAIT).await;
+    let mut kinds: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["delivery.dead", "plugin.failing", "webhook.disabled"]
+    );
+    for request in &got {
+        // Signed like every delivery.
+        crate::delivery::verify_standard(request, "ops-secret");
+        let event = request.json();
+        assert!(
+            event["id"].as_str().unwrap().starts_with("opev_"),
+            "{event}"
+        );
+        match event["type"].as_str().unwrap() {
+            "delivery.dead" | "webhook.disabled" => {
+                assert_eq!(event["webhook_id"], bad_id.as_str())
+            }
+            _ => {
+                assert_eq!(event["webhook_id"], broken_id.as_str());
+                assert_eq!(event["plugin"], "hostile");
+            }
+        }
+    }
+    // The registry's own events do not reach the subscriber (its
+    // repository had none), and they are recorded as its deliveries.
+    let subscriber = &system.webhooks.as_ref().unwrap()[0].id;
+    let page = eventually(&gw, &format!("/webhooks/{subscriber}/deliveries"), |p| {
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["state"] == "succeeded")
+            .count()
+            == 3
+    })
+    .await;
+    assert_eq!(page["items"][0]["plugin"], "callisto.operational");
+    let out = cli(
+        &gw,
+        &["webhook", "set", subscriber, "--no-operational-events"],
+    )
+    .await;
+    assert!(!stdout_ok(&out).contains("receives operational events"));
+}

@@ -64,6 +64,7 @@ fn webhook(repository_id: &str) -> Webhook {
         previous_secret: None,
         previous_secret_until: None,
         retention_days: None,
+        operational_events: false,
         created_at: now,
         updated_at: now,
     }

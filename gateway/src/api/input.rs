@@ -236,6 +236,11 @@ pub struct WebhookInput {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 3650)]
     pub retention_days: Option<u32>,
+    /// Also receive Callisto's operational events (`webhook.disabled`,
+    /// `delivery.dead`, `poll.failing`, `plugin.failing`) as Callisto's own
+    /// JSON, not through the plugin. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operational_events: Option<bool>,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: fields to change.
@@ -279,6 +284,8 @@ pub struct WebhookPatch {
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<Option<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operational_events: Option<bool>,
 }
 
 /// `POST /api/v1/webhooks/{id}/replay`

@@ -77,6 +77,8 @@ pub struct WebhookView {
     pub previous_secret_until: Option<Timestamp>,
     /// Days its finished deliveries are kept, if not the gateway's.
     pub retention_days: Option<u32>,
+    /// Whether it also receives Callisto's operational events.
+    pub operational_events: bool,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = String)]
@@ -114,6 +116,7 @@ impl From<&Webhook> for WebhookView {
             disabled_at: w.disabled_at,
             previous_secret_until: w.previous_secret.as_ref().and(w.previous_secret_until),
             retention_days: w.retention_days,
+            operational_events: w.operational_events,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }

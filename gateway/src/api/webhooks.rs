@@ -82,6 +82,7 @@ pub async fn prepare_webhook(
             previous_secret: None,
             previous_secret_until: None,
             retention_days: input::validate_retention(input.retention_days)?,
+            operational_events: input.operational_events.unwrap_or(false),
             created_at: now,
             updated_at: now,
         },
@@ -252,6 +253,9 @@ pub async fn patch(
     }
     if let Some(days) = patch.retention_days {
         webhook.retention_days = input::validate_retention(days)?;
+    }
+    if let Some(subscribed) = patch.operational_events {
+        webhook.operational_events = subscribed;
     }
     if let Some(ordering) = patch.ordering {
         webhook.ordering = ordering;

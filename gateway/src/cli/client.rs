@@ -223,6 +223,13 @@ pub struct WebhookSetArgs {
     /// Keep its deliveries as long as the gateway's retention says.
     #[arg(long, conflicts_with = "retention_days")]
     default_retention: bool,
+    /// Also send it Callisto's operational events (`webhook.disabled`,
+    /// `delivery.dead`, `poll.failing`, `plugin.failing`).
+    #[arg(long)]
+    operational_events: bool,
+    /// Stop sending it operational events.
+    #[arg(long, conflicts_with = "operational_events")]
+    no_operational_events: bool,
 }
 
 fn parse_order(s: &str) -> Result<DeliveryOrder, String> {
@@ -609,6 +616,7 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 rate_limit_per_sec: rate_limit,
                 ordering,
                 retention_days: None,
+                operational_events: None,
             };
             let w = cli.run(cli.client.create_webhook(&repo.id, &input))?;
             cli.print(&w, |w| {
@@ -633,6 +641,8 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 } else {
                     args.retention_days.map(Some)
                 },
+                operational_events: (args.operational_events || args.no_operational_events)
+                    .then_some(args.operational_events),
                 ..WebhookPatch::default()
             };
             if args.clear_headers {
@@ -660,6 +670,9 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                         format!("kept {d} days")
                     });
                 println!("  ordering {order}, {rate}, {kept}");
+                if w.operational_events {
+                    println!("  receives operational events");
+                }
                 for (name, value) in &w.headers {
                     println!("  {name}: {value}");
                 }
