@@ -64,7 +64,8 @@ enum Message {
 /// What the sender needs from the rest of the gateway.
 pub struct Context {
     pub store: Store,
-    pub client: reqwest::Client,
+    /// The clients attempts go through (one per client certificate).
+    pub clients: Arc<crate::net::client::WebhookClients>,
     pub policy: Arc<Policy>,
     pub config: DeliveryConfig,
     pub metrics: Arc<Metrics>,
@@ -531,10 +532,30 @@ async fn attempt_loaded(
         number,
         status = tracing::field::Empty,
     );
+    let client = match &webhook.client_certificate {
+        None => Ok(ctx.clients.shared().clone()),
+        Some(c) => ctx
+            .sealer
+            .open(&c.key)
+            .map_err(|e| format!("the client certificate's key: {e}"))
+            .and_then(|key| {
+                ctx.clients
+                    .with_identity(&crate::net::client::Identity {
+                        cert_pem: &c.cert_pem,
+                        key_pem: &key,
+                    })
+                    .map_err(|e| e.to_string())
+            }),
+    };
+    let secret = match (secret, client) {
+        (Ok(secret), Ok(client)) => Ok((secret, client)),
+        (Err(e), _) => Err(e.to_string()),
+        (_, Err(e)) => Err(e),
+    };
     let sent = match secret {
-        Ok((secret, previous)) => {
+        Ok(((secret, previous), client)) => {
             attempt::send(
-                &ctx.client,
+                &client,
                 &ctx.policy,
                 Outbound {
                     url: &webhook.url,
@@ -552,7 +573,7 @@ async fn attempt_loaded(
         }
         // Unsigned would be worse than unsent: recorded as a failed
         // attempt, and retried on the schedule like a receiver that is down.
-        Err(e) => attempt::not_sent(&webhook.url, number, e.to_string()),
+        Err(e) => attempt::not_sent(&webhook.url, number, e),
     };
     slot.release(Some(sent.attempt.succeeded));
     if let Some(status) = sent.status() {

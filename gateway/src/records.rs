@@ -251,8 +251,20 @@ pub struct Webhook {
     /// `delivery.dead`, `poll.failing`, `plugin.failing`).
     #[serde(default)]
     pub operational_events: bool,
+    /// The client certificate it presents to receivers that ask for one
+    /// (mTLS).
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificate>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A webhook's client certificate: the PEM chain as given, its private key
+/// sealed like a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    pub cert_pem: String,
+    pub key: Sealed,
 }
 
 /// In which order a webhook's deliveries go out.
@@ -520,6 +532,7 @@ mod tests {
             previous_secret_until: None,
             retention_days: None,
             operational_events: false,
+            client_certificate: None,
             created_at: now,
             updated_at: now,
         }

@@ -135,6 +135,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         None => Vec::new(),
     };
     let client = net::client::build(&config.delivery, policy.clone(), &ca_bundle)?;
+    let webhook_clients = Arc::new(net::client::WebhookClients::new(
+        client.clone(),
+        config.delivery.clone(),
+        policy.clone(),
+        ca_bundle.clone(),
+    ));
     let registry_client =
         net::client::build_for_registries(&config.poll, policy.clone(), &ca_bundle)?;
     let tls = config
@@ -150,7 +156,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let sender_task = deliver::spawn(
         deliver::Context {
             store: store.clone(),
-            client: client.clone(),
+            clients: webhook_clients.clone(),
             policy: policy.clone(),
             config: config.delivery.clone(),
             metrics: metrics.clone(),
@@ -203,6 +209,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics,
         filtered,
         client,
+        webhook_clients,
         policy,
         sealer,
         ready: AtomicBool::new(false),

@@ -713,3 +713,207 @@ async fn operational_events_reach_the_webhooks_that_subscribe_through_the_same_p
     .await;
     assert!(!stdout_ok(&out).contains("receives operational events"));
 }
+
+/// A CA; a server certificate for `localhost` and a client certificate,
+/// both signed by it: (CA, server cert, server key, client cert, client
+/// key), in PEM.
+fn mtls_pki() -> (String, String, String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::CrlSign,
+    ];
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Callisto mTLS test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "callisto webhook");
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client.signed_by(&client_key, &ca).unwrap();
+    (
+        ca.pem(),
+        server.pem(),
+        server_key.serialize_pem(),
+        client.pem(),
+        client_key.serialize_pem(),
+    )
+}
+
+/// An HTTPS receiver on loopback that requires a client certificate signed
+/// by `ca_pem`: a connection without one fails its handshake. Counts the
+/// requests it answered.
+async fn mtls_receiver(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, counter) = (acceptor.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                // The handshake checked the certificate; be sure one came.
+                if tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_none_or(|c| c.is_empty())
+                {
+                    return;
+                }
+                let service = hyper::service::service_fn(
+                    move |_req: hyper::Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn a_webhook_presents_its_client_certificate_to_a_receiver_that_requires_one() {
+    let (ca, server_cert, server_key, client_cert, client_key) = mtls_pki();
+    let (port, answered) = mtls_receiver(&ca, &server_cert, &server_key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let gw = crate::gateway_with(|c| c.delivery.ca_bundle = Some(ca_file.clone())).await;
+    let url = format!("https://localhost:{port}/hook");
+    let repo = repository(
+        &gw,
+        json!([
+            {"url": url, "retry_schedule_secs": [],
+             "client_certificate": {"certificate": client_cert, "private_key": client_key}},
+            {"url": url, "retry_schedule_secs": []}
+        ]),
+    )
+    .await;
+    let hooks = repo.webhooks.unwrap();
+    let (with, without) = (hooks[0].id.clone(), hooks[1].id.clone());
+    assert_eq!(
+        hooks[0].client_certificate_sha256.as_ref().map(String::len),
+        Some(64)
+    );
+    assert!(hooks[1].client_certificate_sha256.is_none());
+    let shown = serde_json::to_string(&hooks[0]).unwrap();
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+
+    ingest(&gw, &push_envelope("v1")).await;
+    eventually(&gw, &format!("/webhooks/{with}/deliveries"), |p| {
+        p["items"][0]["state"] == "succeeded"
+    })
+    .await;
+    let refused = eventually(&gw, &format!("/webhooks/{without}/deliveries"), |p| {
+        p["items"][0]["state"] == "dead"
+    })
+    .await;
+    assert!(refused["items"][0]["last_status"].is_null(), "{refused}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Test Webhook presents it too.
+    let tested = gw.client().test_webhook(&with).await.unwrap();
+    assert_eq!(tested.result, "success", "{}", tested.summary);
+
+    // At rest, the key is sealed: the store file never holds it in clear.
+    let key_body: String = client_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let store = std::fs::read(gw.data.path().join("callisto.redb")).unwrap();
+    let needle = &key_body.as_bytes()[..40];
+    assert!(
+        !store.windows(needle.len()).any(|w| w == needle),
+        "the key is in clear in the store"
+    );
+
+    // A key that does not fit, or no PEM at all, is refused.
+    let (_, _, _, other_cert, _) = mtls_pki();
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        &format!("/webhooks/{with}"),
+        json!({"client_certificate": {"certificate": other_cert, "private_key": client_key}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("client_certificate"),
+        "{body}"
+    );
+    let (status, _) = send(
+        &gw,
+        Method::PATCH,
+        &format!("/webhooks/{with}"),
+        json!({"client_certificate": {"certificate": "nope", "private_key": "nope"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Removed: the receiver refuses the next attempt.
+    let (status, body) = send(
+        &gw,
+        Method::PATCH,
+        &format!("/webhooks/{with}"),
+        json!({"client_certificate": null}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["client_certificate_sha256"].is_null());
+}

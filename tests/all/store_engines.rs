@@ -65,6 +65,7 @@ fn webhook(repository_id: &str) -> Webhook {
         previous_secret_until: None,
         retention_days: None,
         operational_events: false,
+        client_certificate: None,
         created_at: now,
         updated_at: now,
     }

@@ -24,6 +24,8 @@ pub struct App {
     /// What each webhook's filter declined lately (fan-out records it).
     pub filtered: Arc<FilteredEvents>,
     pub client: reqwest::Client,
+    /// The webhook clients, with a client certificate or without.
+    pub webhook_clients: Arc<crate::net::client::WebhookClients>,
     pub policy: Arc<Policy>,
     pub sealer: Sealer,
     pub ready: AtomicBool,

@@ -241,6 +241,20 @@ pub struct WebhookInput {
     /// JSON, not through the plugin. Default false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operational_events: Option<bool>,
+    /// A client certificate to present to receivers that require one
+    /// (mTLS). The private key is write-only and sealed at rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificateInput>,
+}
+
+/// A client certificate for mTLS, in PEM.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateInput {
+    /// The certificate, then any intermediates, in PEM.
+    pub certificate: String,
+    /// Its private key in PEM (PKCS#8, PKCS#1 or SEC1). Write-only.
+    pub private_key: String,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: fields to change.
@@ -286,6 +300,11 @@ pub struct WebhookPatch {
     pub retention_days: Option<Option<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operational_events: Option<bool>,
+    /// A new client certificate, or `null` to present none.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<ClientCertificateInput>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<Option<ClientCertificateInput>>,
 }
 
 /// `POST /api/v1/webhooks/{id}/replay`
@@ -460,6 +479,21 @@ pub fn validate_retention(days: Option<u32>) -> Result<Option<u32>, ApiError> {
         ))),
         other => Ok(other),
     }
+}
+
+/// A client certificate as TLS will use it, or a `400` saying what is
+/// wrong with it.
+pub fn validate_client_certificate(input: &ClientCertificateInput) -> Result<(), ApiError> {
+    if input.certificate.len() > 64 * 1024 || input.private_key.len() > 64 * 1024 {
+        return Err(ApiError::bad_request(
+            "client_certificate: certificate and key are at most 64 KiB each",
+        ));
+    }
+    crate::net::client::check_identity(&crate::net::client::Identity {
+        cert_pem: &input.certificate,
+        key_pem: &input.private_key,
+    })
+    .map_err(|e| ApiError::bad_request(format!("client_certificate: {e}")))
 }
 
 pub fn validate_secret(secret: &str) -> Result<(), ApiError> {

@@ -79,6 +79,9 @@ pub struct WebhookView {
     pub retention_days: Option<u32>,
     /// Whether it also receives Callisto's operational events.
     pub operational_events: bool,
+    /// The SHA-256 fingerprint (hex) of the client certificate it presents
+    /// (mTLS), if it has one; the key is never shown.
+    pub client_certificate_sha256: Option<String>,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = String)]
@@ -117,6 +120,18 @@ impl From<&Webhook> for WebhookView {
             previous_secret_until: w.previous_secret.as_ref().and(w.previous_secret_until),
             retention_days: w.retention_days,
             operational_events: w.operational_events,
+            client_certificate_sha256: w.client_certificate.as_ref().and_then(|c| {
+                use sha2::Digest;
+                let der = rustls_pemfile::certs(&mut c.cert_pem.as_bytes())
+                    .next()?
+                    .ok()?;
+                Some(
+                    sha2::Sha256::digest(der.as_ref())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                )
+            }),
             created_at: w.created_at,
             updated_at: w.updated_at,
         }

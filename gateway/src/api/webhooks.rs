@@ -19,7 +19,7 @@ use super::{ApiError, ErrorBody};
 use crate::deliver::test::{Outcome, Tester};
 use crate::event::{Timestamp, new_id};
 use crate::fanout;
-use crate::records::{DeliveryState, Repository, Webhook};
+use crate::records::{ClientCertificate, DeliveryState, Repository, Webhook};
 
 /// A validated webhook, its secret in clear (to test it before it is
 /// saved), and the secret to show once if it was generated.
@@ -83,6 +83,16 @@ pub async fn prepare_webhook(
             previous_secret_until: None,
             retention_days: input::validate_retention(input.retention_days)?,
             operational_events: input.operational_events.unwrap_or(false),
+            client_certificate: match &input.client_certificate {
+                Some(c) => {
+                    input::validate_client_certificate(c)?;
+                    Some(ClientCertificate {
+                        cert_pem: c.certificate.clone(),
+                        key: app.sealer.seal(&c.private_key),
+                    })
+                }
+                None => None,
+            },
             created_at: now,
             updated_at: now,
         },
@@ -173,7 +183,8 @@ fn tester(app: &App) -> Tester<'_> {
     Tester {
         store: &app.store,
         plugins: &app.plugins,
-        client: &app.client,
+        clients: &app.webhook_clients,
+        sealer: &app.sealer,
         policy: &app.policy,
         body_limit: app.config.delivery.response_body_limit,
     }
@@ -253,6 +264,17 @@ pub async fn patch(
     }
     if let Some(days) = patch.retention_days {
         webhook.retention_days = input::validate_retention(days)?;
+    }
+    match &patch.client_certificate {
+        Some(Some(c)) => {
+            input::validate_client_certificate(c)?;
+            webhook.client_certificate = Some(ClientCertificate {
+                cert_pem: c.certificate.clone(),
+                key: app.sealer.seal(&c.private_key),
+            });
+        }
+        Some(None) => webhook.client_certificate = None,
+        None => {}
     }
     if let Some(subscribed) = patch.operational_events {
         webhook.operational_events = subscribed;

@@ -122,6 +122,13 @@ pub enum WebhookCommand {
         /// `parallel` (default) or `fifo` (one at a time, oldest first).
         #[arg(long, value_parser = parse_order)]
         ordering: Option<DeliveryOrder>,
+        /// A PEM client certificate (chain) to present to the receiver
+        /// (mTLS); needs --client-key.
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// The PEM private key of --client-cert.
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
     },
     /// Change a webhook: only what is given changes.
     Set(WebhookSetArgs),
@@ -230,6 +237,33 @@ pub struct WebhookSetArgs {
     /// Stop sending it operational events.
     #[arg(long, conflicts_with = "operational_events")]
     no_operational_events: bool,
+    /// A PEM client certificate (chain) to present (mTLS); needs
+    /// --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Present no client certificate any more.
+    #[arg(long, conflicts_with = "client_cert")]
+    no_client_cert: bool,
+}
+
+/// Reads `--client-cert` and `--client-key`.
+fn read_identity(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<crate::api::input::ClientCertificateInput>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    Ok(Some(crate::api::input::ClientCertificateInput {
+        certificate: read(&cert)?,
+        private_key: read(&key)?,
+    }))
 }
 
 fn parse_order(s: &str) -> Result<DeliveryOrder, String> {
@@ -596,6 +630,8 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             headers,
             rate_limit,
             ordering,
+            client_cert,
+            client_key,
         } => {
             let headers = parse_headers(&headers)?;
             let repo = cli.run(cli.client.find_repository(&repository))?;
@@ -617,6 +653,7 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 ordering,
                 retention_days: None,
                 operational_events: None,
+                client_certificate: read_identity(client_cert, client_key)?,
             };
             let w = cli.run(cli.client.create_webhook(&repo.id, &input))?;
             cli.print(&w, |w| {
@@ -643,6 +680,11 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 },
                 operational_events: (args.operational_events || args.no_operational_events)
                     .then_some(args.operational_events),
+                client_certificate: if args.no_client_cert {
+                    Some(None)
+                } else {
+                    read_identity(args.client_cert, args.client_key)?.map(Some)
+                },
                 ..WebhookPatch::default()
             };
             if args.clear_headers {
@@ -672,6 +714,9 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 println!("  ordering {order}, {rate}, {kept}");
                 if w.operational_events {
                     println!("  receives operational events");
+                }
+                if let Some(sha256) = &w.client_certificate_sha256 {
+                    println!("  client certificate sha256 {sha256}");
                 }
                 for (name, value) in &w.headers {
                     println!("  {name}: {value}");
