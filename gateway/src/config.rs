@@ -232,6 +232,11 @@ pub struct DeliveryConfig {
     /// PEM certificates trusted for HTTPS receivers, beyond the system's
     /// and webpki's roots (a private CA).
     pub ca_bundle: Option<PathBuf>,
+    /// An HTTP proxy every webhook attempt goes through
+    /// (`http://[user:password@]host:port`; HTTPS receivers by `CONNECT`),
+    /// for networks with no direct egress. The address policy still applies
+    /// to each receiver, resolved by the gateway before the request.
+    pub proxy: Option<String>,
 }
 
 /// The plugin sandbox.
@@ -314,6 +319,7 @@ impl Default for DeliveryConfig {
             disable_after_dead: 0,
             response_body_limit: 64 << 10,
             ca_bundle: None,
+            proxy: None,
         }
     }
 }

@@ -564,6 +564,7 @@ async fn attempt_loaded(
                     previous_secret: previous.as_deref(),
                     message_id: &delivery.id,
                     headers: &webhook.headers,
+                    proxied: ctx.clients.proxied(),
                 },
                 number,
                 ctx.config.response_body_limit,

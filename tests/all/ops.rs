@@ -760,6 +760,17 @@ async fn mtls_receiver(
     cert_pem: &str,
     key_pem: &str,
 ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    https_receiver(ca_pem, cert_pem, key_pem, true).await
+}
+
+/// An HTTPS receiver on loopback, requiring a client certificate signed by
+/// `ca_pem` if `require_client_cert`.
+async fn https_receiver(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    require_client_cert: bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use hyper_util::rt::TokioIo;
     use rustls::pki_types::pem::PemObject;
     use std::sync::Arc;
@@ -779,12 +790,15 @@ async fn mtls_receiver(
         .map(|c| c.unwrap())
         .collect();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
         .unwrap();
+    let builder = if require_client_cert {
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(certs, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -798,11 +812,12 @@ async fn mtls_receiver(
                     return;
                 };
                 // The handshake checked the certificate; be sure one came.
-                if tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .is_none_or(|c| c.is_empty())
+                if require_client_cert
+                    && tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_none_or(|c| c.is_empty())
                 {
                     return;
                 }
@@ -916,4 +931,59 @@ async fn a_webhook_presents_its_client_certificate_to_a_receiver_that_requires_o
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["client_certificate_sha256"].is_null());
+}
+
+#[tokio::test]
+async fn attempts_go_through_a_connect_proxy_and_the_address_policy_still_judges_the_receiver() {
+    use callisto_tests::proxy::ConnectProxy;
+    let (ca, server_cert, server_key, _, _) = mtls_pki();
+    let (port, answered) = https_receiver(&ca, &server_cert, &server_key, false).await;
+    let proxy = ConnectProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let url = format!("https://localhost:{port}/hook");
+
+    // Through the proxy, to a receiver the policy permits.
+    let gw = crate::gateway_with(|c| {
+        c.delivery.ca_bundle = Some(ca_file.clone());
+        c.delivery.proxy = Some(proxy.url());
+    })
+    .await;
+    let repo = repository(&gw, json!([{"url": url, "retry_schedule_secs": []}])).await;
+    let id = repo.webhooks.unwrap()[0].id.clone();
+    ingest(&gw, &push_envelope("v1")).await;
+    eventually(&gw, &format!("/webhooks/{id}/deliveries"), |p| {
+        p["items"][0]["state"] == "succeeded"
+    })
+    .await;
+    assert_eq!(proxy.targets(), [format!("localhost:{port}")]);
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(gw);
+
+    // The same receiver, refused by the policy (loopback not allowed): the
+    // gateway resolves it itself and never asks the proxy.
+    let gw = crate::gateway_with(|c| {
+        c.allow_private_targets = false;
+        c.delivery.ca_bundle = Some(ca_file.clone());
+        c.delivery.proxy = Some(proxy.url());
+    })
+    .await;
+    let repo = repository(&gw, json!([{"url": url, "retry_schedule_secs": []}])).await;
+    let id = repo.webhooks.unwrap()[0].id.clone();
+    ingest(&gw, &push_envelope("v1")).await;
+    let page = eventually(&gw, &format!("/webhooks/{id}/deliveries"), |p| {
+        p["items"][0]["state"] == "dead"
+    })
+    .await;
+    let error = page["items"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("refused to connect to non-public address"),
+        "{error}"
+    );
+    assert_eq!(
+        proxy.targets().len(),
+        1,
+        "the proxy was asked for a refused receiver"
+    );
 }

@@ -10,6 +10,7 @@ pub mod guests {
 pub mod gateway;
 pub mod oci;
 pub mod postgres;
+pub mod proxy;
 pub mod receiver;
 pub mod registry;
 

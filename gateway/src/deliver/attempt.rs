@@ -23,6 +23,9 @@ pub struct Outbound<'a> {
     /// The webhook's own headers (checked when they were set); each
     /// replaces the plugin's header of the same name.
     pub headers: &'a [(String, String)],
+    /// The client goes through a proxy: resolve and check the receiver's
+    /// addresses here first.
+    pub proxied: bool,
 }
 
 /// The record of an attempt, and the receiver's `Retry-After` if it gave
@@ -123,6 +126,7 @@ pub async fn send(
     let result = send_checked(
         client,
         policy,
+        out.proxied,
         out.url,
         headers,
         out.request.body.clone(),
@@ -155,13 +159,18 @@ pub async fn send(
 async fn send_checked(
     client: &reqwest::Client,
     policy: &Policy,
+    proxied: bool,
     url: &str,
     headers: HeaderMap,
     body: Vec<u8>,
     body_limit: usize,
 ) -> Result<AttemptResponse, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
-    policy.check_url(&parsed)?;
+    if proxied {
+        policy.check_target(&parsed).await?;
+    } else {
+        policy.check_url(&parsed)?;
+    }
     let mut response = client
         .post(parsed)
         .headers(headers)

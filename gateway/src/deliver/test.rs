@@ -182,6 +182,7 @@ impl Tester<'_> {
                 previous_secret: None,
                 message_id,
                 headers: &webhook.headers,
+                proxied: self.clients.proxied(),
             },
             1,
             self.body_limit,

@@ -99,7 +99,18 @@ fn build_with(
     extra_ca_pem: &[u8],
     identity: Option<&Identity<'_>>,
 ) -> Result<reqwest::Client, ClientError> {
-    guarded_with(policy, extra_ca_pem, identity)?
+    let builder = match &config.proxy {
+        // The client connects to the proxy only, which the operator named:
+        // no address guard on it. Each receiver is checked by the sender
+        // (`Policy::check_target`) before its request.
+        Some(proxy) => {
+            let proxy = reqwest::Proxy::all(proxy)
+                .map_err(|e| ClientError::Build(format!("delivery.proxy: {e}")))?;
+            tls_builder(extra_ca_pem, identity)?.proxy(proxy)
+        }
+        None => guarded_with(policy, extra_ca_pem, identity)?,
+    };
+    builder
         .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
         .timeout(Duration::from_secs(config.timeout_secs))
         .redirect(reqwest::redirect::Policy::none())
@@ -152,6 +163,17 @@ fn guarded_with(
     extra_ca_pem: &[u8],
     identity: Option<&Identity<'_>>,
 ) -> Result<reqwest::ClientBuilder, ClientError> {
+    Ok(tls_builder(extra_ca_pem, identity)?
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver::new(policy))))
+}
+
+/// rustls with the roots (and a client certificate, if given), and the
+/// user agent: what every outbound client has.
+fn tls_builder(
+    extra_ca_pem: &[u8],
+    identity: Option<&Identity<'_>>,
+) -> Result<reqwest::ClientBuilder, ClientError> {
     install_crypto_provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -170,8 +192,6 @@ fn guarded_with(
     };
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .no_proxy()
-        .dns_resolver(Arc::new(GuardedResolver::new(policy)))
         .user_agent(concat!("Callisto/", env!("CARGO_PKG_VERSION"))))
 }
 
@@ -206,6 +226,12 @@ impl WebhookClients {
     /// The client without a client certificate.
     pub fn shared(&self) -> &reqwest::Client {
         &self.shared
+    }
+
+    /// Whether attempts go through a proxy, which resolves receivers
+    /// itself: the sender then checks each receiver's addresses first.
+    pub fn proxied(&self) -> bool {
+        self.config.proxy.is_some()
     }
 
     /// The client presenting `identity`.
