@@ -269,7 +269,13 @@ fn apply(sched: &mut Scheduler, message: Message) {
                 if limits.rate_per_sec.is_none() {
                     sched.buckets.remove(&webhook);
                 }
-                sched.limits.insert(webhook.clone(), limits);
+                // Every attempt reports them: no allocation when known.
+                match sched.limits.get_mut(&webhook) {
+                    Some(known) => *known = limits,
+                    None => {
+                        sched.limits.insert(webhook.clone(), limits);
+                    }
+                }
             }
             if let Some(held) = sched.held.get_mut(&webhook) {
                 held.remove(&delivery);
