@@ -987,3 +987,44 @@ async fn attempts_go_through_a_connect_proxy_and_the_address_policy_still_judges
         "the proxy was asked for a refused receiver"
     );
 }
+
+#[tokio::test]
+async fn a_remote_repository_that_keeps_failing_to_poll_is_told_once() {
+    // Failed polls are retried within a second: three come quickly.
+    let gw = crate::gateway_with(|c| c.poll.max_backoff_secs = 1).await;
+    let ops = Receiver::start().await;
+    let system: callisto::api::input::RepositoryInput = serde_json::from_value(json!({
+        "name": "callisto/ops",
+        "webhooks": [{"url": ops.url("/ops"), "operational_events": true}]
+    }))
+    .unwrap();
+    gw.client().create_repository(&system).await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let remote: callisto::api::input::RepositoryInput = serde_json::from_value(json!({
+        "name": "demo/app", "kind": "remote", "registry": format!("127.0.0.1:{closed}"),
+        "insecure": true, "poll_interval_secs": 10
+    }))
+    .unwrap();
+    let remote = gw.client().create_repository(&remote).await.unwrap();
+    let got = ops.wait_for(1, WAIT).await;
+    let event = got[0].json();
+    assert_eq!(event["type"], "poll.failing", "{event}");
+    assert_eq!(event["repository_id"], remote.id.as_str());
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 polls in a row failed"),
+        "{event}"
+    );
+    // Later failures of the same run make no more.
+    eventually(&gw, &format!("/repositories/{}", remote.id), |r| {
+        r["poll"]["consecutive_errors"].as_u64() >= Some(5)
+    })
+    .await;
+    assert_eq!(ops.wait_quiet(Duration::from_millis(300)).await.len(), 1);
+}
