@@ -44,7 +44,8 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
         repositories::delete, repositories::tags, repositories::poll,
         webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete,
         webhooks::test_saved, webhooks::test_unsaved, webhooks::replay, webhooks::deliveries,
-        webhooks::filtered,
+        webhooks::filtered, webhooks::retry, webhooks::enable,
+        webhooks::rotate_secret,
         events::list, events::get,
         deliveries::get, deliveries::redeliver,
         plugins::list, plugins::put, plugins::delete,
@@ -123,6 +124,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/webhooks/{id}/replay", post(webhooks::replay))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/webhooks/{id}/filtered", get(webhooks::filtered))
+        .route("/webhooks/{id}/retry", post(webhooks::retry))
+        .route("/webhooks/{id}/enable", post(webhooks::enable))
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::get))
         .route("/deliveries/{id}", get(deliveries::get))

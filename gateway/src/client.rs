@@ -16,7 +16,10 @@ use crate::api::store::SEALING_KEY_HEADER;
 use crate::api::views::{
     DeliveryView, EventWithDeliveries, FilteredView, Page, RepositoryView, TagView, WebhookView,
 };
-use crate::api::webhooks::{DeliveryQuery, ReplayResult, TestResult};
+use crate::api::webhooks::{
+    DeliveryQuery, EnableInput, EnableResult, ReplayResult, RetryInput, RetryResult, RotateInput,
+    TestResult,
+};
 use crate::event::Event;
 
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +305,56 @@ impl Client {
             Method::POST,
             &format!("/webhooks/{}/replay", segment(webhook_id)),
             &input,
+        )
+        .await
+    }
+
+    /// Sends again every failed or dead delivery made since `since` (RFC
+    /// 3339); with `dry_run`, counts them.
+    pub async fn retry_failed(
+        &self,
+        webhook_id: &str,
+        since: &str,
+        dry_run: bool,
+    ) -> Result<RetryResult, ClientError> {
+        let input = RetryInput {
+            since: since.to_owned(),
+            dry_run,
+        };
+        self.send(
+            Method::POST,
+            &format!("/webhooks/{}/retry", segment(webhook_id)),
+            &input,
+        )
+        .await
+    }
+
+    /// Rotates a webhook's secret: `secret` (or a generated one, shown once
+    /// in the answer), the old one signing too for `grace_secs`.
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        input: &RotateInput,
+    ) -> Result<WebhookView, ClientError> {
+        self.send(
+            Method::POST,
+            &format!("/webhooks/{}/rotate-secret", segment(id)),
+            input,
+        )
+        .await
+    }
+
+    /// Enables a webhook; with `redeliver`, sends again what failed or died
+    /// since it began failing.
+    pub async fn enable_webhook(
+        &self,
+        id: &str,
+        redeliver: bool,
+    ) -> Result<EnableResult, ClientError> {
+        self.send(
+            Method::POST,
+            &format!("/webhooks/{}/enable", segment(id)),
+            &EnableInput { redeliver },
         )
         .await
     }

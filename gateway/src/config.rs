@@ -390,11 +390,22 @@ pub struct DeliveryConfig {
     pub concurrency_per_webhook: usize,
     /// Attempts in flight in all.
     pub max_in_flight: usize,
+    /// A webhook whose every attempt has failed for this long is disabled,
+    /// with the reason (0: never). Five days, as Svix does.
+    pub disable_after_failing_secs: u64,
+    /// A webhook is disabled once this many of its deliveries died without
+    /// a success between them (0: never).
+    pub disable_after_dead: u32,
     /// Response bodies are recorded up to this many bytes.
     pub response_body_limit: usize,
     /// PEM certificates trusted for HTTPS receivers, beyond the system's
     /// and webpki's roots (a private CA).
     pub ca_bundle: Option<PathBuf>,
+    /// An HTTP proxy every webhook attempt goes through
+    /// (`http://[user:password@]host:port`; HTTPS receivers by `CONNECT`),
+    /// for networks with no direct egress. The address policy still applies
+    /// to each receiver, resolved by the gateway before the request.
+    pub proxy: Option<String>,
 }
 
 /// The plugin sandbox.
@@ -458,6 +469,17 @@ impl Default for IngestConfig {
     }
 }
 
+impl DeliveryConfig {
+    /// When the sender gives up on an endpoint.
+    pub fn disable_policy(&self) -> crate::records::DisablePolicy {
+        crate::records::DisablePolicy {
+            failing_for_ms: (self.disable_after_failing_secs > 0)
+                .then(|| self.disable_after_failing_secs.saturating_mul(1000)),
+            dead_in_a_row: (self.disable_after_dead > 0).then_some(self.disable_after_dead),
+        }
+    }
+}
+
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
@@ -469,8 +491,11 @@ impl Default for DeliveryConfig {
             retry_after_max_secs: 3600,
             concurrency_per_webhook: 4,
             max_in_flight: 256,
+            disable_after_failing_secs: 5 * 86_400,
+            disable_after_dead: 0,
             response_body_limit: 64 << 10,
             ca_bundle: None,
+            proxy: None,
         }
     }
 }
@@ -592,7 +617,7 @@ impl Config {
                     .into(),
             ));
         }
-        let whole: [(&str, u64, u64, u64); 27] = [
+        let whole: [(&str, u64, u64, u64); 29] = [
             ("retention_days", self.retention_days.into(), 1, 3650),
             ("store_cache_mib", self.store_cache_mib as u64, 1, 65_536),
             (
@@ -655,6 +680,18 @@ impl Config {
                 self.delivery.max_in_flight as u64,
                 1,
                 100_000,
+            ),
+            (
+                "delivery.disable_after_failing_secs",
+                self.delivery.disable_after_failing_secs,
+                0,
+                365 * DAY,
+            ),
+            (
+                "delivery.disable_after_dead",
+                self.delivery.disable_after_dead.into(),
+                0,
+                1_000_000,
             ),
             (
                 "delivery.response_body_limit",

@@ -17,6 +17,7 @@
 //! same database once the dead one's lease expires).
 
 pub mod attempt;
+pub mod limit;
 pub mod retry;
 pub mod signature;
 pub mod test;
@@ -33,14 +34,21 @@ use crate::config::DeliveryConfig;
 use crate::event::Timestamp;
 use crate::metrics::Metrics;
 use crate::net::Policy;
-use crate::records::Delivery;
-use crate::store::{Due, Next, Store};
+use crate::operational::{self, OperationalEvent};
+use crate::records::{AttemptHealth, Delivery, DeliveryOrder};
+use crate::store::{Due, HealthUpdate, Next, Store};
 use attempt::Outbound;
+use limit::{Bucket, Limits};
 
 enum Message {
     /// An attempt's HTTP exchange is over: its webhook has a free slot
     /// again, even while the attempt is still being recorded.
-    Released { webhook: String },
+    Released {
+        webhook: String,
+        /// Whether the attempt succeeded (`None`: none was made): the
+        /// endpoint's streak moves before its freed slot is filled.
+        succeeded: Option<bool>,
+    },
     /// An attempt is recorded; `next_ms` is when that delivery is due again,
     /// if it is.
     Done {
@@ -48,13 +56,16 @@ enum Message {
         delivery: String,
         next_ms: Option<u64>,
         paused: bool,
+        /// The webhook's settings as the attempt read them.
+        limits: Option<Limits>,
     },
 }
 
 /// What the sender needs from the rest of the gateway.
 pub struct Context {
     pub store: Store,
-    pub client: reqwest::Client,
+    /// The clients attempts go through (one per client certificate).
+    pub clients: Arc<crate::net::client::WebhookClients>,
     pub policy: Arc<Policy>,
     pub config: DeliveryConfig,
     pub metrics: Arc<Metrics>,
@@ -81,6 +92,56 @@ struct Scheduler {
     /// per webhook: they are still in the due index and must be skipped.
     held: HashMap<String, HashSet<String>>,
     total: usize,
+    /// Each webhook's own settings, read when it is first due and refreshed
+    /// by every attempt (which reads the webhook anyway).
+    limits: HashMap<String, Limits>,
+    /// The token buckets of rate-limited webhooks.
+    buckets: HashMap<String, Bucket>,
+    /// Webhooks whose latest attempts all failed: their own backoff.
+    failing: HashMap<String, Streak>,
+}
+
+/// A webhook's run of failed attempts, and when it may be tried again.
+/// After [`STREAK`] failures in a row the endpoint is taken as down: one
+/// attempt at a time, the next no sooner than a delay that doubles from a
+/// quarter second up to [`BACKOFF_MAX_MS`], on top of its deliveries' own
+/// schedules. A success ends it. So a dead endpoint with a long backlog
+/// holds one slot, not its whole share, and is probed a few times a
+/// minute rather than once per queued delivery; once it is back, it is
+/// noticed within the longest backoff.
+#[derive(Debug, Clone, Copy, Default)]
+struct Streak {
+    failures: u32,
+    until_ms: u64,
+}
+
+const STREAK: u32 = 5;
+const BACKOFF_MAX_MS: u64 = 5_000;
+
+impl Streak {
+    fn down(&self) -> bool {
+        self.failures >= STREAK
+    }
+
+    fn failed(&mut self, now: u64) {
+        self.failures = self.failures.saturating_add(1);
+        if self.down() {
+            let doublings = (self.failures - STREAK).min(16);
+            self.until_ms = now + (250u64 << doublings).min(BACKOFF_MAX_MS);
+        }
+    }
+}
+
+impl Scheduler {
+    /// Attempts in flight `webhook` may have.
+    fn cap(&self, webhook: &str, gateway_cap: usize) -> usize {
+        if self.failing.get(webhook).is_some_and(Streak::down) {
+            return 1;
+        }
+        self.limits
+            .get(webhook)
+            .map_or(gateway_cap, |l| l.cap(gateway_cap))
+    }
 }
 
 async fn run(
@@ -95,6 +156,9 @@ async fn run(
         in_flight: HashMap::new(),
         held: HashMap::new(),
         total: 0,
+        limits: HashMap::new(),
+        buckets: HashMap::new(),
+        failing: HashMap::new(),
     };
     // What was pending when the gateway stopped is due again now.
     match ctx.store.webhooks_with_due().await {
@@ -121,7 +185,8 @@ async fn run(
             .next_due
             .iter()
             .filter(|(w, _)| {
-                sched.in_flight.get(*w).copied().unwrap_or(0) < ctx.config.concurrency_per_webhook
+                sched.in_flight.get(*w).copied().unwrap_or(0)
+                    < sched.cap(w, ctx.config.concurrency_per_webhook)
             })
             .map(|(_, at)| *at)
             .min()
@@ -179,7 +244,18 @@ impl Scheduler {
 
 fn apply(sched: &mut Scheduler, message: Message) {
     match message {
-        Message::Released { webhook } => {
+        Message::Released { webhook, succeeded } => {
+            match succeeded {
+                Some(true) => {
+                    sched.failing.remove(&webhook);
+                }
+                Some(false) => sched
+                    .failing
+                    .entry(webhook.clone())
+                    .or_default()
+                    .failed(now_ms()),
+                None => {}
+            }
             sched.total = sched.total.saturating_sub(1);
             if let Some(n) = sched.in_flight.get_mut(&webhook) {
                 *n = n.saturating_sub(1);
@@ -195,7 +271,23 @@ fn apply(sched: &mut Scheduler, message: Message) {
             delivery,
             next_ms,
             paused,
+            limits,
         } => {
+            if paused {
+                sched.failing.remove(&webhook);
+            }
+            if let Some(limits) = limits {
+                if limits.rate_per_sec.is_none() {
+                    sched.buckets.remove(&webhook);
+                }
+                // Every attempt reports them: no allocation when known.
+                match sched.limits.get_mut(&webhook) {
+                    Some(known) => *known = limits,
+                    None => {
+                        sched.limits.insert(webhook.clone(), limits);
+                    }
+                }
+            }
             if let Some(held) = sched.held.get_mut(&webhook) {
                 held.remove(&delivery);
                 if held.is_empty() {
@@ -223,7 +315,6 @@ async fn dispatch(
     attempts: &mut JoinSet<()>,
     now: u64,
 ) {
-    let cap = ctx.config.concurrency_per_webhook;
     let ready: Vec<String> = sched
         .next_due
         .iter()
@@ -237,20 +328,72 @@ async fn dispatch(
         if sched.total >= ctx.config.max_in_flight {
             return;
         }
+        let limits = match sched.limits.get(&webhook) {
+            Some(limits) => *limits,
+            // Once per webhook: afterwards its attempts keep this current.
+            None => {
+                let limits = match ctx.store.webhook(&webhook).await {
+                    Ok(found) => found.as_ref().map_or(Limits::NONE, Limits::of),
+                    Err(e) => {
+                        tracing::error!(webhook, "cannot read the webhook: {e}");
+                        continue;
+                    }
+                };
+                sched.limits.insert(webhook.clone(), limits);
+                limits
+            }
+        };
+        if let Some(streak) = sched.failing.get(&webhook)
+            && streak.down()
+            && streak.until_ms > now
+        {
+            // Its endpoint is down: back at the end of its backoff.
+            sched.next_due.insert(webhook.clone(), streak.until_ms);
+            continue;
+        }
+        let cap = sched.cap(&webhook, ctx.config.concurrency_per_webhook);
         let busy = sched.in_flight.get(&webhook).copied().unwrap_or(0);
         if busy >= cap {
             continue;
         }
         // Claim enough to fill the free slots, past the held ones (under
         // way here already): everything claimed starts now.
-        let free = (cap - busy).min(ctx.config.max_in_flight.saturating_sub(sched.total));
+        let mut free = (cap - busy).min(ctx.config.max_in_flight.saturating_sub(sched.total));
+        if let Some(rate) = limits.rate_per_sec {
+            let bucket = sched
+                .buckets
+                .entry(webhook.clone())
+                .or_insert_with(|| Bucket::full(rate, now));
+            let tokens = bucket.available(rate, now);
+            if tokens == 0 {
+                // Due, but over its rate: back when a token is.
+                sched.next_due.insert(webhook.clone(), bucket.next_ms(rate));
+                continue;
+            }
+            free = free.min(tokens);
+        }
         let no_held = HashSet::new();
         let held = sched.held.get(&webhook).unwrap_or(&no_held);
-        let claim = match ctx
-            .store
-            .claim_due(&webhook, free, lease(&ctx.config), held)
-            .await
-        {
+        let claimed = match limits.order {
+            // The next waits until the one under way is recorded: it may
+            // be retried, and must then still go first.
+            // Its `Done` brings the webhook back.
+            DeliveryOrder::Fifo if !held.is_empty() => {
+                sched.next_due.remove(&webhook);
+                continue;
+            }
+            DeliveryOrder::Fifo => {
+                ctx.store
+                    .claim_oldest(&webhook, lease(&ctx.config), held)
+                    .await
+            }
+            DeliveryOrder::Parallel => {
+                ctx.store
+                    .claim_due(&webhook, free, lease(&ctx.config), held)
+                    .await
+            }
+        };
+        let claim = match claimed {
             Ok(claim) => claim,
             Err(e) => {
                 // The store is failing (the database is away?): look again
@@ -260,6 +403,9 @@ async fn dispatch(
                 continue;
             }
         };
+        if let Some(bucket) = sched.buckets.get_mut(&webhook) {
+            bucket.take(claim.claimed.len());
+        }
         let mut started = busy;
         let mut next = claim.next_ms;
         for entry in claim.claimed {
@@ -282,12 +428,13 @@ async fn dispatch(
                     tx: tx.clone(),
                     webhook: Some(webhook.clone()),
                 };
-                let (next_ms, paused) = attempt_delivery(&ctx, slot, &webhook, &id).await;
+                let (finished, limits) = attempt_delivery(&ctx, slot, &webhook, &id).await;
                 let _ = tx.send(Message::Done {
                     webhook,
                     delivery: id,
-                    next_ms,
-                    paused,
+                    next_ms: finished.next_ms,
+                    paused: finished.paused,
+                    limits,
                 });
             });
         }
@@ -331,48 +478,75 @@ struct Slot {
 }
 
 impl Slot {
-    fn release(&mut self) {
+    fn release(&mut self, succeeded: Option<bool>) {
         if let Some(webhook) = self.webhook.take() {
-            let _ = self.tx.send(Message::Released { webhook });
+            let _ = self.tx.send(Message::Released { webhook, succeeded });
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.release();
+        self.release(None);
     }
 }
 
-/// Makes one attempt of a delivery and records it. Returns when the
-/// delivery is due again (if it is) and whether its webhook is paused.
+/// Makes one attempt of a delivery and records it. Returns how it ended,
+/// and the webhook's settings as read for the attempt.
 async fn attempt_delivery(
+    ctx: &Context,
+    slot: Slot,
+    webhook_id: &str,
+    id: &str,
+) -> (Finished, Option<Limits>) {
+    let (delivery, webhook) = match ctx.store.delivery_to_send(id, webhook_id).await {
+        Ok(Some(pair)) => pair,
+        Ok(_) => return (Finished::default(), None),
+        Err(e) => {
+            tracing::error!(delivery = id, "cannot load delivery: {e}");
+            // Try again a little later rather than spin.
+            let later = Finished {
+                next_ms: Some(now_ms() + 5_000),
+                ..Finished::default()
+            };
+            return (later, None);
+        }
+    };
+    let limits = Some(Limits::of(&webhook));
+    let finished = attempt_loaded(ctx, slot, webhook_id, id, delivery, webhook).await;
+    (finished, limits)
+}
+
+async fn attempt_loaded(
     ctx: &Context,
     mut slot: Slot,
     webhook_id: &str,
     id: &str,
-) -> (Option<u64>, bool) {
-    let (delivery, webhook) = match ctx.store.delivery_to_send(id, webhook_id).await {
-        Ok(Some(pair)) => pair,
-        Ok(_) => return (None, false),
-        Err(e) => {
-            tracing::error!(delivery = id, "cannot load delivery: {e}");
-            // Try again a little later rather than spin.
-            return (Some(now_ms() + 5_000), false);
-        }
-    };
+    delivery: Delivery,
+    webhook: crate::records::Webhook,
+) -> Finished {
+    let mut finished = Finished::default();
     if !webhook.enabled {
-        return (None, true);
+        finished.paused = true;
+        return finished;
     }
     let Some(request) = delivery.request.as_ref() else {
-        return (None, false);
+        return finished;
     };
     let number = delivery.attempts + 1;
     let secret = webhook
         .secret
         .as_ref()
         .map(|s| ctx.sealer.open(s))
-        .transpose();
+        .transpose()
+        .and_then(|secret| {
+            // Only during a rotation's grace period: one more decryption.
+            let previous = webhook
+                .previous_secret_at(Timestamp::now())
+                .map(|s| ctx.sealer.open(s))
+                .transpose()?;
+            Ok((secret, previous))
+        });
     let span = tracing::info_span!(
         "attempt",
         delivery.id = %delivery.id,
@@ -381,16 +555,39 @@ async fn attempt_delivery(
         number,
         status = tracing::field::Empty,
     );
+    let client = match &webhook.client_certificate {
+        None => Ok(ctx.clients.shared().clone()),
+        Some(c) => ctx
+            .sealer
+            .open(&c.key)
+            .map_err(|e| format!("the client certificate's key: {e}"))
+            .and_then(|key| {
+                ctx.clients
+                    .with_identity(&crate::net::client::Identity {
+                        cert_pem: &c.cert_pem,
+                        key_pem: &key,
+                    })
+                    .map_err(|e| e.to_string())
+            }),
+    };
+    let secret = match (secret, client) {
+        (Ok(secret), Ok(client)) => Ok((secret, client)),
+        (Err(e), _) => Err(e.to_string()),
+        (_, Err(e)) => Err(e),
+    };
     let sent = match secret {
-        Ok(secret) => {
+        Ok(((secret, previous), client)) => {
             attempt::send(
-                &ctx.client,
+                &client,
                 &ctx.policy,
                 Outbound {
                     url: &webhook.url,
                     request,
                     secret: secret.as_deref(),
+                    previous_secret: previous.as_deref(),
                     message_id: &delivery.id,
+                    headers: &webhook.headers,
+                    proxied: ctx.clients.proxied(),
                 },
                 number,
                 ctx.config.response_body_limit,
@@ -400,9 +597,9 @@ async fn attempt_delivery(
         }
         // Unsigned would be worse than unsent: recorded as a failed
         // attempt, and retried on the schedule like a receiver that is down.
-        Err(e) => attempt::not_sent(&webhook.url, number, e.to_string()),
+        Err(e) => attempt::not_sent(&webhook.url, number, e),
     };
-    slot.release();
+    slot.release(Some(sent.attempt.succeeded));
     if let Some(status) = sent.status() {
         span.record("status", status);
     }
@@ -456,27 +653,76 @@ async fn attempt_delivery(
         );
     }
 
+    // The webhook's failing streak moves in the same write, only when it
+    // changes: a healthy webhook's attempts write nothing else. A 410, or a
+    // streak over the policy's bounds, disables it.
+    let health = AttemptHealth {
+        at: sent.attempt.started_at,
+        succeeded: sent.attempt.succeeded,
+        dead: matches!(next, Next::Dead),
+        gone,
+    };
+    let policy = ctx.config.disable_policy();
+    let update = webhook
+        .attempt_changes(&health, &policy)
+        .then_some(HealthUpdate {
+            attempt: health,
+            policy,
+        });
+    let disabling =
+        !health.succeeded && webhook.enabled && webhook.disable_reason(&health, &policy).is_some();
     // If a crash loses this record, the delivery is still pending and is
-    // sent again with the same webhook-id (at least once). A 410 disables
-    // the webhook in the same write.
-    let disable = gone.then(|| "the receiver answered 410 Gone".to_owned());
+    // sent again with the same webhook-id (at least once).
+    let dead = matches!(next, Next::Dead) && delivery.plugin != operational::PLUGIN;
+    let last_error = sent.attempt.error.clone().unwrap_or_default();
     let recorded = ctx
         .store
-        .record_attempt(id, sent.attempt, next, disable)
+        .record_attempt(id, sent.attempt, next, update)
         .await;
+    if recorded.is_ok() {
+        if dead {
+            let mut event = OperationalEvent::new(
+                operational::Kind::DeliveryDead,
+                format!("every attempt failed; the last: {last_error}"),
+            );
+            event.repository_id = Some(webhook.repository_id.clone());
+            event.webhook_id = Some(webhook.id.clone());
+            event.delivery_id = Some(delivery.id.clone());
+            event.event_id = Some(delivery.event_id.clone());
+            operational::spawn_emit(&ctx.store, event);
+        }
+        if disabling {
+            let reason = webhook.disable_reason(&health, &policy).unwrap_or_default();
+            let mut event = OperationalEvent::new(operational::Kind::WebhookDisabled, reason);
+            event.repository_id = Some(webhook.repository_id.clone());
+            event.webhook_id = Some(webhook.id.clone());
+            operational::spawn_emit(&ctx.store, event);
+        }
+    }
     match recorded {
+        Ok(_) if disabling => finished.paused = true,
         Ok(Some(Delivery {
             next_attempt_at: Some(at),
             ..
-        })) => (Some(at.unix_millis().max(0) as u64), false),
-        Ok(_) => (None, gone),
+        })) => finished.next_ms = Some(at.unix_millis().max(0) as u64),
+        Ok(_) => {}
         Err(e) => {
             // Not recorded: the delivery is still due in the log, so it is
             // retried (at least once), after a pause.
             tracing::error!(delivery = id, "cannot record an attempt: {e}");
-            (Some(now_ms() + 5_000), false)
+            finished.next_ms = Some(now_ms() + 5_000);
         }
     }
+    finished
+}
+
+/// How an attempt ended, for the scheduler.
+#[derive(Default)]
+struct Finished {
+    /// When the delivery is due again, if it is.
+    next_ms: Option<u64>,
+    /// Its webhook is disabled: nothing of it is due until it is enabled.
+    paused: bool,
 }
 
 fn now_ms() -> u64 {

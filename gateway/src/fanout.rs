@@ -18,6 +18,7 @@ use crate::event::{Event, EventType, Timestamp};
 use crate::filtered::{FilteredEvent, FilteredEvents};
 use crate::host_filter;
 use crate::metrics::Metrics;
+use crate::operational::{self, OperationalEvent};
 use crate::plugin::{EventInput, PluginHost, Runner, Verdict, WebhookInput};
 use crate::records::{Delivery, DeliveryKind, Webhook};
 use crate::store::{Leadership, PlanBatch, Store, StoreError};
@@ -35,6 +36,31 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Where declined events are told, per webhook.
     pub filtered: Arc<FilteredEvents>,
+    /// When each webhook's plugin last made a `plugin.failing` event.
+    pub plugin_failing: PluginFailing,
+}
+
+/// At most one `plugin.failing` operational event per webhook every
+/// [`PluginFailing::QUIET`]: a plugin that fails on every event would
+/// otherwise make one per event.
+#[derive(Default)]
+pub struct PluginFailing(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl PluginFailing {
+    const QUIET: Duration = Duration::from_secs(600);
+
+    fn should_tell(&self, webhook: &str) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last
+            .get(webhook)
+            .is_some_and(|at| now.duration_since(*at) < Self::QUIET)
+        {
+            return false;
+        }
+        last.insert(webhook.to_owned(), now);
+        true
+    }
 }
 
 /// Starts fan-out. It wakes when the store announces appended events, and
@@ -176,7 +202,33 @@ async fn process_batch(
             return (None, Ok(0));
         }
     };
+    let failing: Vec<(String, String, String, String)> = deliveries
+        .iter()
+        .filter(|d| d.request.is_none())
+        .map(|d| {
+            (
+                d.webhook_id.clone(),
+                d.repository_id.clone(),
+                d.plugin.clone(),
+                d.last_error.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
     let written = ctx.store.plan_deliveries(cursor, last, deliveries).await;
+    if written.is_ok() {
+        for (webhook, repository, plugin, error) in failing {
+            if ctx.plugin_failing.should_tell(&webhook) {
+                let mut event = OperationalEvent::new(
+                    operational::Kind::PluginFailing,
+                    format!("plugin {plugin} failed: {error}"),
+                );
+                event.webhook_id = Some(webhook);
+                event.repository_id = Some(repository);
+                event.plugin = Some(plugin);
+                operational::spawn_emit(&ctx.store, event);
+            }
+        }
+    }
     (Some(runner), written.map(|()| count))
 }
 

@@ -29,6 +29,7 @@ pub mod host_filter;
 pub mod ingest;
 pub mod metrics;
 pub mod net;
+pub mod operational;
 pub mod plugin;
 pub mod poll;
 pub mod proxy;

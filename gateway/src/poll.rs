@@ -23,6 +23,7 @@ use crate::config::PollConfig;
 use crate::event::Timestamp;
 use crate::metrics::Metrics;
 use crate::net::Policy;
+use crate::operational::{self, OperationalEvent};
 use crate::records::{RemoteSettings, Repository, RepositoryKind};
 use crate::store::{PollClaim, Store};
 use registry::{Budget, PollError, RegistryClient};
@@ -269,6 +270,16 @@ async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str, now: bool) ->
             );
         }
     }
+    if let Some(error) = &error
+        && repo.poll.consecutive_errors + 1 == POLL_FAILING_AFTER
+    {
+        let mut event = OperationalEvent::new(
+            operational::Kind::PollFailing,
+            format!("{POLL_FAILING_AFTER} polls in a row failed; the last: {error}"),
+        );
+        event.repository_id = Some(repo.id.clone());
+        operational::spawn_emit(&ctx.store, event);
+    }
     if let Some(error) = error {
         // A successful poll recorded its status with its events.
         let next_at = Timestamp::from_unix_millis(
@@ -284,6 +295,10 @@ async fn poll_and_record(ctx: &Context, budget: &Budget, id: &str, now: bool) ->
     }
     Instant::now() + next_in
 }
+
+/// Failed polls in a row that make a `poll.failing` operational event (once
+/// per run of failures).
+const POLL_FAILING_AFTER: u32 = 3;
 
 /// Exponential backoff after `errors` failures in a row, from the poll
 /// interval up to the configured ceiling; a registry that asked to slow down

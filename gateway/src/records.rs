@@ -214,8 +214,172 @@ pub struct Webhook {
     /// Why the gateway disabled it (a `410 Gone`), if it did.
     #[serde(default)]
     pub disabled_reason: Option<String>,
+    /// Headers the operator set, sent with every attempt (names in
+    /// lowercase, checked like a plugin's). One of them replaces a header
+    /// of the same name from the plugin: the operator knows the receiver.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Attempts per second at most, retries and redeliveries included: a
+    /// token bucket holding one second's worth, so a receiver that was
+    /// down is not flooded when it comes back.
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<u32>,
+    #[serde(default)]
+    pub ordering: DeliveryOrder,
+    /// When its current streak of failed attempts began; a success ends
+    /// the streak.
+    #[serde(default)]
+    pub failing_since: Option<Timestamp>,
+    /// Deliveries that died since its last success.
+    #[serde(default)]
+    pub dead_in_a_row: u32,
+    /// When the gateway disabled it (with `disabled_reason`).
+    #[serde(default)]
+    pub disabled_at: Option<Timestamp>,
+    /// The secret before the latest rotation: attempts are signed with it
+    /// too until `previous_secret_until`, so receivers switch without
+    /// downtime. Encrypted at rest, never shown.
+    #[serde(default)]
+    pub previous_secret: Option<Sealed>,
+    #[serde(default)]
+    pub previous_secret_until: Option<Timestamp>,
+    /// Days its finished deliveries are kept, instead of the gateway's
+    /// `retention_days` (the events stay the log's).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// It also receives Callisto's operational events (`webhook.disabled`,
+    /// `delivery.dead`, `poll.failing`, `plugin.failing`).
+    #[serde(default)]
+    pub operational_events: bool,
+    /// The client certificate it presents to receivers that ask for one
+    /// (mTLS).
+    #[serde(default)]
+    pub client_certificate: Option<ClientCertificate>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A webhook's client certificate: the PEM chain as given, its private key
+/// sealed like a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    pub cert_pem: String,
+    pub key: Sealed,
+}
+
+/// In which order a webhook's deliveries go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOrder {
+    /// Several in flight (up to the concurrency per webhook), each retried
+    /// on its own schedule: a failing delivery holds up no other.
+    #[default]
+    Parallel,
+    /// One in flight, oldest first; the next waits until it succeeds, dies
+    /// or fails, retries included.
+    Fifo,
+}
+
+/// What the API and the attempt records show instead of the value of a
+/// custom header that carries a credential.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a custom header's value is a credential (`authorization`,
+/// `cookie`, `x-api-key`, `x-auth-token`, ...): like a secret, it is sent
+/// but never shown again.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "authorization"
+        || name == "cookie"
+        || ["token", "secret", "key", "auth", "password", "session"]
+            .iter()
+            .any(|word| name.contains(word))
+}
+
+/// What one attempt says of its webhook's endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptHealth {
+    pub at: Timestamp,
+    pub succeeded: bool,
+    /// The delivery died with this attempt (its schedule is spent).
+    pub dead: bool,
+    /// The receiver answered `410 Gone`.
+    pub gone: bool,
+}
+
+/// When the gateway gives up on an endpoint that keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisablePolicy {
+    /// Every attempt failed for this long (ms), whatever the deliveries.
+    pub failing_for_ms: Option<u64>,
+    /// This many deliveries died without a success between them.
+    pub dead_in_a_row: Option<u32>,
+}
+
+impl Webhook {
+    /// The previous secret, while its grace period lasts at `now`.
+    pub fn previous_secret_at(&self, now: Timestamp) -> Option<&Sealed> {
+        self.previous_secret
+            .as_ref()
+            .filter(|_| self.previous_secret_until.is_some_and(|until| until > now))
+    }
+
+    /// Whether an attempt changes the webhook's failing streak, so that a
+    /// healthy webhook's attempts write nothing but themselves: the sender
+    /// asks first, and the store applies [`Webhook::note_attempt`] to the
+    /// record as it is in the attempt's transaction.
+    pub fn attempt_changes(&self, h: &AttemptHealth, policy: &DisablePolicy) -> bool {
+        if h.succeeded {
+            return self.failing_since.is_some() || self.dead_in_a_row > 0;
+        }
+        h.gone || h.dead || self.failing_since.is_none() || self.disable_reason(h, policy).is_some()
+    }
+
+    /// Applies an attempt to the failing streak; returns why the webhook is
+    /// now disabled, if this attempt disabled it.
+    pub fn note_attempt(&mut self, h: &AttemptHealth, policy: &DisablePolicy) -> Option<String> {
+        if h.succeeded {
+            self.failing_since = None;
+            self.dead_in_a_row = 0;
+            return None;
+        }
+        // Judged on the streak before this attempt, which it then joins.
+        let reason = self.disable_reason(h, policy);
+        self.failing_since.get_or_insert(h.at);
+        if h.dead {
+            self.dead_in_a_row = self.dead_in_a_row.saturating_add(1);
+        }
+        let reason = reason?;
+        if !self.enabled {
+            return None;
+        }
+        self.enabled = false;
+        self.disabled_reason = Some(format!("{reason} at {}", h.at));
+        self.disabled_at = Some(h.at);
+        self.updated_at = h.at;
+        Some(reason)
+    }
+
+    /// Why this attempt would disable the webhook, if it would (judged on
+    /// the streak as it was before the attempt).
+    pub fn disable_reason(&self, h: &AttemptHealth, policy: &DisablePolicy) -> Option<String> {
+        if h.gone {
+            return Some("the receiver answered 410 Gone".to_owned());
+        }
+        let dead = self.dead_in_a_row + u32::from(h.dead);
+        if let Some(limit) = policy.dead_in_a_row
+            && dead >= limit
+        {
+            return Some(format!("{dead} deliveries died in a row"));
+        }
+        let since = self.failing_since.unwrap_or(h.at);
+        if let Some(span) = policy.failing_for_ms
+            && h.at.unix_millis().saturating_sub(since.unix_millis()) >= span as i64
+        {
+            return Some(format!("every attempt failed since {since}"));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -340,4 +504,83 @@ pub struct KnownTag {
     #[serde(default)]
     pub media_type: Option<String>,
     pub updated_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook() -> Webhook {
+        let now = Timestamp::from_unix_millis(0);
+        Webhook {
+            id: "wh_1".into(),
+            repository_id: "repo_1".into(),
+            url: "http://127.0.0.1:9/".into(),
+            secret: None,
+            plugin: "default".into(),
+            config: vec![],
+            enabled: true,
+            retry_schedule_secs: None,
+            disabled_reason: None,
+            headers: vec![],
+            rate_limit_per_sec: None,
+            ordering: DeliveryOrder::Parallel,
+            failing_since: None,
+            dead_in_a_row: 0,
+            disabled_at: None,
+            previous_secret: None,
+            previous_secret_until: None,
+            retention_days: None,
+            operational_events: false,
+            client_certificate: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn failed(at_ms: i64, dead: bool) -> AttemptHealth {
+        AttemptHealth {
+            at: Timestamp::from_unix_millis(at_ms),
+            succeeded: false,
+            dead,
+            gone: false,
+        }
+    }
+
+    #[test]
+    fn a_streak_disables_after_the_span_or_the_dead_count_and_a_success_ends_it() {
+        let policy = DisablePolicy {
+            failing_for_ms: Some(10_000),
+            dead_in_a_row: Some(3),
+        };
+        let mut w = webhook();
+        assert!(w.attempt_changes(&failed(1_000, false), &policy));
+        assert_eq!(w.note_attempt(&failed(1_000, false), &policy), None);
+        // Failing already, nothing new: nothing to write.
+        assert!(!w.attempt_changes(&failed(2_000, false), &policy));
+        assert_eq!(w.note_attempt(&failed(2_000, true), &policy), None);
+        assert_eq!(w.note_attempt(&failed(3_000, true), &policy), None);
+        assert_eq!(w.dead_in_a_row, 2);
+        let reason = w.note_attempt(&failed(4_000, true), &policy).unwrap();
+        assert_eq!(reason, "3 deliveries died in a row");
+        assert!(!w.enabled && w.disabled_at.is_some());
+
+        let mut w = webhook();
+        w.note_attempt(&failed(1_000, false), &policy);
+        assert_eq!(w.note_attempt(&failed(10_999, false), &policy), None);
+        assert!(w.attempt_changes(&failed(11_000, false), &policy));
+        let reason = w.note_attempt(&failed(11_000, false), &policy).unwrap();
+        assert!(reason.starts_with("every attempt failed since"), "{reason}");
+
+        let mut w = webhook();
+        w.note_attempt(&failed(1_000, true), &policy);
+        let ok = AttemptHealth {
+            succeeded: true,
+            ..failed(2_000, false)
+        };
+        assert!(w.attempt_changes(&ok, &policy));
+        w.note_attempt(&ok, &policy);
+        assert_eq!((w.failing_since, w.dead_in_a_row), (None, 0));
+        assert!(!w.attempt_changes(&ok, &policy));
+    }
 }

@@ -143,6 +143,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         None => Vec::new(),
     };
     let client = net::client::build(&config.delivery, policy.clone(), &ca_bundle)?;
+    let webhook_clients = Arc::new(net::client::WebhookClients::new(
+        client.clone(),
+        config.delivery.clone(),
+        policy.clone(),
+        ca_bundle.clone(),
+    ));
     let registry_client =
         net::client::build_for_registries(&config.poll, policy.clone(), &ca_bundle)?;
     let tls = config
@@ -158,7 +164,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let sender_task = deliver::spawn(
         deliver::Context {
             store: store.clone(),
-            client: client.clone(),
+            clients: webhook_clients.clone(),
             policy: policy.clone(),
             config: config.delivery.clone(),
             metrics: metrics.clone(),
@@ -173,6 +179,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             plugins: plugins.clone(),
             metrics: metrics.clone(),
             filtered: filtered.clone(),
+            plugin_failing: Default::default(),
         },
         warm,
         stopped(stop_rx.clone()),
@@ -241,6 +248,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         client,
         registry_budget,
         registry_client,
+        webhook_clients,
         policy,
         sealer,
         ready: AtomicBool::new(false),
@@ -386,12 +394,40 @@ async fn retention(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     tokio::pin!(shutdown);
+    let cutoff_of = |days: u32| {
+        crate::event::Timestamp::from_unix_millis(
+            crate::event::Timestamp::now().unix_millis() - i64::from(days) * 86_400_000,
+        )
+    };
     loop {
+        // Webhooks with a retention of their own: their deliveries are
+        // pruned at their age, not the gateway's.
+        let own: Vec<(String, u32)> = match store.webhooks().await {
+            Ok(webhooks) => webhooks
+                .into_iter()
+                .filter_map(|w| Some((w.id, w.retention_days?)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!("pruning: cannot list webhooks: {e}");
+                Vec::new()
+            }
+        };
+        for (webhook, days) in &own {
+            loop {
+                match store.prune_webhook(webhook, cutoff_of(*days), 1000).await {
+                    Ok(0) => break,
+                    Ok(n) => tracing::info!(webhook, deliveries = n, "pruned"),
+                    Err(e) => {
+                        tracing::warn!(webhook, "pruning failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        let own: std::collections::HashSet<String> = own.into_iter().map(|(id, _)| id).collect();
         loop {
-            let cutoff = crate::event::Timestamp::from_unix_millis(
-                crate::event::Timestamp::now().unix_millis() - i64::from(days) * 86_400_000,
-            );
-            match store.prune(cutoff, 1000).await {
+            let cutoff = cutoff_of(days);
+            match store.prune(cutoff, 1000, &own).await {
                 Ok(pruned) if pruned.is_empty() => break,
                 Ok(pruned) => tracing::info!(
                     events = pruned.events,

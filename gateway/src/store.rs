@@ -30,7 +30,9 @@ use std::sync::Arc;
 pub use announce::Due;
 pub use postgres::{Imported, redact as redact_url};
 pub use redb::{Backup, Report, TableReport, backup_file, verify_file};
-pub use types::{Claim, DueDelivery, EventFilter, Leadership, Next, PlanBatch, PollClaim, Pruned};
+pub use types::{
+    Claim, DueDelivery, EventFilter, HealthUpdate, Leadership, Next, PlanBatch, PollClaim, Pruned,
+};
 
 use announce::Announcer;
 
@@ -70,6 +72,16 @@ fn apply_attempt(delivery: &mut Delivery, attempt: &Attempt, next: &Next) {
             DeliveryState::Pending
         }
     };
+}
+
+/// Whether a bulk retry from `since` sends a delivery again: failed or
+/// dead at or after `since` (its last attempt), made for an event (not a
+/// test), with a request to send (its plugin did not fail).
+fn retriable(delivery: &Delivery, since: Timestamp) -> bool {
+    matches!(delivery.state, DeliveryState::Failed | DeliveryState::Dead)
+        && delivery.updated_at >= since
+        && delivery.kind == crate::records::DeliveryKind::Event
+        && delivery.request.is_some()
 }
 
 /// Refuses a repository beside one of the same kind, name and registry
@@ -482,6 +494,20 @@ impl Store {
         dispatch!(self, s => s.claim_due(webhook_id, limit, lease, except).await)
     }
 
+    /// Claims the oldest pending delivery of `webhook_id` (ids sort by
+    /// creation) for `lease`, if it is due and not in `except`, for a FIFO
+    /// webhook: nothing else of it may go before it. `next_ms` says when it
+    /// is due (or its lease ends) when it is not claimed now; `None` when
+    /// the webhook has nothing pending or its oldest is in `except`.
+    pub async fn claim_oldest(
+        &self,
+        webhook_id: &str,
+        lease: std::time::Duration,
+        except: &HashSet<String>,
+    ) -> Result<Claim, StoreError> {
+        dispatch!(self, s => s.claim_oldest(webhook_id, lease, except).await)
+    }
+
     /// How many deliveries are pending.
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
         dispatch!(self, s => s.pending_count().await)
@@ -496,17 +522,18 @@ impl Store {
         dispatch!(self, s => s.delivery_to_send(id, webhook_id).await)
     }
 
-    /// Records an attempt and moves its delivery on; with `disable`, turns
-    /// the webhook off in the same write. Returns the delivery as it now is,
-    /// or `None` if it was deleted meanwhile.
+    /// Records an attempt and moves its delivery on; with `health`, applies
+    /// the attempt to its webhook's failing streak in the same write
+    /// ([`Webhook::note_attempt`], which may disable it). Returns the
+    /// delivery as it now is, or `None` if it was deleted meanwhile.
     pub async fn record_attempt(
         &self,
         id: &str,
         attempt: Attempt,
         next: Next,
-        disable: Option<String>,
+        health: Option<HealthUpdate>,
     ) -> Result<Option<Delivery>, StoreError> {
-        dispatch!(self, s => s.record_attempt(id, attempt, next, disable).await)
+        dispatch!(self, s => s.record_attempt(id, attempt, next, health).await)
     }
 
     /// Keeps a Test Webhook of a saved webhook in its history.
@@ -521,6 +548,19 @@ impl Store {
     /// Makes a delivery pending again, due now, keeping its id.
     pub async fn redeliver(&self, id: &str) -> Result<Delivery, StoreError> {
         dispatch!(self, s => s.redeliver(id).await)
+    }
+
+    /// Makes every delivery of `webhook_id` that failed or died since
+    /// `since` pending again, due now, keeping their ids (a bulk retry);
+    /// with `dry_run`, only counts them. Deliveries whose plugin failed and
+    /// tests are left alone. `NotFound` if the webhook does not exist.
+    pub async fn retry_failed(
+        &self,
+        webhook_id: &str,
+        since: Timestamp,
+        dry_run: bool,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.retry_failed(webhook_id, since, dry_run).await)
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
@@ -634,9 +674,26 @@ impl Store {
     // Housekeeping.
 
     /// Deletes up to `batch` events and `batch` finished deliveries created
-    /// before `cutoff`.
-    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
-        dispatch!(self, s => s.prune(cutoff, batch).await)
+    /// before `cutoff`, but the deliveries of the webhooks in `own`, which
+    /// have a retention of their own ([`Store::prune_webhook`]).
+    pub async fn prune(
+        &self,
+        cutoff: Timestamp,
+        batch: usize,
+        own: &HashSet<String>,
+    ) -> Result<Pruned, StoreError> {
+        dispatch!(self, s => s.prune(cutoff, batch, own).await)
+    }
+
+    /// Deletes up to `batch` finished deliveries of `webhook_id` created
+    /// before `cutoff` (its own retention); returns how many.
+    pub async fn prune_webhook(
+        &self,
+        webhook_id: &str,
+        cutoff: Timestamp,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.prune_webhook(webhook_id, cutoff, batch).await)
     }
 
     /// Writes a consistent copy of the store, as it is now, to a new file at

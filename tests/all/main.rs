@@ -12,6 +12,7 @@ mod faults;
 mod hostile;
 mod ingest;
 mod openapi;
+mod ops;
 mod plugin_host;
 mod proxy;
 mod reconcile;

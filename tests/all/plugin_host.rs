@@ -245,6 +245,7 @@ fn europa_signature_matches_an_independent_hmac() {
     let headers = signature::headers(
         request.signature,
         Some(secret),
+        None,
         "dlv_1",
         1_700_000_000,
         &request.body,
@@ -257,7 +258,9 @@ fn europa_signature_matches_an_independent_hmac() {
     let expected = STANDARD.encode(mac.finalize().into_bytes());
     assert_eq!(headers[0].1, expected);
     // And nothing is sent without a secret.
-    assert!(signature::headers(request.signature, None, "dlv_1", 1, &request.body).is_empty());
+    assert!(
+        signature::headers(request.signature, None, None, "dlv_1", 1, &request.body).is_empty()
+    );
 }
 
 #[test]

@@ -9,10 +9,10 @@ use std::time::Duration;
 use callisto::changes::{Notification, TagChange};
 use callisto::event::{EventSource, EventType, Timestamp, new_id};
 use callisto::records::{
-    Attempt, Delivery, DeliveryKind, DeliveryState, RemoteSettings, Repository, RepositoryKind,
-    Request, SignatureScheme, Webhook,
+    Attempt, AttemptHealth, Delivery, DeliveryKind, DeliveryState, DisablePolicy, RemoteSettings,
+    Repository, RepositoryKind, Request, SignatureScheme, Webhook,
 };
-use callisto::store::{EventFilter, Next, PollClaim, Store, StoreError};
+use callisto::store::{EventFilter, HealthUpdate, Next, PollClaim, Store, StoreError};
 use callisto_tests::receiver::Receiver;
 use serde_json::json;
 
@@ -55,6 +55,17 @@ fn webhook(repository_id: &str) -> Webhook {
         enabled: true,
         retry_schedule_secs: None,
         disabled_reason: None,
+        headers: vec![("x-team".to_owned(), "core".to_owned())],
+        rate_limit_per_sec: None,
+        ordering: Default::default(),
+        failing_since: None,
+        dead_in_a_row: 0,
+        disabled_at: None,
+        previous_secret: None,
+        previous_secret_until: None,
+        retention_days: None,
+        operational_events: false,
+        client_certificate: None,
         created_at: now,
         updated_at: now,
     }
@@ -427,7 +438,18 @@ async fn attempts_are_recorded_and_a_delivery_is_redelivered() {
                 &id,
                 attempt(3, false),
                 Next::Failed,
-                Some("410 Gone".into()),
+                Some(HealthUpdate {
+                    attempt: AttemptHealth {
+                        at: Timestamp::now(),
+                        succeeded: false,
+                        dead: false,
+                        gone: true,
+                    },
+                    policy: DisablePolicy {
+                        failing_for_ms: None,
+                        dead_in_a_row: None,
+                    },
+                }),
             )
             .await
             .unwrap()
@@ -437,6 +459,190 @@ async fn attempts_are_recorded_and_a_delivery_is_redelivered() {
             !store.webhook(&hook.id).await.unwrap().unwrap().enabled,
             "{engine:?}"
         );
+    }
+}
+
+/// A failed attempt, and what the sender reports of it to the webhook.
+fn failed(number: u32, dead: bool, policy: DisablePolicy) -> (Attempt, Option<HealthUpdate>) {
+    let attempt = attempt(number, false);
+    let health = HealthUpdate {
+        attempt: AttemptHealth {
+            at: attempt.started_at,
+            succeeded: false,
+            dead,
+            gone: false,
+        },
+        policy,
+    };
+    (attempt, Some(health))
+}
+
+#[tokio::test]
+async fn a_failing_streak_disables_fifo_claims_the_oldest_and_a_bulk_retry_resends() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let (hook, first) = one_planned_delivery(&store).await;
+        let policy = DisablePolicy {
+            failing_for_ms: None,
+            dead_in_a_row: Some(2),
+        };
+        let later = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000);
+        // The first fails and is retried in a minute: the streak begins.
+        let (a, h) = failed(1, false, policy);
+        store
+            .record_attempt(&first, a, Next::Retry { at: later }, h)
+            .await
+            .unwrap();
+        let w = store.webhook(&hook.id).await.unwrap().unwrap();
+        assert!(w.failing_since.is_some() && w.enabled, "{engine:?}");
+
+        // A second delivery, made later but due now: FIFO still claims the
+        // first (not due: nothing), parallel claims the second.
+        let event = store.delivery(&first).await.unwrap().unwrap().event_id;
+        let second = delivery_for(&event, &hook);
+        store
+            .add_deliveries(&hook.id, vec![second.clone()])
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        let none = HashSet::new();
+        let fifo = store.claim_oldest(&hook.id, lease, &none).await.unwrap();
+        assert!(fifo.claimed.is_empty(), "{engine:?}: {fifo:?}");
+        assert_eq!(fifo.next_ms, Some(later.unix_millis() as u64), "{engine:?}");
+        let sending = HashSet::from([first.clone()]);
+        let fifo = store.claim_oldest(&hook.id, lease, &sending).await.unwrap();
+        assert_eq!(fifo, Default::default(), "{engine:?}");
+
+        // Both die: two dead in a row disable the webhook, with the reason.
+        let (a, h) = failed(2, true, policy);
+        store
+            .record_attempt(&first, a, Next::Dead, h)
+            .await
+            .unwrap();
+        // The FIFO head is the second now.
+        let fifo = store.claim_oldest(&hook.id, lease, &none).await.unwrap();
+        let claimed: Vec<&str> = fifo.claimed.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(claimed, [second.id.as_str()], "{engine:?}");
+        let (a, h) = failed(1, true, policy);
+        store
+            .record_attempt(&second.id, a, Next::Dead, h)
+            .await
+            .unwrap();
+        let w = store.webhook(&hook.id).await.unwrap().unwrap();
+        assert!(!w.enabled, "{engine:?}");
+        assert!(
+            w.disabled_reason
+                .as_deref()
+                .unwrap()
+                .starts_with("2 deliveries died in a row"),
+            "{engine:?}: {w:?}"
+        );
+        assert_eq!(w.dead_in_a_row, 2);
+
+        // A bulk retry from the streak's start: both, counted first.
+        let since = w.failing_since.unwrap();
+        assert_eq!(
+            store.retry_failed(&hook.id, since, true).await.unwrap(),
+            2,
+            "{engine:?}"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 0, "{engine:?}");
+        assert_eq!(
+            store.retry_failed(&hook.id, since, false).await.unwrap(),
+            2,
+            "{engine:?}"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 2, "{engine:?}");
+        let again = store.delivery(&first).await.unwrap().unwrap();
+        assert_eq!((again.state, again.attempts), (DeliveryState::Pending, 2));
+        // Nothing made after now; an unknown webhook is not found.
+        let future = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 1_000);
+        assert_eq!(
+            store.retry_failed(&hook.id, future, false).await.unwrap(),
+            0
+        );
+        assert!(matches!(
+            store
+                .retry_failed("wh_missing", since, false)
+                .await
+                .unwrap_err(),
+            StoreError::NotFound { .. }
+        ));
+
+        // A success ends the streak.
+        store
+            .record_attempt(
+                &first,
+                attempt(3, true),
+                Next::Succeeded,
+                Some(HealthUpdate {
+                    attempt: AttemptHealth {
+                        at: Timestamp::now(),
+                        succeeded: true,
+                        dead: false,
+                        gone: false,
+                    },
+                    policy,
+                }),
+            )
+            .await
+            .unwrap();
+        let w = store.webhook(&hook.id).await.unwrap().unwrap();
+        assert_eq!((w.failing_since, w.dead_in_a_row), (None, 0), "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_with_its_own_retention_is_pruned_apart_from_the_others() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let (own, kept) = one_planned_delivery(&store).await;
+        let other = webhook(&own.repository_id);
+        store.create_webhook(other.clone()).await.unwrap();
+        let event = store.delivery(&kept).await.unwrap().unwrap().event_id;
+        let theirs = delivery_for(&event, &other);
+        let pending = delivery_for(&event, &own);
+        store
+            .add_deliveries(&other.id, vec![theirs.clone()])
+            .await
+            .unwrap();
+        store
+            .add_deliveries(&own.id, vec![pending.clone()])
+            .await
+            .unwrap();
+        for id in [&kept, &theirs.id] {
+            store
+                .record_attempt(id, attempt(1, true), Next::Succeeded, None)
+                .await
+                .unwrap();
+        }
+        let later = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000);
+        // The gateway's pass leaves the webhook with its own retention alone.
+        let own_ids = HashSet::from([own.id.clone()]);
+        let pruned = store.prune(later, 100, &own_ids).await.unwrap();
+        assert_eq!(pruned.deliveries, 1, "{engine:?}");
+        assert!(
+            store.delivery(&theirs.id).await.unwrap().is_none(),
+            "{engine:?}"
+        );
+        assert!(store.delivery(&kept).await.unwrap().is_some(), "{engine:?}");
+        // Its own pass prunes its finished deliveries, not the pending one.
+        assert_eq!(
+            store.prune_webhook(&own.id, later, 100).await.unwrap(),
+            1,
+            "{engine:?}"
+        );
+        assert!(store.delivery(&kept).await.unwrap().is_none(), "{engine:?}");
+        assert!(
+            store.delivery(&pending.id).await.unwrap().is_some(),
+            "{engine:?}"
+        );
+        assert!(
+            store.attempts(&kept).await.unwrap().is_empty(),
+            "{engine:?}"
+        );
+        let earlier = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 60_000);
+        assert_eq!(store.prune_webhook(&own.id, earlier, 100).await.unwrap(), 0);
     }
 }
 
@@ -540,7 +746,7 @@ async fn retention_prunes_old_events_and_finished_deliveries_not_pending_ones() 
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let cutoff = Timestamp::now();
-        let pruned = store.prune(cutoff, 100).await.unwrap();
+        let pruned = store.prune(cutoff, 100, &HashSet::new()).await.unwrap();
         assert_eq!((pruned.events, pruned.deliveries), (1, 1), "{engine:?}");
         assert_eq!(store.delivery(&done).await.unwrap(), None);
         assert_eq!(store.pending_count().await.unwrap(), 1, "{engine:?}");
@@ -552,7 +758,13 @@ async fn retention_prunes_old_events_and_finished_deliveries_not_pending_ones() 
             .await
             .unwrap();
         assert_eq!(again.events.len(), 1, "{engine:?}");
-        assert!(store.prune(cutoff, 100).await.unwrap().is_empty());
+        assert!(
+            store
+                .prune(cutoff, 100, &HashSet::new())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Every event fanned out was pruned: what comes next is still past
         // the fan-out cursor, not numbered from the start again behind it.
         let batch = store.next_to_plan(100).await.unwrap();

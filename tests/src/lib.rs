@@ -11,6 +11,7 @@ pub mod browser;
 pub mod gateway;
 pub mod oci;
 pub mod postgres;
+pub mod proxy;
 pub mod receiver;
 pub mod registry;
 

@@ -28,6 +28,8 @@ pub struct App {
     /// an ingest may confirm a tag with its registry.
     pub registry_client: reqwest::Client,
     pub registry_budget: crate::poll::registry::Budget,
+    /// The webhook clients, with a client certificate or without.
+    pub webhook_clients: Arc<crate::net::client::WebhookClients>,
     pub policy: Arc<Policy>,
     pub sealer: Sealer,
     pub ready: AtomicBool,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::records::{InitialSync, RepositoryKind};
+use crate::records::{DeliveryOrder, InitialSync, RepositoryKind};
 
 /// Largest JSON body of the admin API.
 pub const MAX_JSON_BODY: usize = 1 << 20;
@@ -216,6 +216,45 @@ pub struct WebhookInput {
     /// Delays between attempts, overriding the gateway's schedule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_schedule_secs: Option<Vec<u64>>,
+    /// Headers sent with every attempt, name → value (e.g. a receiver's
+    /// API key). Refused like a plugin's: `host`, hop-by-hop, signature
+    /// and framing headers, invalid names or values (CR/LF), more than 64.
+    /// They replace a plugin's header of the same name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Attempts per second at most (1-10000), retries and redeliveries
+    /// included. Default: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// `parallel` (default) or `fifo`: one delivery in flight, the next
+    /// waits until it succeeds or dies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<DeliveryOrder>,
+    /// Days its finished deliveries are kept (1-3650), instead of the
+    /// gateway's `retention_days`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub retention_days: Option<u32>,
+    /// Also receive Callisto's operational events (`webhook.disabled`,
+    /// `delivery.dead`, `poll.failing`, `plugin.failing`) as Callisto's own
+    /// JSON, not through the plugin. Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operational_events: Option<bool>,
+    /// A client certificate to present to receivers that require one
+    /// (mTLS). The private key is write-only and sealed at rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificateInput>,
+}
+
+/// A client certificate for mTLS, in PEM.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateInput {
+    /// The certificate, then any intermediates, in PEM.
+    pub certificate: String,
+    /// Its private key in PEM (PKCS#8, PKCS#1 or SEC1). Write-only.
+    pub private_key: String,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`: fields to change.
@@ -240,6 +279,32 @@ pub struct WebhookPatch {
     #[schema(value_type = Option<Vec<u64>>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_schedule_secs: Option<Option<Vec<u64>>>,
+    /// Changes to the custom headers, as a JSON merge patch: a name with a
+    /// string sets that header, a name with `null` removes it, names not
+    /// given stay. `null` instead of an object removes them all.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Option<BTreeMap<String, Option<String>>>>,
+    /// `null` removes the limit.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_sec: Option<Option<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<DeliveryOrder>,
+    /// `null` returns to the gateway's retention.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<Option<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operational_events: Option<bool>,
+    /// A new client certificate, or `null` to present none.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<ClientCertificateInput>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<Option<ClientCertificateInput>>,
 }
 
 /// `POST /api/v1/webhooks/{id}/replay`
@@ -338,6 +403,97 @@ pub fn validate_schedule(schedule: &Option<Vec<u64>>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Custom headers of a webhook, checked by the rules the host applies to a
+/// plugin's (`callisto_plugin_sdk::Request::check`), so that an operator
+/// can set nothing a plugin could not: names come back in lowercase.
+pub fn validate_headers(
+    headers: BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let request = callisto_plugin_sdk::Request {
+        content_type: "application/octet-stream".to_owned(),
+        headers: headers.into_iter().collect(),
+        body: Vec::new(),
+        signature: callisto_plugin_sdk::SignatureScheme::None,
+    };
+    let checked = request
+        .check(0)
+        .map_err(|e| ApiError::bad_request(format!("headers: {e}")))?;
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in &checked.headers {
+        if !seen.insert(name.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "headers: `{name}` is given twice (names are case-insensitive)"
+            )));
+        }
+    }
+    Ok(checked.headers)
+}
+
+/// Applies a merge patch (`WebhookPatch::headers`) to a webhook's headers.
+pub fn patch_headers(
+    current: &[(String, String)],
+    patch: Option<BTreeMap<String, Option<String>>>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(patch) = patch else {
+        return Ok(Vec::new());
+    };
+    let mut merged: BTreeMap<String, String> = current.iter().cloned().collect();
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in patch {
+        let lower = name.to_ascii_lowercase();
+        if !seen.insert(lower.clone()) {
+            return Err(ApiError::bad_request(format!(
+                "headers: `{lower}` is given twice (names are case-insensitive)"
+            )));
+        }
+        match value {
+            Some(value) => {
+                merged.insert(lower, value);
+            }
+            None => {
+                merged.remove(&lower);
+            }
+        }
+    }
+    validate_headers(merged)
+}
+
+/// Largest rate limit a webhook may have (attempts per second).
+pub const MAX_RATE_LIMIT: u32 = 10_000;
+
+pub fn validate_rate_limit(rate: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match rate {
+        Some(r) if r == 0 || r > MAX_RATE_LIMIT => Err(ApiError::bad_request(format!(
+            "rate_limit_per_sec: {r} is not between 1 and {MAX_RATE_LIMIT} (null for no limit)"
+        ))),
+        other => Ok(other),
+    }
+}
+
+pub fn validate_retention(days: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match days {
+        Some(d) if d == 0 || d > 3650 => Err(ApiError::bad_request(format!(
+            "retention_days: {d} is not between 1 and 3650 (null for the gateway's)"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// A client certificate as TLS will use it, or a `400` saying what is
+/// wrong with it.
+pub fn validate_client_certificate(input: &ClientCertificateInput) -> Result<(), ApiError> {
+    if input.certificate.len() > 64 * 1024 || input.private_key.len() > 64 * 1024 {
+        return Err(ApiError::bad_request(
+            "client_certificate: certificate and key are at most 64 KiB each",
+        ));
+    }
+    crate::net::client::check_identity(&crate::net::client::Identity {
+        cert_pem: &input.certificate,
+        key_pem: &input.private_key,
+    })
+    .map_err(|e| ApiError::bad_request(format!("client_certificate: {e}")))
 }
 
 pub fn validate_secret(secret: &str) -> Result<(), ApiError> {

@@ -11,8 +11,8 @@ use crate::event::{Event, EventType, Timestamp};
 use crate::filtered::{FilteredEvent, WebhookFiltered};
 use crate::plugin::{Request, SignatureScheme};
 use crate::records::{
-    Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
-    RepositoryKind, Webhook,
+    Attempt, Delivery, DeliveryKind, DeliveryOrder, DeliveryState, InitialSync, KnownTag,
+    PollStatus, Repository, RepositoryKind, Webhook,
 };
 
 /// A body as JSON can carry it: text when it is UTF-8, base64 otherwise.
@@ -58,6 +58,30 @@ pub struct WebhookView {
     pub retry_schedule_secs: Option<Vec<u64>>,
     /// Why the gateway disabled the webhook, if it did (e.g. `410 Gone`).
     pub disabled_reason: Option<String>,
+    /// Custom headers sent with every attempt, name → value; the value of
+    /// one that carries a credential (`authorization`, `x-api-key`, ...)
+    /// shows as `<redacted>`.
+    pub headers: BTreeMap<String, String>,
+    /// Attempts per second at most, if limited.
+    pub rate_limit_per_sec: Option<u32>,
+    pub ordering: DeliveryOrder,
+    /// When its current run of failed attempts began, if it is failing.
+    #[schema(value_type = Option<String>)]
+    pub failing_since: Option<Timestamp>,
+    /// When the gateway disabled it, if it did.
+    #[schema(value_type = Option<String>)]
+    pub disabled_at: Option<Timestamp>,
+    /// Until when attempts are signed with the previous secret too, after
+    /// a rotation.
+    #[schema(value_type = Option<String>)]
+    pub previous_secret_until: Option<Timestamp>,
+    /// Days its finished deliveries are kept, if not the gateway's.
+    pub retention_days: Option<u32>,
+    /// Whether it also receives Callisto's operational events.
+    pub operational_events: bool,
+    /// The SHA-256 fingerprint (hex) of the client certificate it presents
+    /// (mTLS), if it has one; the key is never shown.
+    pub client_certificate_sha256: Option<String>,
     #[schema(value_type = String)]
     pub created_at: Timestamp,
     #[schema(value_type = String)]
@@ -77,6 +101,37 @@ impl From<&Webhook> for WebhookView {
             secret: None,
             retry_schedule_secs: w.retry_schedule_secs.clone(),
             disabled_reason: w.disabled_reason.clone(),
+            headers: w
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let shown = if crate::records::is_sensitive_header(name) {
+                        crate::records::REDACTED.to_owned()
+                    } else {
+                        value.clone()
+                    };
+                    (name.clone(), shown)
+                })
+                .collect(),
+            rate_limit_per_sec: w.rate_limit_per_sec,
+            ordering: w.ordering,
+            failing_since: w.failing_since,
+            disabled_at: w.disabled_at,
+            previous_secret_until: w.previous_secret.as_ref().and(w.previous_secret_until),
+            retention_days: w.retention_days,
+            operational_events: w.operational_events,
+            client_certificate_sha256: w.client_certificate.as_ref().and_then(|c| {
+                use sha2::Digest;
+                let der = rustls_pemfile::certs(&mut c.cert_pem.as_bytes())
+                    .next()?
+                    .ok()?;
+                Some(
+                    sha2::Sha256::digest(der.as_ref())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                )
+            }),
             created_at: w.created_at,
             updated_at: w.updated_at,
         }

@@ -19,7 +19,7 @@ use super::{ApiError, ErrorBody};
 use crate::deliver::test::{Outcome, Tester};
 use crate::event::{Timestamp, new_id};
 use crate::fanout;
-use crate::records::{DeliveryState, Repository, Webhook};
+use crate::records::{ClientCertificate, DeliveryState, Repository, Webhook};
 
 /// A validated webhook, its secret in clear (to test it before it is
 /// saved), and the secret to show once if it was generated.
@@ -73,6 +73,26 @@ pub async fn prepare_webhook(
             enabled: input.enabled.unwrap_or(true),
             retry_schedule_secs: input.retry_schedule_secs,
             disabled_reason: None,
+            headers: input::validate_headers(input.headers.unwrap_or_default())?,
+            rate_limit_per_sec: input::validate_rate_limit(input.rate_limit_per_sec)?,
+            ordering: input.ordering.unwrap_or_default(),
+            failing_since: None,
+            dead_in_a_row: 0,
+            disabled_at: None,
+            previous_secret: None,
+            previous_secret_until: None,
+            retention_days: input::validate_retention(input.retention_days)?,
+            operational_events: input.operational_events.unwrap_or(false),
+            client_certificate: match &input.client_certificate {
+                Some(c) => {
+                    input::validate_client_certificate(c)?;
+                    Some(ClientCertificate {
+                        cert_pem: c.certificate.clone(),
+                        key: app.sealer.seal(&c.private_key),
+                    })
+                }
+                None => None,
+            },
             created_at: now,
             updated_at: now,
         },
@@ -163,7 +183,8 @@ fn tester(app: &App) -> Tester<'_> {
     Tester {
         store: &app.store,
         plugins: &app.plugins,
-        client: &app.client,
+        clients: &app.webhook_clients,
+        sealer: &app.sealer,
         policy: &app.policy,
         body_limit: app.config.delivery.response_body_limit,
     }
@@ -204,6 +225,7 @@ pub async fn patch(
     }
     validate_plugin_config(&app, &webhook.plugin, &webhook.config).await?;
     let mut generated = None;
+    let secret_replaced = patch.secret.is_some();
     match patch.secret {
         Some(Some(s)) if s == "generate" => {
             let s = crate::secrets::generate_webhook_secret();
@@ -217,15 +239,51 @@ pub async fn patch(
         Some(None) => webhook.secret = None,
         None => {}
     }
+    if secret_replaced {
+        // Replaced outright: rotation with a grace period is
+        // `POST /webhooks/{id}/rotate-secret`.
+        webhook.previous_secret = None;
+        webhook.previous_secret_until = None;
+    }
     if let Some(enabled) = patch.enabled {
         webhook.enabled = enabled;
-        if enabled {
+        if enabled && !webhook.enabled {
             webhook.disabled_reason = None;
+            webhook.disabled_at = None;
+            // A fresh start: the streak that disabled it is over.
+            webhook.failing_since = None;
+            webhook.dead_in_a_row = 0;
         }
     }
     if let Some(schedule) = patch.retry_schedule_secs {
         input::validate_schedule(&schedule)?;
         webhook.retry_schedule_secs = schedule;
+    }
+    if let Some(rate) = patch.rate_limit_per_sec {
+        webhook.rate_limit_per_sec = input::validate_rate_limit(rate)?;
+    }
+    if let Some(days) = patch.retention_days {
+        webhook.retention_days = input::validate_retention(days)?;
+    }
+    match &patch.client_certificate {
+        Some(Some(c)) => {
+            input::validate_client_certificate(c)?;
+            webhook.client_certificate = Some(ClientCertificate {
+                cert_pem: c.certificate.clone(),
+                key: app.sealer.seal(&c.private_key),
+            });
+        }
+        Some(None) => webhook.client_certificate = None,
+        None => {}
+    }
+    if let Some(subscribed) = patch.operational_events {
+        webhook.operational_events = subscribed;
+    }
+    if let Some(ordering) = patch.ordering {
+        webhook.ordering = ordering;
+    }
+    if let Some(headers) = patch.headers {
+        webhook.headers = input::patch_headers(&webhook.headers, headers)?;
     }
     webhook.updated_at = Timestamp::now();
     app.store.update_webhook(webhook.clone()).await?;
@@ -392,6 +450,187 @@ pub async fn replay(
             filtered: replayed.filtered,
         }),
     ))
+}
+
+/// `POST /api/v1/webhooks/{id}/retry`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryInput {
+    /// Deliveries made at or after this RFC 3339 time.
+    pub since: String,
+    /// Only count what would be sent again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// What a bulk retry did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetryResult {
+    /// Failed or dead deliveries made pending again (or, in a dry run,
+    /// that would be).
+    pub redelivered: usize,
+    pub dry_run: bool,
+}
+
+fn parse_since(since: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse_rfc3339(since)
+        .map_err(|e| ApiError::bad_request(format!("since `{since}` is not an RFC 3339 time: {e}")))
+}
+
+/// Send again every failed or dead delivery of the webhook made since a
+/// time, keeping their ids (receivers de-duplicate on `webhook-id`).
+/// Deliveries whose plugin failed have no request to send: replay their
+/// events instead.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/retry", tag = "deliveries",
+    params(("id" = String, Path)), request_body = RetryInput,
+    responses((status = 202, body = RetryResult), (status = 200, body = RetryResult, description = "A dry run"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn retry(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<RetryInput>,
+) -> Result<(StatusCode, Json<RetryResult>), ApiError> {
+    let since = parse_since(&input.since)?;
+    let redelivered = app.store.retry_failed(&id, since, input.dry_run).await?;
+    let status = if input.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(RetryResult {
+            redelivered,
+            dry_run: input.dry_run,
+        }),
+    ))
+}
+
+/// `POST /api/v1/webhooks/{id}/rotate-secret`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateInput {
+    /// The new secret, or `"generate"` (the default) for a new `whsec_`
+    /// secret that the answer shows once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// How long attempts carry the old secret's signature too (default
+    /// 86400, a day; at most 30 days; 0 for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 2592000)]
+    pub grace_secs: Option<u64>,
+}
+
+/// Longest grace period of a secret rotation.
+pub const MAX_GRACE_SECS: u64 = 30 * 86_400;
+
+/// Rotate the webhook's secret. Until the grace period ends, every attempt
+/// carries two Standard Webhooks signatures, with the new secret and the
+/// old one (`webhook-signature: v1,<new> v1,<old>`), so receivers switch
+/// without downtime. A rotation during another's grace period drops the
+/// oldest secret.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
+    params(("id" = String, Path)), request_body = RotateInput,
+    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn rotate_secret(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<RotateInput>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let grace = input.grace_secs.unwrap_or(86_400);
+    if grace > MAX_GRACE_SECS {
+        return Err(ApiError::bad_request(format!(
+            "grace_secs: {grace} is over {MAX_GRACE_SECS} (30 days)"
+        )));
+    }
+    let mut webhook = load(&app, &id).await?;
+    let (secret, generated) = match input.secret.as_deref() {
+        None | Some("generate") => {
+            let s = crate::secrets::generate_webhook_secret();
+            (s.clone(), Some(s))
+        }
+        Some(s) => {
+            input::validate_secret(s)?;
+            (s.to_owned(), None)
+        }
+    };
+    let now = Timestamp::now();
+    let old = webhook.secret.replace(app.sealer.seal(&secret));
+    (webhook.previous_secret, webhook.previous_secret_until) = match old {
+        Some(old) if grace > 0 => (
+            Some(old),
+            Some(Timestamp::from_unix_millis(
+                now.unix_millis() + (grace as i64) * 1000,
+            )),
+        ),
+        _ => (None, None),
+    };
+    webhook.updated_at = now;
+    app.store.update_webhook(webhook.clone()).await?;
+    Ok(Json(WebhookView {
+        secret: generated,
+        ..WebhookView::from(&webhook)
+    }))
+}
+
+/// `POST /api/v1/webhooks/{id}/enable`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableInput {
+    /// Also send again what failed or died since the webhook started
+    /// failing (a bulk retry from `failing_since`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redeliver: bool,
+}
+
+/// What enabling a webhook did, and what it offers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnableResult {
+    pub webhook: WebhookView,
+    /// When the failing streak that disabled it began, if one did.
+    #[schema(value_type = Option<String>)]
+    pub failing_since: Option<Timestamp>,
+    /// Failed or dead deliveries since then: sent again with
+    /// `"redeliver": true`, else still waiting for a bulk retry.
+    pub piled_up: usize,
+    /// Whether they were sent again.
+    pub redelivered: bool,
+}
+
+/// Enable a webhook. Its pending deliveries resume; with `"redeliver":
+/// true` the deliveries that failed or died since it began failing are sent
+/// again too. Without it, the answer says how many there are.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/enable", tag = "webhooks",
+    params(("id" = String, Path)), request_body = EnableInput,
+    responses((status = 200, body = EnableResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn enable(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<EnableInput>,
+) -> Result<Json<EnableResult>, ApiError> {
+    let mut webhook = load(&app, &id).await?;
+    let failing_since = webhook.failing_since.filter(|_| !webhook.enabled);
+    if !webhook.enabled {
+        webhook.enabled = true;
+        webhook.disabled_reason = None;
+        webhook.disabled_at = None;
+        webhook.failing_since = None;
+        webhook.dead_in_a_row = 0;
+        webhook.updated_at = Timestamp::now();
+        app.store.update_webhook(webhook.clone()).await?;
+    }
+    let piled_up = match failing_since {
+        Some(since) => app.store.retry_failed(&id, since, !input.redeliver).await?,
+        None => 0,
+    };
+    Ok(Json(EnableResult {
+        webhook: WebhookView::from(&webhook),
+        failing_since,
+        piled_up,
+        redelivered: input.redeliver && piled_up > 0,
+    }))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]

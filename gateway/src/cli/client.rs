@@ -2,6 +2,7 @@
 //! deliveries|redeliver`. Readable tables by default, the API's JSON with
 //! `--json`. Errors say what to do when that is not obvious.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,11 +11,11 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::api::events::EventQuery;
-use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput};
+use crate::api::input::{Credentials, RepositoryInput, StringList, WebhookInput, WebhookPatch};
 use crate::api::views::{BodyView, RepositoryView};
-use crate::api::webhooks::{DeliveryQuery, TestResult};
+use crate::api::webhooks::{DeliveryQuery, RotateInput, TestResult};
 use crate::client::Client;
-use crate::records::{DeliveryState, InitialSync, RepositoryKind};
+use crate::records::{DeliveryOrder, DeliveryState, InitialSync, RepositoryKind};
 
 /// How to reach the gateway.
 #[derive(Debug, Clone, Args)]
@@ -112,6 +113,58 @@ pub enum WebhookCommand {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
+        /// A header sent with every attempt, `Name: value`, repeatable.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// Attempts per second at most, retries included.
+        #[arg(long, value_name = "PER_SEC")]
+        rate_limit: Option<u32>,
+        /// `parallel` (default) or `fifo` (one at a time, oldest first).
+        #[arg(long, value_parser = parse_order)]
+        ordering: Option<DeliveryOrder>,
+        /// A PEM client certificate (chain) to present to the receiver
+        /// (mTLS); needs --client-key.
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// The PEM private key of --client-cert.
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
+    },
+    /// Change a webhook: only what is given changes.
+    Set(WebhookSetArgs),
+    /// Enable a webhook (the gateway may have disabled it): its pending
+    /// deliveries resume, and it says what failed while it was failing.
+    Enable {
+        /// The webhook's id.
+        id: String,
+        /// Also send again what failed or died since it began failing.
+        #[arg(long)]
+        redeliver: bool,
+    },
+    /// Rotate the webhook's secret: attempts carry the old secret's
+    /// signature too during the grace period.
+    RotateSecret {
+        /// The webhook's id.
+        id: String,
+        /// The new secret [default: a generated one, shown once].
+        #[arg(long)]
+        secret: Option<String>,
+        /// How long the old secret keeps signing: `90m`, `24h`, `7d`, or
+        /// seconds; `0` for none.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+    },
+    /// Send again every failed or dead delivery made since a time.
+    Retry {
+        /// The webhook's id.
+        id: String,
+        /// An RFC 3339 time (`2026-11-29T08:00:00Z`) or an age (`90m`,
+        /// `24h`, `7d`).
+        #[arg(long)]
+        since: String,
+        /// Only count them.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List a repository's webhooks.
     List {
@@ -137,6 +190,136 @@ pub enum WebhookCommand {
         /// The webhook's id.
         id: String,
     },
+}
+
+/// `callisto webhook set`.
+#[derive(Debug, Args)]
+pub struct WebhookSetArgs {
+    /// The webhook's id.
+    id: String,
+    /// A new URL to send to (`--url` is the gateway's).
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Enable it (its pending deliveries resume).
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// Disable it (its deliveries wait).
+    #[arg(long)]
+    disable: bool,
+    /// Set a header sent with every attempt, `Name: value`, repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Stop sending a header, by name, repeatable.
+    #[arg(long = "remove-header", value_name = "NAME")]
+    remove_headers: Vec<String>,
+    /// Stop sending every custom header.
+    #[arg(long, conflicts_with_all = ["headers", "remove_headers"])]
+    clear_headers: bool,
+    /// Attempts per second at most, retries included.
+    #[arg(long, value_name = "PER_SEC")]
+    rate_limit: Option<u32>,
+    /// Remove the rate limit.
+    #[arg(long, conflicts_with = "rate_limit")]
+    no_rate_limit: bool,
+    /// `parallel` or `fifo` (one at a time, oldest first).
+    #[arg(long, value_parser = parse_order)]
+    ordering: Option<DeliveryOrder>,
+    /// Days its finished deliveries are kept, instead of the gateway's.
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u32>,
+    /// Keep its deliveries as long as the gateway's retention says.
+    #[arg(long, conflicts_with = "retention_days")]
+    default_retention: bool,
+    /// Also send it Callisto's operational events (`webhook.disabled`,
+    /// `delivery.dead`, `poll.failing`, `plugin.failing`).
+    #[arg(long)]
+    operational_events: bool,
+    /// Stop sending it operational events.
+    #[arg(long, conflicts_with = "operational_events")]
+    no_operational_events: bool,
+    /// A PEM client certificate (chain) to present (mTLS); needs
+    /// --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Present no client certificate any more.
+    #[arg(long, conflicts_with = "client_cert")]
+    no_client_cert: bool,
+}
+
+/// Reads `--client-cert` and `--client-key`.
+fn read_identity(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<crate::api::input::ClientCertificateInput>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    Ok(Some(crate::api::input::ClientCertificateInput {
+        certificate: read(&cert)?,
+        private_key: read(&key)?,
+    }))
+}
+
+fn parse_order(s: &str) -> Result<DeliveryOrder, String> {
+    match s {
+        "parallel" => Ok(DeliveryOrder::Parallel),
+        "fifo" => Ok(DeliveryOrder::Fifo),
+        other => Err(format!("`{other}` is not `parallel` or `fifo`")),
+    }
+}
+
+/// `--since`: an RFC 3339 time as it is, or an age (`90m`, `24h`, `7d`)
+/// turned into one.
+fn parse_since(since: &str) -> anyhow::Result<String> {
+    let units = [('s', 1i64), ('m', 60), ('h', 3600), ('d', 86_400)];
+    if let Some((_, secs)) = units.iter().find(|(u, _)| since.ends_with(*u))
+        && let Ok(n) = since[..since.len() - 1].parse::<i64>()
+    {
+        let at = crate::event::Timestamp::from_unix_millis(
+            crate::event::Timestamp::now().unix_millis() - n.saturating_mul(secs * 1000),
+        );
+        return Ok(at.to_rfc3339());
+    }
+    if crate::event::Timestamp::parse_rfc3339(since).is_err() {
+        anyhow::bail!(
+            "--since `{since}` is neither an RFC 3339 time (2026-11-29T08:00:00Z) nor an age (90m, 24h, 7d)"
+        );
+    }
+    Ok(since.to_owned())
+}
+
+/// A duration: `90m`, `24h`, `7d`, or seconds.
+fn parse_secs(text: &str) -> anyhow::Result<u64> {
+    let units = [('s', 1u64), ('m', 60), ('h', 3600), ('d', 86_400)];
+    let (digits, unit) = match units.iter().find(|(u, _)| text.ends_with(*u)) {
+        Some((_, secs)) => (&text[..text.len() - 1], *secs),
+        None => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .map(|n| n.saturating_mul(unit))
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a duration (90m, 24h, 7d, or seconds)"))
+}
+
+/// Parses `--header "Name: value"`.
+fn parse_headers(headers: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    headers
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => anyhow::bail!(
+                "header `{h}` is not `Name: value`: write it as `--header 'X-Team: core'`"
+            ),
+        })
+        .collect()
 }
 
 #[derive(Debug, Args)]
@@ -444,7 +627,13 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             plugin,
             config,
             disabled,
+            headers,
+            rate_limit,
+            ordering,
+            client_cert,
+            client_key,
         } => {
+            let headers = parse_headers(&headers)?;
             let repo = cli.run(cli.client.find_repository(&repository))?;
             let pairs = super::plugin::parse_config(&config)?;
             let input = WebhookInput {
@@ -459,12 +648,137 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 ),
                 enabled: Some(!disabled),
                 retry_schedule_secs: None,
+                headers: (!headers.is_empty()).then_some(headers),
+                rate_limit_per_sec: rate_limit,
+                ordering,
+                retention_days: None,
+                operational_events: None,
+                client_certificate: read_identity(client_cert, client_key)?,
             };
             let w = cli.run(cli.client.create_webhook(&repo.id, &input))?;
             cli.print(&w, |w| {
                 println!("added webhook {} → {}", w.id, w.url);
                 if let Some(secret) = &w.secret {
                     println!("secret (shown once): {secret}");
+                }
+            });
+        }
+        WebhookCommand::Set(args) => {
+            let mut patch = WebhookPatch {
+                url: args.target,
+                enabled: (args.enable || args.disable).then_some(args.enable),
+                rate_limit_per_sec: if args.no_rate_limit {
+                    Some(None)
+                } else {
+                    args.rate_limit.map(Some)
+                },
+                ordering: args.ordering,
+                retention_days: if args.default_retention {
+                    Some(None)
+                } else {
+                    args.retention_days.map(Some)
+                },
+                operational_events: (args.operational_events || args.no_operational_events)
+                    .then_some(args.operational_events),
+                client_certificate: if args.no_client_cert {
+                    Some(None)
+                } else {
+                    read_identity(args.client_cert, args.client_key)?.map(Some)
+                },
+                ..WebhookPatch::default()
+            };
+            if args.clear_headers {
+                patch.headers = Some(None);
+            } else if !args.headers.is_empty() || !args.remove_headers.is_empty() {
+                let mut changes: BTreeMap<String, Option<String>> = parse_headers(&args.headers)?
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect();
+                for name in args.remove_headers {
+                    changes.insert(name, None);
+                }
+                patch.headers = Some(Some(changes));
+            }
+            let w = cli.run(cli.client.update_webhook(&args.id, &patch))?;
+            cli.print(&w, |w| {
+                println!("updated webhook {} → {}", w.id, w.url);
+                let rate = w
+                    .rate_limit_per_sec
+                    .map_or("no rate limit".to_owned(), |r| format!("at most {r}/s"));
+                let order = format!("{:?}", w.ordering).to_lowercase();
+                let kept = w
+                    .retention_days
+                    .map_or("the gateway's retention".to_owned(), |d| {
+                        format!("kept {d} days")
+                    });
+                println!("  ordering {order}, {rate}, {kept}");
+                if w.operational_events {
+                    println!("  receives operational events");
+                }
+                if let Some(sha256) = &w.client_certificate_sha256 {
+                    println!("  client certificate sha256 {sha256}");
+                }
+                for (name, value) in &w.headers {
+                    println!("  {name}: {value}");
+                }
+            });
+        }
+        WebhookCommand::Enable { id, redeliver } => {
+            let r = cli.run(cli.client.enable_webhook(&id, redeliver))?;
+            cli.print(&r, |r| {
+                println!("enabled webhook {} → {}", r.webhook.id, r.webhook.url);
+                match (r.failing_since, r.redelivered) {
+                    (Some(since), true) => println!(
+                        "{} deliveries that failed or died since {} are sent again",
+                        r.piled_up,
+                        since.to_rfc3339()
+                    ),
+                    (Some(since), false) if r.piled_up > 0 => println!(
+                        "{} deliveries failed or died since {}: send them again with \
+                         `callisto webhook enable {} --redeliver` or `callisto webhook retry {} --since {}`",
+                        r.piled_up,
+                        since.to_rfc3339(),
+                        r.webhook.id,
+                        r.webhook.id,
+                        since.to_rfc3339()
+                    ),
+                    _ => {}
+                }
+            });
+        }
+        WebhookCommand::RotateSecret { id, secret, grace } => {
+            let input = RotateInput {
+                secret,
+                grace_secs: Some(parse_secs(&grace)?),
+            };
+            let w = cli.run(cli.client.rotate_secret(&id, &input))?;
+            cli.print(&w, |w| {
+                println!("rotated the secret of webhook {}", w.id);
+                if let Some(secret) = &w.secret {
+                    println!("secret (shown once): {secret}");
+                }
+                match w.previous_secret_until {
+                    Some(until) => {
+                        println!("the old secret signs too until {}", until.to_rfc3339())
+                    }
+                    None => println!("the old secret no longer signs"),
+                }
+            });
+        }
+        WebhookCommand::Retry { id, since, dry_run } => {
+            let since = parse_since(&since)?;
+            let r = cli.run(cli.client.retry_failed(&id, &since, dry_run))?;
+            cli.print(&r, |r| {
+                if r.dry_run {
+                    println!(
+                        "{} failed or dead deliveries since {since} would be sent again",
+                        r.redelivered
+                    );
+                } else {
+                    println!(
+                        "{} failed or dead deliveries since {since} are pending again",
+                        r.redelivered
+                    );
                 }
             });
         }

@@ -265,6 +265,7 @@ fn run(
     for (name, value) in signature::headers(
         request.signature,
         secret,
+        None,
         &message_id,
         timestamp,
         &request.body,

@@ -16,8 +16,16 @@ pub struct Outbound<'a> {
     pub url: &'a str,
     pub request: &'a Request,
     pub secret: Option<&'a str>,
+    /// The secret before a rotation, while its grace period lasts.
+    pub previous_secret: Option<&'a str>,
     /// The delivery id: `webhook-id`, the same on every attempt.
     pub message_id: &'a str,
+    /// The webhook's own headers (checked when they were set); each
+    /// replaces the plugin's header of the same name.
+    pub headers: &'a [(String, String)],
+    /// The client goes through a proxy: resolve and check the receiver's
+    /// addresses here first.
+    pub proxied: bool,
 }
 
 /// The record of an attempt, and the receiver's `Retry-After` if it gave
@@ -62,33 +70,47 @@ pub async fn send(
     let clock = Instant::now();
     let mut headers = HeaderMap::new();
     let mut recorded: Vec<(String, String)> = Vec::new();
-    let mut add = |headers: &mut HeaderMap, name: &str, value: &str| {
-        // The plugin's headers were checked when it returned them; the
-        // host's own are always valid.
+    let mut add = |headers: &mut HeaderMap, name: &str, value: &str, shown: &str| {
+        // The plugin's and the webhook's headers were checked when they
+        // were set; the host's own are always valid.
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
             headers.append(n, v);
-            recorded.push((name.to_owned(), value.to_owned()));
+            recorded.push((name.to_owned(), shown.to_owned()));
         }
     };
     add(
         &mut headers,
         CONTENT_TYPE.as_str(),
         &out.request.content_type,
+        &out.request.content_type,
     );
     for (name, value) in &out.request.headers {
-        add(&mut headers, name, value);
+        if out.headers.iter().any(|(own, _)| own == name) {
+            continue;
+        }
+        add(&mut headers, name, value, value);
+    }
+    for (name, value) in out.headers {
+        // A credential is sent, never kept in the attempt's record.
+        let shown = if crate::records::is_sensitive_header(name) {
+            crate::records::REDACTED
+        } else {
+            value
+        };
+        add(&mut headers, name, value, shown);
     }
     for (name, value) in signature::headers(
         out.request.signature,
         out.secret,
+        out.previous_secret,
         out.message_id,
         started_at.unix_seconds(),
         &out.request.body,
     ) {
-        add(&mut headers, name, &value);
+        add(&mut headers, name, &value, &value);
     }
 
     let mut attempt = Attempt {
@@ -104,6 +126,7 @@ pub async fn send(
     let result = send_checked(
         client,
         policy,
+        out.proxied,
         out.url,
         headers,
         out.request.body.clone(),
@@ -136,13 +159,18 @@ pub async fn send(
 async fn send_checked(
     client: &reqwest::Client,
     policy: &Policy,
+    proxied: bool,
     url: &str,
     headers: HeaderMap,
     body: Vec<u8>,
     body_limit: usize,
 ) -> Result<AttemptResponse, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
-    policy.check_url(&parsed)?;
+    if proxied {
+        policy.check_target(&parsed).await?;
+    } else {
+        policy.check_url(&parsed)?;
+    }
     let mut response = client
         .post(parsed)
         .headers(headers)

@@ -19,9 +19,15 @@ use crate::plugin::SignatureScheme;
 /// The headers that sign one attempt. `timestamp` is the attempt's Unix time
 /// in seconds: receivers reject stale ones, so it is computed per attempt,
 /// while `message_id` stays the same across attempts.
+///
+/// `previous` is the secret before a rotation, during its grace period:
+/// Standard Webhooks carries a second signature with it, space-separated
+/// after the first, as the specification allows; Europa has room for one
+/// and signs with `secret` only.
 pub fn headers(
     scheme: SignatureScheme,
     secret: Option<&str>,
+    previous: Option<&str>,
     message_id: &str,
     timestamp: i64,
     body: &[u8],
@@ -33,14 +39,22 @@ pub fn headers(
                 ("webhook-timestamp", timestamp.to_string()),
             ];
             if let Some(secret) = secret {
-                let mut mac = hmac(&standard_key(secret));
-                mac.update(message_id.as_bytes());
-                mac.update(b".");
-                mac.update(timestamp.to_string().as_bytes());
-                mac.update(b".");
-                mac.update(body);
-                let sig = STANDARD.encode(mac.finalize().into_bytes());
-                headers.push(("webhook-signature", format!("v1,{sig}")));
+                let timestamp = timestamp.to_string();
+                let sign = |secret: &str| {
+                    let mut mac = hmac(&standard_key(secret));
+                    mac.update(message_id.as_bytes());
+                    mac.update(b".");
+                    mac.update(timestamp.as_bytes());
+                    mac.update(b".");
+                    mac.update(body);
+                    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+                };
+                let mut value = sign(secret);
+                if let Some(previous) = previous {
+                    value.push(' ');
+                    value.push_str(&sign(previous));
+                }
+                headers.push(("webhook-signature", value));
             }
             headers
         }
@@ -81,6 +95,7 @@ mod tests {
         let headers = headers(
             SignatureScheme::StandardWebhooks,
             Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            None,
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             br#"{"test": 2432232314}"#,
@@ -96,9 +111,38 @@ mod tests {
 
     #[test]
     fn unsigned_without_a_secret() {
-        let std = headers(SignatureScheme::StandardWebhooks, None, "m", 1, b"x");
+        let std = headers(SignatureScheme::StandardWebhooks, None, None, "m", 1, b"x");
         assert_eq!(std.len(), 2);
-        assert!(headers(SignatureScheme::Europa, None, "m", 1, b"x").is_empty());
-        assert!(headers(SignatureScheme::None, Some("s"), "m", 1, b"x").is_empty());
+        assert!(headers(SignatureScheme::Europa, None, None, "m", 1, b"x").is_empty());
+        assert!(headers(SignatureScheme::None, Some("s"), None, "m", 1, b"x").is_empty());
+    }
+
+    #[test]
+    fn a_rotation_carries_both_signatures_new_first() {
+        let sign = |secret, previous| {
+            headers(
+                SignatureScheme::StandardWebhooks,
+                Some(secret),
+                previous,
+                "m",
+                1,
+                b"x",
+            )
+            .pop()
+            .unwrap()
+            .1
+        };
+        let (new, old) = (sign("new", None), sign("old", None));
+        assert_eq!(sign("new", Some("old")), format!("{new} {old}"));
+        let europa = headers(
+            SignatureScheme::Europa,
+            Some("new"),
+            Some("old"),
+            "m",
+            1,
+            b"x",
+        );
+        assert_eq!(europa.len(), 1);
+        assert!(!europa[0].1.contains(' '));
     }
 }

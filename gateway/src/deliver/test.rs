@@ -33,7 +33,9 @@ pub enum TestError {
 pub struct Tester<'a> {
     pub store: &'a Store,
     pub plugins: &'a Arc<PluginHost>,
-    pub client: &'a reqwest::Client,
+    pub clients: &'a crate::net::client::WebhookClients,
+    /// Opens the webhook's client key, if it has a certificate.
+    pub sealer: &'a crate::seal::Sealer,
     pub policy: &'a Policy,
     /// Response bodies are kept up to this many bytes.
     pub body_limit: usize,
@@ -153,14 +155,42 @@ impl Tester<'_> {
                 });
             }
         };
+        let client = match &webhook.client_certificate {
+            None => Ok(self.clients.shared().clone()),
+            Some(c) => self
+                .sealer
+                .open(&c.key)
+                .map_err(|e| e.to_string())
+                .and_then(|key| {
+                    self.clients
+                        .with_identity(&crate::net::client::Identity {
+                            cert_pem: &c.cert_pem,
+                            key_pem: &key,
+                        })
+                        .map_err(|e| e.to_string())
+                }),
+        };
+        let client = match client {
+            Ok(client) => client,
+            Err(e) => {
+                return Ok(Outcome::PluginFailed {
+                    message: format!("the client certificate: {e}"),
+                });
+            }
+        };
         let sent = attempt::send(
-            self.client,
+            &client,
             self.policy,
             Outbound {
                 url: &webhook.url,
                 request: &request,
                 secret,
+                // A test signs with the current secret only: it shows
+                // whether the receiver has the new one.
+                previous_secret: None,
                 message_id,
+                headers: &webhook.headers,
+                proxied: self.clients.proxied(),
             },
             1,
             self.body_limit,

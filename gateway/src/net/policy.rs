@@ -145,6 +145,34 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// For requests through a proxy, which resolves the target itself:
+    /// resolves the URL's host here and refuses it unless every address it
+    /// has is permitted (stricter than a direct connection, which drops the
+    /// refused ones, because the proxy may pick any of them).
+    pub async fn check_target(&self, url: &reqwest::Url) -> Result<(), String> {
+        self.check_url(url)?;
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        let ips: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map(|a| a.ip())
+            .collect();
+        if ips.is_empty() {
+            return Err(format!("{host} resolves to no address"));
+        }
+        let refused: Vec<IpAddr> = ips.into_iter().filter(|ip| !self.permits(*ip)).collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{host}: {}", refusal(&refused)))
+        }
+    }
+}
+
 fn refusal(ips: &[IpAddr]) -> String {
     let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
     format!(

@@ -28,7 +28,7 @@ use super::StoreError;
 use super::announce::{Announcer, Due};
 use super::records::{StoredEvent, StoredEventRef, decode, encode};
 use super::types::{
-    Claim, DueDelivery, EventFilter, Leadership, Next, PlanBatch, PollClaim, Pruned,
+    Claim, DueDelivery, EventFilter, HealthUpdate, Leadership, Next, PlanBatch, PollClaim, Pruned,
 };
 use crate::changes::{self, Notification, Recorded, TagBook};
 use crate::event::{Event, Timestamp};
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0002_claims.sql"),
     include_str!("postgres/migrations/0003_poll_leases.sql"),
     include_str!("postgres/migrations/0004_plugins.sql"),
+    include_str!("postgres/migrations/0005_delivery_ops.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -786,6 +787,63 @@ impl PgStore {
         })
     }
 
+    /// Claims the oldest pending delivery of a FIFO webhook if it is due and
+    /// no other gateway holds it. It waits for a row another gateway is
+    /// claiming rather than skip it: skipping would send a later one first.
+    pub async fn claim_oldest(
+        &self,
+        webhook_id: &str,
+        lease: Duration,
+        except: &HashSet<String>,
+    ) -> Result<Claim, StoreError> {
+        let now = ms(Timestamp::now());
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let head = txn
+            .query_opt(
+                "SELECT id, due_ms, coalesce(lease_until, 0),
+                        (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                 FROM deliveries
+                 WHERE webhook_id = $1 AND due_ms IS NOT NULL
+                 ORDER BY id LIMIT 1 FOR UPDATE",
+                &[&webhook_id],
+            )
+            .await
+            .doing("reading the oldest pending delivery")?;
+        let Some(head) = head else {
+            txn.commit().await.doing("committing a claim")?;
+            return Ok(Claim::default());
+        };
+        let (id, due_ms, lease_until, clock): (String, i64, i64, i64) =
+            (head.get(0), head.get(1), head.get(2), head.get(3));
+        let claim = if except.contains(&id) {
+            Claim::default()
+        } else if due_ms <= now && lease_until <= clock {
+            txn.execute(
+                "UPDATE deliveries SET lease_until = $2 WHERE id = $1",
+                &[&id, &(clock.saturating_add(lease_ms))],
+            )
+            .await
+            .doing("claiming the oldest pending delivery")?;
+            Claim {
+                claimed: vec![DueDelivery {
+                    due_ms: due_ms.max(0) as u64,
+                    id,
+                }],
+                next_ms: None,
+            }
+        } else {
+            let until = due_ms.max(now + (lease_until - clock).max(0));
+            Claim {
+                claimed: Vec::new(),
+                next_ms: Some(until.max(0) as u64),
+            }
+        };
+        txn.commit().await.doing("committing a claim")?;
+        Ok(claim)
+    }
+
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
         let row = conn
@@ -816,13 +874,13 @@ impl PgStore {
         id: &str,
         attempt: Attempt,
         next: Next,
-        disable: Option<String>,
+        health: Option<HealthUpdate>,
     ) -> Result<Option<Delivery>, StoreError> {
         let mut conn = self.conn().await?;
         let txn = conn.transaction().await.doing("beginning a transaction")?;
         let updated = record_attempt(&txn, id, &attempt, &next).await?;
-        if let (Some(reason), Some(d)) = (&disable, &updated) {
-            disable_webhook(&txn, &d.webhook_id, reason).await?;
+        if let (Some(health), Some(d)) = (&health, &updated) {
+            note_attempt(&txn, &d.webhook_id, health).await?;
         }
         let due: Vec<Due> = updated
             .iter()
@@ -885,6 +943,52 @@ impl PgStore {
         txn.commit().await.doing("committing a redelivery")?;
         self.announce.due(due);
         Ok(delivery)
+    }
+
+    pub async fn retry_failed(
+        &self,
+        webhook_id: &str,
+        since: Timestamp,
+        dry_run: bool,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn().await?;
+        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        if webhook(&txn, webhook_id).await?.is_none() {
+            return Err(StoreError::not_found("webhook", webhook_id));
+        }
+        let rows = txn
+            .query(
+                "SELECT record FROM deliveries
+                 WHERE webhook_id = $1 AND state IN ('failed', 'dead') AND kind = 'event'
+                 ORDER BY id FOR UPDATE",
+                &[&webhook_id],
+            )
+            .await
+            .doing("reading a webhook's failed deliveries")?;
+        let now = Timestamp::now();
+        let mut redelivered = Vec::new();
+        for row in rows {
+            let mut delivery: Delivery = decode("deliveries", row.get(0))?;
+            if !crate::store::retriable(&delivery, since) {
+                continue;
+            }
+            if !dry_run {
+                delivery.state = DeliveryState::Pending;
+                delivery.next_attempt_at = Some(now);
+                delivery.updated_at = now;
+                update_delivery(&txn, &delivery, Some(now)).await?;
+            }
+            redelivered.push(delivery);
+        }
+        let due = if dry_run {
+            Vec::new()
+        } else {
+            crate::store::due_of(&redelivered)
+        };
+        listen::due(&txn, &self.instance, &due).await?;
+        txn.commit().await.doing("committing a bulk retry")?;
+        self.announce.due(due);
+        Ok(redelivered.len())
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
@@ -1141,7 +1245,13 @@ impl PgStore {
 
     // Housekeeping.
 
-    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
+    pub async fn prune(
+        &self,
+        cutoff: Timestamp,
+        batch: usize,
+        own: &HashSet<String>,
+    ) -> Result<Pruned, StoreError> {
+        let own: Vec<&str> = own.iter().map(String::as_str).collect();
         let mut conn = self.conn().await?;
         let txn = conn.transaction().await.doing("beginning a transaction")?;
         // One gateway of several prunes at a time; the others find the
@@ -1179,10 +1289,10 @@ impl PgStore {
             .execute(
                 "DELETE FROM deliveries WHERE id IN (
                      SELECT id FROM deliveries
-                     WHERE created_ms < $1 AND state <> 'pending'
+                     WHERE created_ms < $1 AND state <> 'pending' AND NOT (webhook_id = ANY($3))
                      ORDER BY id LIMIT $2
                  )",
-                &[&cutoff_ms, &batch],
+                &[&cutoff_ms, &batch, &own],
             )
             .await
             .doing("pruning deliveries")?;
@@ -1191,6 +1301,30 @@ impl PgStore {
             events: keys.len(),
             deliveries: deliveries as usize,
         })
+    }
+}
+
+impl PgStore {
+    pub async fn prune_webhook(
+        &self,
+        webhook_id: &str,
+        cutoff: Timestamp,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let conn = self.conn().await?;
+        let batch = batch.min(i64::MAX as usize) as i64;
+        let deleted = conn
+            .execute(
+                "DELETE FROM deliveries WHERE id IN (
+                     SELECT id FROM deliveries
+                     WHERE webhook_id = $1 AND created_ms < $2 AND state <> 'pending'
+                     ORDER BY id LIMIT $3
+                 )",
+                &[&webhook_id, &ms(cutoff), &batch],
+            )
+            .await
+            .doing("pruning a webhook's deliveries")?;
+        Ok(deleted as usize)
     }
 }
 
@@ -1504,13 +1638,24 @@ async fn delete_webhook(txn: &Transaction<'_>, id: &str) -> Result<(), StoreErro
 
 /// Turns a webhook off, saying why; its pending deliveries wait for it to
 /// be enabled again.
-async fn disable_webhook(txn: &Transaction<'_>, id: &str, reason: &str) -> Result<(), StoreError> {
-    if let Some(mut webhook) = webhook(txn, id).await? {
-        let now = Timestamp::now();
-        webhook.enabled = false;
-        webhook.disabled_reason = Some(format!("{reason} at {now}"));
-        webhook.updated_at = now;
-        tracing::warn!(webhook = id, "webhook disabled: {reason}");
+async fn note_attempt(
+    txn: &Transaction<'_>,
+    id: &str,
+    health: &HealthUpdate,
+) -> Result<(), StoreError> {
+    let current = txn
+        .query_opt(
+            "SELECT record FROM webhooks WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .doing("reading a webhook")?
+        .map(|r| decode::<Webhook>("webhooks", r.get(0)))
+        .transpose()?;
+    if let Some(mut webhook) = current {
+        if let Some(reason) = webhook.note_attempt(&health.attempt, &health.policy) {
+            tracing::warn!(webhook = id, "webhook disabled: {reason}");
+        }
         put_webhook(txn, &webhook).await?;
     }
     Ok(())

@@ -3,7 +3,15 @@
 use std::collections::HashMap;
 
 use crate::event::{Event, EventType, Timestamp};
-use crate::records::Webhook;
+use crate::records::{AttemptHealth, DisablePolicy, Webhook};
+
+/// An attempt's effect on its webhook's failing streak
+/// ([`Webhook::note_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthUpdate {
+    pub attempt: AttemptHealth,
+    pub policy: DisablePolicy,
+}
 
 /// The next events fan-out has to plan, with the enabled webhooks of their
 /// repositories, read from one snapshot.

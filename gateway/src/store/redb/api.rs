@@ -18,6 +18,7 @@ use crate::event::{Event, Timestamp};
 use crate::records::{
     Attempt, Delivery, DeliveryState, InitialSync, KnownTag, PollStatus, Repository, Webhook,
 };
+use crate::store::HealthUpdate;
 
 impl RedbStore {
     // The log.
@@ -269,6 +270,33 @@ impl RedbStore {
         Ok(Claim { claimed, next_ms })
     }
 
+    /// The oldest pending delivery of `webhook_id`, claimed if it is due
+    /// and not in `except`: one process, so nothing is leased.
+    pub async fn claim_oldest(
+        &self,
+        webhook_id: &str,
+        _lease: std::time::Duration,
+        except: &HashSet<String>,
+    ) -> Result<Claim, StoreError> {
+        let now = Timestamp::now().unix_millis().max(0) as u64;
+        let Some(head) = deliveries::oldest_pending(&self.read()?, webhook_id)? else {
+            return Ok(Claim::default());
+        };
+        Ok(if except.contains(&head.id) {
+            Claim::default()
+        } else if head.due_ms <= now {
+            Claim {
+                claimed: vec![head],
+                next_ms: None,
+            }
+        } else {
+            Claim {
+                claimed: Vec::new(),
+                next_ms: Some(head.due_ms),
+            }
+        })
+    }
+
     /// How many deliveries are pending.
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
         deliveries::pending_count(&self.read()?)
@@ -294,14 +322,14 @@ impl RedbStore {
         id: &str,
         attempt: Attempt,
         next: Next,
-        disable: Option<String>,
+        health: Option<HealthUpdate>,
     ) -> Result<Option<Delivery>, StoreError> {
         let id = id.to_owned();
         let updated = self
             .write_lazy(move |txn| {
                 let updated = deliveries::record_attempt(txn, &id, &attempt, &next)?;
-                if let (Some(reason), Some(d)) = (&disable, &updated) {
-                    repos::disable_webhook(txn, &d.webhook_id, reason)?;
+                if let (Some(health), Some(d)) = (&health, &updated) {
+                    repos::note_attempt(txn, &d.webhook_id, health)?;
                 }
                 Ok(updated)
             })
@@ -348,6 +376,43 @@ impl RedbStore {
         self.announce
             .due(crate::store::due_of(std::slice::from_ref(&delivery)));
         Ok(delivery)
+    }
+
+    pub async fn retry_failed(
+        &self,
+        webhook_id: &str,
+        since: Timestamp,
+        dry_run: bool,
+    ) -> Result<usize, StoreError> {
+        use super::schema::{DELIVERIES, WEBHOOK_DELIVERIES};
+        if dry_run {
+            let txn = self.read()?;
+            if txn.webhook(webhook_id)?.is_none() {
+                return Err(StoreError::not_found("webhook", webhook_id));
+            }
+            let index = txn.open_table(WEBHOOK_DELIVERIES)?;
+            let table = txn.open_table(DELIVERIES)?;
+            return Ok(deliveries::failed_since(&index, &table, webhook_id, since)?.len());
+        }
+        let webhook_id = webhook_id.to_owned();
+        let now = Timestamp::now();
+        let redelivered = self
+            .write(move |txn| {
+                if txn.webhook(&webhook_id)?.is_none() {
+                    return Err(StoreError::not_found("webhook", &webhook_id));
+                }
+                let ids = {
+                    let index = txn.open_table(WEBHOOK_DELIVERIES)?;
+                    let table = txn.open_table(DELIVERIES)?;
+                    deliveries::failed_since(&index, &table, &webhook_id, since)?
+                };
+                ids.iter()
+                    .map(|id| deliveries::redeliver(txn, id, now))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        self.announce.due(crate::store::due_of(&redelivered));
+        Ok(redelivered.len())
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
@@ -520,9 +585,28 @@ impl RedbStore {
     // Housekeeping.
 
     /// Deletes up to `batch` events and `batch` finished deliveries created
+    /// before `cutoff`, but those of the webhooks in `own`.
+    pub async fn prune(
+        &self,
+        cutoff: Timestamp,
+        batch: usize,
+        own: &HashSet<String>,
+    ) -> Result<Pruned, StoreError> {
+        let own = own.clone();
+        self.write(move |txn| retention::prune(txn, cutoff, batch, &own))
+            .await
+    }
+
+    /// Deletes up to `batch` finished deliveries of one webhook created
     /// before `cutoff`.
-    pub async fn prune(&self, cutoff: Timestamp, batch: usize) -> Result<Pruned, StoreError> {
-        self.write(move |txn| retention::prune(txn, cutoff, batch))
+    pub async fn prune_webhook(
+        &self,
+        webhook_id: &str,
+        cutoff: Timestamp,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let webhook_id = webhook_id.to_owned();
+        self.write(move |txn| retention::prune_webhook(txn, &webhook_id, cutoff, batch))
             .await
     }
 }

@@ -103,6 +103,29 @@ pub fn redeliver(txn: &WriteTransaction, id: &str, now: Timestamp) -> Result<Del
     Ok(delivery)
 }
 
+/// The deliveries of `webhook_id` that a bulk retry from `since` sends
+/// again: failed or dead at or after it, of an event, with a request. When
+/// a delivery failed is not in its id, so this reads the webhook's whole
+/// history (an operator's request, bounded by retention).
+pub fn failed_since(
+    index: &impl ReadableTable<(&'static str, &'static str), ()>,
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    webhook_id: &str,
+    since: Timestamp,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for row in index.range((webhook_id, "")..(webhook_id, "\u{10ffff}"))? {
+        let (k, _) = row?;
+        let (_, id) = k.value();
+        let Some(v) = table.get(id)? else { continue };
+        let delivery: Delivery = decode("deliveries", v.value())?;
+        if crate::store::retriable(&delivery, since) {
+            out.push(id.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// Ends every pending delivery of a webhook as `failed` with `reason`.
 pub fn cancel_pending(
     txn: &WriteTransaction,
@@ -161,6 +184,28 @@ pub fn due_for(
         }
     }
     Ok(out)
+}
+
+/// The pending delivery of `webhook_id` made first (ids sort by creation),
+/// for FIFO ordering. The due index is keyed by due time, so this reads a
+/// webhook's whole backlog; only FIFO webhooks ask, once per attempt.
+pub fn oldest_pending(
+    txn: &ReadTransaction,
+    webhook_id: &str,
+) -> Result<Option<DueDelivery>, StoreError> {
+    let due = txn.open_table(DUE)?;
+    let mut oldest: Option<DueDelivery> = None;
+    for row in due.range((webhook_id, 0u64, "")..=(webhook_id, u64::MAX, "\u{10ffff}"))? {
+        let (k, _) = row?;
+        let (_, at, id) = k.value();
+        if oldest.as_ref().is_none_or(|o| id < o.id.as_str()) {
+            oldest = Some(DueDelivery {
+                due_ms: at,
+                id: id.to_owned(),
+            });
+        }
+    }
+    Ok(oldest)
 }
 
 /// Every webhook with pending deliveries, and when its earliest is due.

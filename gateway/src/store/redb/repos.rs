@@ -152,13 +152,15 @@ pub fn delete_webhook(txn: &WriteTransaction, id: &str) -> Result<(), StoreError
 
 /// Turns a webhook off, saying why; its pending deliveries wait for it to
 /// be enabled again.
-pub fn disable_webhook(txn: &WriteTransaction, id: &str, reason: &str) -> Result<(), StoreError> {
+pub fn note_attempt(
+    txn: &WriteTransaction,
+    id: &str,
+    health: &crate::store::HealthUpdate,
+) -> Result<(), StoreError> {
     if let Some(mut webhook) = txn.webhook(id)? {
-        let now = crate::event::Timestamp::now();
-        webhook.enabled = false;
-        webhook.disabled_reason = Some(format!("{reason} at {now}"));
-        webhook.updated_at = now;
-        tracing::warn!(webhook = id, "webhook disabled: {reason}");
+        if let Some(reason) = webhook.note_attempt(&health.attempt, &health.policy) {
+            tracing::warn!(webhook = id, "webhook disabled: {reason}");
+        }
         put_webhook(txn, &webhook)?;
     }
     Ok(())

@@ -2,10 +2,12 @@
 //! deleted in the background, a bounded batch per transaction so that
 //! pruning never holds the writer for long.
 
+use std::collections::HashSet;
+
 use redb::{ReadableTable, WriteTransaction};
 
 use super::records::{StoredEvent, decode};
-use super::schema::{DEDUPE, DELIVERIES, EVENT_IDS, EVENTS};
+use super::schema::{DEDUPE, DELIVERIES, EVENT_IDS, EVENTS, WEBHOOK_DELIVERIES};
 use super::{Pruned, StoreError};
 use crate::event::Timestamp;
 use crate::records::{Delivery, DeliveryState};
@@ -17,12 +19,14 @@ fn created_ms(id: &str) -> Option<u64> {
 }
 
 /// Deletes up to `batch` events and `batch` deliveries created before
-/// `cutoff`. Pending deliveries are kept whatever their age: they are still
-/// owed to someone.
+/// `cutoff`, but the deliveries of the webhooks in `own` (those with a
+/// retention of their own, pruned by [`prune_webhook`]). Pending deliveries
+/// are kept whatever their age: they are still owed to someone.
 pub fn prune(
     txn: &WriteTransaction,
     cutoff: Timestamp,
     batch: usize,
+    own: &HashSet<String>,
 ) -> Result<Pruned, StoreError> {
     let cutoff_ms = cutoff.unix_millis().max(0) as u64;
     let mut pruned = Pruned::default();
@@ -63,7 +67,7 @@ pub fn prune(
                 break;
             }
             let delivery: Delivery = decode("deliveries", v.value())?;
-            if delivery.state != DeliveryState::Pending {
+            if delivery.state != DeliveryState::Pending && !own.contains(&delivery.webhook_id) {
                 out.push(delivery);
             }
         }
@@ -74,4 +78,37 @@ pub fn prune(
     }
     pruned.deliveries = old_deliveries.len();
     Ok(pruned)
+}
+
+/// Deletes up to `batch` finished deliveries of `webhook_id` created before
+/// `cutoff`: a webhook's own retention.
+pub fn prune_webhook(
+    txn: &WriteTransaction,
+    webhook_id: &str,
+    cutoff: Timestamp,
+    batch: usize,
+) -> Result<usize, StoreError> {
+    let cutoff_ms = cutoff.unix_millis().max(0) as u64;
+    let old: Vec<Delivery> = {
+        let index = txn.open_table(WEBHOOK_DELIVERIES)?;
+        let table = txn.open_table(DELIVERIES)?;
+        let mut out = Vec::new();
+        for row in index.range((webhook_id, "")..(webhook_id, "\u{10ffff}"))? {
+            let (k, _) = row?;
+            let (_, id) = k.value();
+            if created_ms(id).is_none_or(|ms| ms >= cutoff_ms) || out.len() == batch {
+                break;
+            }
+            let Some(v) = table.get(id)? else { continue };
+            let delivery: Delivery = decode("deliveries", v.value())?;
+            if delivery.state != DeliveryState::Pending {
+                out.push(delivery);
+            }
+        }
+        out
+    };
+    for delivery in &old {
+        super::deliveries::delete(txn, delivery)?;
+    }
+    Ok(old.len())
 }

@@ -230,7 +230,7 @@ async fn retention_prunes_old_events_and_finished_deliveries_only() {
         .unwrap();
     let cutoff = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 30 * 86_400_000);
     let pruned = store
-        .write(move |txn| retention::prune(txn, cutoff, 100))
+        .write(move |txn| retention::prune(txn, cutoff, 100, &Default::default()))
         .await
         .unwrap();
     assert_eq!(
