@@ -49,8 +49,26 @@ async fn shot(browser: &Browser, name: &str, css: Option<&str>) {
 }
 
 /// Forgets the requests made so far, to count those of the next action.
+/// The page's `fetch` is wrapped to record, in one sequence, when each
+/// request was made and when its answer came: exact whatever the load on
+/// the machine, unlike comparing resource timings.
 async fn count_from_here(browser: &Browser) {
-    browser.eval("performance.clearResourceTimings()").await;
+    browser
+        .eval(
+            "window.__calls = []; \
+             if (!window.__wrapped) { \
+               const original = window.fetch; \
+               window.__seq = 0; \
+               window.fetch = (...args) => { \
+                 const call = { url: String(args[0] && args[0].url || args[0]), start: ++window.__seq, end: null }; \
+                 window.__calls.push(call); \
+                 const done = () => { call.end = ++window.__seq; }; \
+                 return original(...args).then(r => { done(); return r; }, e => { done(); throw e; }); \
+               }; \
+               window.__wrapped = true; \
+             }",
+        )
+        .await;
 }
 
 /// The API requests made since [`count_from_here`] were all sent before the
@@ -59,9 +77,10 @@ async fn count_from_here(browser: &Browser) {
 async fn one_round_trip(browser: &Browser, action: &str) -> u64 {
     let seen = browser
         .eval(
-            "const f = performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch'); \
-             const first = Math.min(...f.map(e => e.responseEnd)); \
-             return [f.length, f.filter(e => e.startTime > first).map(e => e.name)];",
+            "const f = window.__calls || []; \
+             const ends = f.filter(c => c.end !== null).map(c => c.end); \
+             const first = ends.length ? Math.min(...ends) : Infinity; \
+             return [f.length, f.filter(c => c.start > first).map(c => c.url)];",
         )
         .await;
     let count = seen[0].as_u64().unwrap();
@@ -597,7 +616,7 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
     wait_in(&browser, "h1", "Plugins").await;
     wait_in(&browser, "table", "slack").await;
     one_round_trip(&browser, "the Plugins page").await;
-    browser.fill("Plugin name", "discord").await;
+    browser.fill("Plugin name", "my-discord").await;
     browser
         .field("Component (.wasm)")
         .await
@@ -606,10 +625,10 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .unwrap();
     count_from_here(&browser).await;
     browser.click("Upload plugin").await;
-    wait_in(&browser, "[role=status]", "Installed discord").await;
+    wait_in(&browser, "[role=status]", "Installed my-discord").await;
     one_round_trip(&browser, "Upload plugin").await;
     wait_in(&browser, "table", "installed").await;
-    browser.fill("Plugin name", "discord").await;
+    browser.fill("Plugin name", "my-discord").await;
     browser
         .field("Component (.wasm)")
         .await
@@ -617,7 +636,7 @@ async fn the_console_walks_the_webhooks_flow_in_a_browser() {
         .await
         .unwrap();
     browser.click("Upload plugin").await;
-    wait_in(&browser, "[role=status]", "Replaced discord").await;
+    wait_in(&browser, "[role=status]", "Replaced my-discord").await;
     shot(&browser, "22-plugins", Some("form")).await;
 
     // A phone-width window: nothing is wider than the screen.
