@@ -177,8 +177,11 @@ async fn wrk(
 /// A wrk script posting Distribution envelopes, each with a new event id.
 fn ingest_script(dir: &Path) -> anyhow::Result<PathBuf> {
     let envelope: Value = serde_json::from_str(PUSH)?;
-    let body =
-        serde_json::to_string(&envelope)?.replace("20337bb7-412d-48f2-a1cc-b3747b9596dc", "%s");
+    // A new tag each time too: a push of a tag already at that digest is
+    // rightly no event.
+    let body = serde_json::to_string(&envelope)?
+        .replace("20337bb7-412d-48f2-a1cc-b3747b9596dc", "%s")
+        .replace(r#""tag":"v1""#, r#""tag":"t%s""#);
     // Each run gets its own ids: Lua's unseeded random would repeat the
     // last run's, and the gateway would rightly answer them as duplicates.
     let run = std::time::SystemTime::now()
@@ -195,7 +198,8 @@ function setup(thread)
 end
 request = function()
   counter = counter + 1
-  local body = string.format(template, prefix .. "-" .. counter)
+  local id = prefix .. "-" .. counter
+  local body = string.format(template, id, id)
   return wrk.format("POST", nil, {{
     ["Authorization"] = "Bearer {INGEST}",
     ["Content-Type"] = "application/vnd.docker.distribution.events.v1+json",
@@ -498,10 +502,14 @@ async fn post_events_across(
                     return Ok::<_, anyhow::Error>(());
                 }
                 let url = &urls[i as usize % urls.len()];
-                let body = PUSH.replace(
-                    "20337bb7-412d-48f2-a1cc-b3747b9596dc",
-                    &format!("{prefix}-{i}"),
-                );
+                // A new tag each time: a push of a tag already at that
+                // digest is rightly no event.
+                let body = PUSH
+                    .replace(
+                        "20337bb7-412d-48f2-a1cc-b3747b9596dc",
+                        &format!("{prefix}-{i}"),
+                    )
+                    .replace("\"tag\": \"v1\"", &format!("\"tag\": \"{prefix}-{i}\""));
                 let r = http
                     .post(url)
                     .bearer_auth(INGEST)

@@ -30,7 +30,7 @@ use super::records::{StoredEvent, StoredEventRef, decode, encode};
 use super::types::{
     Claim, DueDelivery, EventFilter, HealthUpdate, Leadership, Next, PlanBatch, PollClaim, Pruned,
 };
-use crate::changes::{self, Notification, Recorded, TagBook};
+use crate::changes::{self, Notification, Recorded, TagBook, TagChange};
 use crate::event::{Event, Timestamp};
 use crate::records::{
     Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
@@ -1832,10 +1832,10 @@ impl IngestCommitter {
                 };
                 let mut reference = repo.reference();
                 reference.registry = reference.registry.or_else(|| n.host.clone());
-                if !books.contains_key(&repo.id) {
-                    books.insert(repo.id.clone(), MemBook::load(&txn, &repo.id).await?);
-                }
-                let book = books.get_mut(&repo.id).expect("loaded above");
+                let book = books
+                    .entry(repo.id.clone())
+                    .or_insert_with(|| MemBook::empty(&repo.id));
+                book.load_for(&txn, &n.change).await?;
                 let events = changes::from_notification(book, &reference, n)?;
                 for (i, e) in events.iter().enumerate() {
                     // The first event carries the key; its presence is what counts.
@@ -1869,9 +1869,89 @@ struct MemBook {
     /// Tags changed since loading.
     touched: BTreeSet<String>,
     marks_loaded: BTreeSet<String>,
+    /// Tags read one by one (with their marks).
+    read: BTreeSet<String>,
+    /// Every tag and mark of the repository is read.
+    complete: bool,
 }
 
 impl MemBook {
+    /// A book that has read nothing yet: [`MemBook::load_for`] reads what
+    /// each notification's rule needs, so that a push reads one tag, not
+    /// every tag of the repository.
+    fn empty(repository_id: &str) -> Self {
+        Self {
+            repository_id: repository_id.to_owned(),
+            tags: BTreeMap::new(),
+            marks: BTreeSet::new(),
+            touched: BTreeSet::new(),
+            marks_loaded: BTreeSet::new(),
+            read: BTreeSet::new(),
+            complete: false,
+        }
+    }
+
+    /// Reads what the rule for `change` looks at: the tag it names, with
+    /// its mark; or, for a change that concerns a digest, every tag.
+    async fn load_for(
+        &mut self,
+        txn: &Transaction<'_>,
+        change: &TagChange,
+    ) -> Result<(), StoreError> {
+        if self.complete {
+            return Ok(());
+        }
+        let tag = match change {
+            TagChange::Pushed { tag, .. }
+            | TagChange::TagDeleted { tag }
+            | TagChange::Announced { tag, .. } => tag,
+            _ => {
+                let all = Self::load(txn, &self.repository_id).await?;
+                // What this book changed already stands over what it read.
+                for (t, k) in all.tags {
+                    if !self.read.contains(&t) {
+                        self.tags.insert(t, k);
+                    }
+                }
+                for m in all.marks {
+                    if !self.read.contains(&m) {
+                        self.marks.insert(m.clone());
+                        self.marks_loaded.insert(m);
+                    }
+                }
+                self.complete = true;
+                return Ok(());
+            }
+        };
+        if !self.read.insert(tag.clone()) {
+            return Ok(());
+        }
+        let id = &self.repository_id;
+        if let Some(row) = txn
+            .query_opt(
+                "SELECT record FROM tags WHERE repository_id = $1 AND tag = $2",
+                &[id, tag],
+            )
+            .await
+            .doing("reading a known tag")?
+        {
+            self.tags.insert(tag.clone(), decode("tags", row.get(0))?);
+        }
+        let marked = txn
+            .query_opt(
+                "SELECT 1 FROM tag_marks WHERE repository_id = $1 AND tag = $2",
+                &[id, tag],
+            )
+            .await
+            .doing("reading a tag mark")?
+            .is_some();
+        if marked {
+            self.marks.insert(tag.clone());
+            self.marks_loaded.insert(tag.clone());
+        }
+        Ok(())
+    }
+
     async fn load(txn: &Transaction<'_>, repository_id: &str) -> Result<Self, StoreError> {
         let rows = txn
             .query(
@@ -1900,6 +1980,8 @@ impl MemBook {
             marks_loaded: marks.clone(),
             marks,
             touched: BTreeSet::new(),
+            read: BTreeSet::new(),
+            complete: true,
         })
     }
 
@@ -1967,6 +2049,10 @@ impl TagBook for MemBook {
     }
 
     fn all(&mut self) -> Result<Vec<(String, KnownTag)>, StoreError> {
+        debug_assert!(
+            self.complete,
+            "load_for reads every tag for rules that need them all"
+        );
         Ok(self
             .tags
             .iter()
