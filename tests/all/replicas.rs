@@ -92,6 +92,22 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET {gateway}/api/v1{path}` with the admin token, as JSON.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    gateway: &str,
+    path: &str,
+) -> T {
+    http.get(format!("{gateway}/api/v1{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn create_repository(http: &reqwest::Client, gateway: &str, webhooks: Value) -> Value {
     let created = http
         .post(format!("{gateway}/api/v1/repositories"))
@@ -376,15 +392,8 @@ async fn a_database_outage_is_refused_then_recovered_from_on_its_own() {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            let event: Value = http
-                .get(format!("{}/api/v1/events/{}", replicas.url(0), missing[0]))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let event: Value =
+                get_json(&http, replicas.url(0), &format!("/events/{}", missing[0])).await;
             panic!(
                 "{} acknowledged events never delivered; the first: {event}\n{}",
                 missing.len(),
@@ -446,15 +455,7 @@ async fn a_plugin_uploaded_through_one_replica_is_loaded_by_every_replica() {
     let listed = |i: usize| {
         let (http, url) = (http.clone(), replicas.url(i).to_owned());
         async move {
-            let plugins: Vec<Value> = http
-                .get(format!("{url}/api/v1/plugins"))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let plugins: Vec<Value> = get_json(&http, &url, "/plugins").await;
             plugins.into_iter().find(|p| p["name"] == "hostile")
         }
     };
@@ -471,15 +472,7 @@ async fn a_plugin_uploaded_through_one_replica_is_loaded_by_every_replica() {
 
     // A third replica started later loads it at start.
     let late = Replicas::start(1, &url, &[]).await;
-    let plugins: Vec<Value> = http
-        .get(format!("{}/api/v1/plugins", late.url(0)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let plugins: Vec<Value> = get_json(&http, late.url(0), "/plugins").await;
     assert!(
         plugins.iter().any(|p| p["name"] == "hostile"),
         "a replica started later has the plugin"
@@ -574,18 +567,12 @@ async fn a_redb_store_copied_into_postgres_carries_on_in_replicas() {
     // Recorded as sent before the gateway stops.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let page: Value = http
-            .get(format!(
-                "{}/api/v1/webhooks/{webhook}/deliveries",
-                single.url
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(
+            &http,
+            &single.url,
+            &format!("/webhooks/{webhook}/deliveries"),
+        )
+        .await;
         let items = page["items"].as_array().unwrap();
         if items.len() == 3 && items.iter().all(|d| d["state"] == "succeeded") {
             break;
@@ -620,30 +607,16 @@ async fn a_redb_store_copied_into_postgres_carries_on_in_replicas() {
 
     let replicas = Replicas::start_with_key(2, &url, Some(&data.join("secret.key")), &[]).await;
     for i in 0..2 {
-        let page: Value = http
-            .get(format!(
-                "{}/api/v1/webhooks/{webhook}/deliveries",
-                replicas.url(i)
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(
+            &http,
+            replicas.url(i),
+            &format!("/webhooks/{webhook}/deliveries"),
+        )
+        .await;
         let items = page["items"].as_array().unwrap();
         assert_eq!(items.len(), 3, "the history came along: {page}");
         assert!(items.iter().all(|d| d["state"] == "succeeded"), "{page}");
-        let plugins: Vec<Value> = http
-            .get(format!("{}/api/v1/plugins", replicas.url(i)))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let plugins: Vec<Value> = get_json(&http, replicas.url(i), "/plugins").await;
         assert!(
             plugins.iter().any(|p| p["name"] == "hostile"),
             "the installed plugin came along"
@@ -662,15 +635,7 @@ async fn a_redb_store_copied_into_postgres_carries_on_in_replicas() {
         .unwrap();
     verify_standard(last, secret);
     // Its event follows the copied ones in the log.
-    let events: Value = http
-        .get(format!("{}/api/v1/events", replicas.url(0)))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Value = get_json(&http, replicas.url(0), "/events").await;
     assert_eq!(events["items"].as_array().unwrap().len(), 4, "{events}");
     assert_eq!(events["items"][0]["id"], after.as_str(), "newest first");
 
