@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{IsolationLevel, NoTls, Transaction};
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use cached::Transaction;
 
 use super::StoreError;
 use super::announce::{Announcer, Due};
@@ -37,6 +39,7 @@ use crate::records::{
     Webhook,
 };
 
+mod cached;
 mod import;
 pub use import::Imported;
 mod listen;
@@ -285,7 +288,7 @@ impl PgStore {
         duration_ms: u64,
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         lock(&txn, LOG_LOCK).await?;
         let Some(mut repo) = repository(&txn, repository_id, true).await? else {
             return Ok(0);
@@ -344,7 +347,7 @@ impl PgStore {
     ) -> Result<PollClaim, StoreError> {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let Some(row) = txn
             .query_opt(
                 "SELECT record, poll_lease_until,
@@ -408,7 +411,7 @@ impl PgStore {
         next_poll_at: Timestamp,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let Some(mut repo) = repository(&txn, repository_id, true).await? else {
             return Ok(());
         };
@@ -499,13 +502,7 @@ impl PgStore {
 
     pub async fn next_to_plan(&self, limit: usize) -> Result<PlanBatch, StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .doing("beginning a transaction")?;
+        let txn = read_only(&mut conn).await?;
         let cursor = fanout_cursor(&txn, false).await?;
         let rows = txn
             .query(
@@ -547,7 +544,7 @@ impl PgStore {
         planned: Vec<Delivery>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         // The cursor's row stays locked until commit: a concurrent planner
         // waits, then sees the cursor moved and is refused.
         let now = fanout_cursor(&txn, true).await?;
@@ -584,7 +581,7 @@ impl PgStore {
 
     pub async fn save_plugin(&self, name: &str, wasm: &[u8]) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         insert_plugin(&txn, name, wasm).await?;
         listen::plugins_changed(&txn, &self.instance).await?;
         txn.commit().await.doing("committing a plugin")?;
@@ -593,7 +590,7 @@ impl PgStore {
 
     pub async fn remove_plugin(&self, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         txn.execute("DELETE FROM plugins WHERE name = $1", &[&name])
             .await
             .doing("removing a plugin")?;
@@ -658,7 +655,7 @@ impl PgStore {
         added: Vec<Delivery>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         if webhook(&txn, webhook_id).await?.is_none() {
             return Err(StoreError::not_found("webhook", webhook_id));
         }
@@ -729,7 +726,7 @@ impl PgStore {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let limit = limit.min(i64::MAX as usize) as i64;
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let rows = if limit == 0 {
             Vec::new()
         } else {
@@ -799,7 +796,7 @@ impl PgStore {
         let now = ms(Timestamp::now());
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let head = txn
             .query_opt(
                 "SELECT id, due_ms, coalesce(lease_until, 0),
@@ -877,7 +874,7 @@ impl PgStore {
         health: Option<HealthUpdate>,
     ) -> Result<Option<Delivery>, StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let updated = record_attempt(&txn, id, &attempt, &next).await?;
         if let (Some(health), Some(d)) = (&health, &updated) {
             note_attempt(&txn, &d.webhook_id, health).await?;
@@ -903,7 +900,7 @@ impl PgStore {
         attempt: Option<Attempt>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         create_delivery(&txn, &delivery, false).await?;
         if let Some(attempt) = attempt {
             let next = if attempt.succeeded {
@@ -918,7 +915,7 @@ impl PgStore {
 
     pub async fn redeliver(&self, id: &str) -> Result<Delivery, StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let mut delivery = delivery(&txn, id, true)
             .await?
             .ok_or_else(|| StoreError::not_found("delivery", id))?;
@@ -952,7 +949,7 @@ impl PgStore {
         dry_run: bool,
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         if webhook(&txn, webhook_id).await?.is_none() {
             return Err(StoreError::not_found("webhook", webhook_id));
         }
@@ -1067,7 +1064,7 @@ impl PgStore {
         webhooks: Vec<Webhook>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         lock(&txn, REPOSITORIES_LOCK).await?;
         super::refuse_clash(&repo, &repositories_named(&txn, &repo.name).await?)?;
         put_repository(&txn, &repo).await?;
@@ -1079,7 +1076,7 @@ impl PgStore {
 
     pub async fn update_repository(&self, repo: Repository) -> Result<Repository, StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let Some(current) = repository(&txn, &repo.id, true).await? else {
             return Err(StoreError::not_found("repository", &repo.id));
         };
@@ -1094,7 +1091,7 @@ impl PgStore {
 
     pub async fn delete_repository(&self, id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         if repository(&txn, id, true).await?.is_none() {
             return Err(StoreError::not_found("repository", id));
         }
@@ -1148,7 +1145,7 @@ impl PgStore {
 
     pub async fn create_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         // Locks the repository's row: it cannot be deleted meanwhile.
         if repository(&txn, &webhook.repository_id, true)
             .await?
@@ -1162,7 +1159,7 @@ impl PgStore {
 
     pub async fn update_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let current = txn
             .query_opt(
                 "SELECT record FROM webhooks WHERE id = $1 FOR UPDATE",
@@ -1189,7 +1186,7 @@ impl PgStore {
 
     pub async fn delete_webhook(&self, id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         delete_webhook(&txn, id).await?;
         txn.commit().await.doing("committing a deleted webhook")
     }
@@ -1253,7 +1250,7 @@ impl PgStore {
     ) -> Result<Pruned, StoreError> {
         let own: Vec<&str> = own.iter().map(String::as_str).collect();
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         // One gateway of several prunes at a time; the others find the
         // lock taken and leave it to that one.
         let alone: bool = txn
@@ -1356,10 +1353,11 @@ fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
 /// advisory lock (gateways starting together migrate once). A database of
 /// a newer version is refused before anything is written.
 async fn migrate(conn: &mut Object, shown: &str) -> Result<(), StoreError> {
-    let txn = conn
-        .transaction()
-        .await
-        .doing("beginning the schema migration")?;
+    let txn = Transaction::new(
+        conn.transaction()
+            .await
+            .doing("beginning the schema migration")?,
+    );
     lock(&txn, MIGRATE_LOCK).await?;
     let exists: bool = txn
         .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
@@ -1415,15 +1413,14 @@ async fn lock(txn: &Transaction<'_>, key: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn read_only<'a>(
-    conn: &'a mut Object,
-) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+async fn read_only<'a>(conn: &'a mut Object) -> Result<Transaction<'a>, StoreError> {
     conn.build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
         .doing("beginning a transaction")
+        .map(Transaction::new)
 }
 
 fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
@@ -1804,7 +1801,7 @@ impl IngestCommitter {
             doing: "taking a connection from the pool",
             reason: pool_reason(e),
         })?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         lock(&txn, LOG_LOCK).await?;
         let mut repos: HashMap<(String, Option<String>), Repository> = HashMap::new();
         let mut books: HashMap<String, MemBook> = HashMap::new();

@@ -34,7 +34,8 @@ impl PgStore {
         plugins: &[(String, Vec<u8>)],
     ) -> Result<Imported, StoreError> {
         let mut conn = self.conn().await?;
-        let txn = conn.transaction().await.doing("beginning a transaction")?;
+        let txn =
+            super::Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         super::lock(&txn, super::LOG_LOCK).await?;
         let held: i64 = txn
             .query_one(

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{AsyncMessage, Socket, Transaction};
+use tokio_postgres::{AsyncMessage, Socket};
+
+use super::cached::Transaction;
 
 use super::{Doing, StoreError};
 use crate::event::Timestamp;
