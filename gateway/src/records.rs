@@ -172,6 +172,42 @@ pub fn check_repository_name(name: &str) -> Result<(), String> {
 }
 
 impl Repository {
+    /// Whether a poll that makes events should stay silent: the first sync
+    /// of a remote repository set to `initial_sync = silent`.
+    pub fn poll_is_silent(&self) -> bool {
+        !self.poll.synced
+            && self
+                .remote
+                .as_ref()
+                .is_some_and(|s| s.initial_sync == InitialSync::Silent)
+    }
+
+    /// Records a successful poll at `now`: synced, and the next one due a
+    /// poll interval later. The same on every store engine.
+    pub fn polled(&mut self, now: Timestamp, duration_ms: u64) {
+        let interval = self.remote.as_ref().map_or(60, |s| s.poll_interval_secs);
+        self.poll = PollStatus {
+            synced: true,
+            last_poll_at: Some(now),
+            last_duration_ms: Some(duration_ms),
+            last_error: None,
+            consecutive_errors: 0,
+            next_poll_at: Some(Timestamp::from_unix_millis(
+                now.unix_millis()
+                    .saturating_add((interval as i64).saturating_mul(1000)),
+            )),
+        };
+    }
+
+    /// Records a failed poll: one more error in a row, retried at `next`.
+    pub fn poll_failed(&mut self, error: String, duration_ms: u64, next: Timestamp) {
+        self.poll.last_poll_at = Some(Timestamp::now());
+        self.poll.last_duration_ms = Some(duration_ms);
+        self.poll.last_error = Some(error);
+        self.poll.consecutive_errors += 1;
+        self.poll.next_poll_at = Some(next);
+    }
+
     /// A local repository as a registry's first notification for it makes
     /// it: named, for any registry, with no settings.
     pub fn new_local(name: &str) -> Self {

@@ -35,8 +35,7 @@ use super::types::{
 use crate::changes::{self, Notification, Recorded, TagBook, TagChange};
 use crate::event::{Event, Timestamp};
 use crate::records::{
-    Attempt, Delivery, DeliveryKind, DeliveryState, InitialSync, KnownTag, PollStatus, Repository,
-    Webhook,
+    Attempt, Delivery, DeliveryKind, DeliveryState, KnownTag, Repository, Webhook,
 };
 
 mod cached;
@@ -293,11 +292,7 @@ impl PgStore {
         let Some(mut repo) = repository(&txn, repository_id, true).await? else {
             return Ok(0);
         };
-        let silent = !repo.poll.synced
-            && repo
-                .remote
-                .as_ref()
-                .is_some_and(|s| s.initial_sync == InitialSync::Silent);
+        let silent = repo.poll_is_silent();
         let now = Timestamp::now();
         let mut book = MemBook::load(&txn, repository_id).await?;
         let events = changes::from_poll(
@@ -312,18 +307,7 @@ impl PgStore {
             append(&txn, e, None).await?;
         }
         book.flush(&txn).await?;
-        let interval = repo.remote.as_ref().map_or(60, |s| s.poll_interval_secs);
-        repo.poll = PollStatus {
-            synced: true,
-            last_poll_at: Some(now),
-            last_duration_ms: Some(duration_ms),
-            last_error: None,
-            consecutive_errors: 0,
-            next_poll_at: Some(Timestamp::from_unix_millis(
-                now.unix_millis()
-                    .saturating_add((interval as i64).saturating_mul(1000)),
-            )),
-        };
+        repo.polled(now, duration_ms);
         put_repository(&txn, &repo).await?;
         end_poll_lease(&txn, repository_id).await?;
         if !events.is_empty() {
@@ -415,11 +399,7 @@ impl PgStore {
         let Some(mut repo) = repository(&txn, repository_id, true).await? else {
             return Ok(());
         };
-        repo.poll.last_poll_at = Some(Timestamp::now());
-        repo.poll.last_duration_ms = Some(duration_ms);
-        repo.poll.last_error = Some(error);
-        repo.poll.consecutive_errors += 1;
-        repo.poll.next_poll_at = Some(next_poll_at);
+        repo.poll_failed(error, duration_ms, next_poll_at);
         put_repository(&txn, &repo).await?;
         end_poll_lease(&txn, repository_id).await?;
         txn.commit().await.doing("committing a poll failure")

@@ -15,9 +15,7 @@ use super::{
 };
 use crate::changes::{self, Notification, Recorded};
 use crate::event::{Event, Timestamp};
-use crate::records::{
-    Attempt, Delivery, DeliveryState, InitialSync, KnownTag, PollStatus, Repository, Webhook,
-};
+use crate::records::{Attempt, Delivery, DeliveryState, KnownTag, Repository, Webhook};
 use crate::store::HealthUpdate;
 
 impl RedbStore {
@@ -53,11 +51,7 @@ impl RedbStore {
                 let Some(mut repo) = txn.repository(&id)? else {
                     return Ok(0);
                 };
-                let silent = !repo.poll.synced
-                    && repo
-                        .remote
-                        .as_ref()
-                        .is_some_and(|s| s.initial_sync == InitialSync::Silent);
+                let silent = repo.poll_is_silent();
                 let now = Timestamp::now();
                 let mut log = Log::open(txn)?;
                 let mut tags = Tags::open(txn)?;
@@ -78,18 +72,7 @@ impl RedbStore {
                     log.append(e, None)?;
                 }
                 drop((log, tags));
-                let interval = repo.remote.as_ref().map_or(60, |s| s.poll_interval_secs);
-                repo.poll = PollStatus {
-                    synced: true,
-                    last_poll_at: Some(now),
-                    last_duration_ms: Some(duration_ms),
-                    last_error: None,
-                    consecutive_errors: 0,
-                    next_poll_at: Some(Timestamp::from_unix_millis(
-                        now.unix_millis()
-                            .saturating_add((interval as i64).saturating_mul(1000)),
-                    )),
-                };
+                repo.polled(now, duration_ms);
                 repos::put_repository(txn, &repo)?;
                 Ok(events.len())
             })
@@ -114,11 +97,7 @@ impl RedbStore {
             let Some(mut repo) = txn.repository(&id)? else {
                 return Ok(());
             };
-            repo.poll.last_poll_at = Some(Timestamp::now());
-            repo.poll.last_duration_ms = Some(duration_ms);
-            repo.poll.last_error = Some(error);
-            repo.poll.consecutive_errors += 1;
-            repo.poll.next_poll_at = Some(next_poll_at);
+            repo.poll_failed(error, duration_ms, next_poll_at);
             repos::put_repository(txn, &repo)
         })
         .await
