@@ -8,6 +8,14 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 /// Cryptographically random bytes from the operating system. A system
 /// without a random source cannot run a gateway safely: that panics.
+/// Whether a credential someone gave is the expected one, in time that
+/// does not depend on where they first differ: every token, signature and
+/// CSRF check goes through here.
+pub fn same(given: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    given.ct_eq(expected).into()
+}
+
 pub fn fill_random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random source is readable");
 }

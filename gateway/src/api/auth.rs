@@ -7,7 +7,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use super::App;
@@ -29,7 +28,7 @@ pub fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return false;
     }
-    token.trim().as_bytes().ct_eq(expected.as_bytes()).into()
+    crate::secrets::same(token.trim().as_bytes(), expected.as_bytes())
 }
 
 /// Middleware guarding the admin API: the bearer token, or a console

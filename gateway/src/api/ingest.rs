@@ -19,7 +19,6 @@ use serde::Serialize;
 use super::auth::bearer_matches;
 use super::input::read_body;
 use super::{ApiError, App};
-use subtle::ConstantTimeEq;
 
 use crate::changes::{Notification, Recorded, TagChange};
 use crate::config::{DOCKER_HUB_API, QUAY_API};
@@ -175,10 +174,6 @@ fn invalid(e: Invalid) -> ApiError {
     ApiError::bad_request(e.0)
 }
 
-fn ct_eq(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
-}
-
 /// `?token=<ingest token>` (for senders that cannot set a header), or the
 /// usual bearer header.
 fn url_token_matches(app: &App, query: Option<&str>, headers: &HeaderMap) -> bool {
@@ -188,7 +183,7 @@ fn url_token_matches(app: &App, query: Option<&str>, headers: &HeaderMap) -> boo
             .map(|(_, v)| v.into_owned())
     });
     match given {
-        Some(t) => ct_eq(&t, &app.tokens.ingest),
+        Some(t) => crate::secrets::same(t.as_bytes(), app.tokens.ingest.as_bytes()),
         None => bearer_matches(headers, &app.tokens.ingest),
     }
 }
@@ -215,7 +210,7 @@ pub async fn harbor(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
         Some(expected) => headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| ct_eq(v.trim(), expected.trim())),
+            .is_some_and(|v| crate::secrets::same(v.trim().as_bytes(), expected.trim().as_bytes())),
         None => bearer_matches(&headers, &app.tokens.ingest),
     };
     if !authorised {
@@ -493,7 +488,7 @@ fn basic_password_matches(headers: &HeaderMap, expected: &str) -> bool {
     };
     decoded
         .split_once(':')
-        .is_some_and(|(_, password)| ct_eq(password, expected))
+        .is_some_and(|(_, password)| crate::secrets::same(password.as_bytes(), expected.as_bytes()))
 }
 
 /// Records notifications and counts what was committed. The work runs in

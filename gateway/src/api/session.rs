@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::{ApiError, App, ErrorBody};
@@ -193,7 +192,7 @@ pub fn check_write(
         .get(CSRF_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if given.is_empty() || !bool::from(given.ct_eq(session.csrf.as_bytes())) {
+    if given.is_empty() || !crate::secrets::same(given, session.csrf.as_bytes()) {
         return Err(forbidden(
             "a console request that changes something needs the session's X-CSRF-Token header",
         ));
@@ -259,7 +258,7 @@ pub async fn sign_in(State(app): State<Arc<App>>, request: Request) -> Result<Re
         .map(|s| s.token)
         .unwrap_or_default();
     let token = token.trim();
-    if token.is_empty() || !bool::from(token.as_bytes().ct_eq(app.tokens.admin.as_bytes())) {
+    if token.is_empty() || !crate::secrets::same(token.as_bytes(), app.tokens.admin.as_bytes()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
