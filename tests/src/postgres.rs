@@ -83,23 +83,7 @@ kill -INT "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 rm -rf "$DIR"
 "#;
-        let mut command = if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .map_err(|e| e.to_string())?;
-            if !status.success() {
-                return Err("chown of the cluster's directory to postgres failed".into());
-            }
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "sh", "-c", script]);
-            c
-        } else {
-            let mut c = Command::new("sh");
-            c.args(["-c", script]);
-            c
-        };
+        let mut command = as_postgres(script, &dir)?;
         command
             .env("BIN", &bin)
             .env("DIR", &dir)
@@ -143,25 +127,7 @@ rm -rf "$DIR"
 
     /// Runs SQL as the cluster's superuser, in database `postgres`.
     pub fn sql(&self, sql: &str) {
-        let output = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-U",
-                "callisto",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-q",
-            ])
-            .args(["-c", sql])
-            .output()
-            .expect("run psql");
-        assert!(
-            output.status.success(),
-            "psql -c {sql:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        psql(&self.bin, self.port, sql);
     }
 
     /// Runs SQL in the database at `url`; returns what it printed (unaligned,
@@ -353,18 +319,9 @@ rm -rf "$DIR"
         self.pg_ctl(r#"-o "$OPTIONS" -l "$DIR/postgres.log" -w start"#);
     }
 
+    /// Runs SQL as the cluster's superuser, in database `postgres`.
     pub fn sql(&self, sql: &str) {
-        let output = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "callisto", "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
-            .args(["-q", "-c", sql])
-            .output()
-            .expect("run psql");
-        assert!(
-            output.status.success(),
-            "psql -c {sql:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        psql(&self.bin, self.port, sql);
     }
 }
 
@@ -375,6 +332,22 @@ impl Drop for OwnCluster {
             let _ = guard.0.wait();
         }
     }
+}
+
+/// Runs SQL as the superuser of the cluster on `port`, in database
+/// `postgres`.
+fn psql(bin: &Path, port: u16, sql: &str) {
+    let output = Command::new(bin.join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "callisto", "-d", "postgres", "-v", "ON_ERROR_STOP=1"])
+        .args(["-q", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        output.status.success(),
+        "psql -c {sql:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// `sh -c script`, as the `postgres` user when running as root (PostgreSQL
