@@ -807,17 +807,21 @@ async fn a_database_of_a_newer_schema_is_refused_untouched() {
     assert!(matches!(err, StoreError::Connect { .. }), "{err}");
 }
 
+/// A test gateway's configuration with its state in `data` and its store
+/// the PostgreSQL database at `url`.
+fn on_postgres(data: &std::path::Path, url: &str) -> callisto::config::Config {
+    let mut c = callisto::test_util::test_config(data);
+    c.plugins.cache_dir = Some(crate::shared_cache_dir());
+    c.store = url.to_owned();
+    c
+}
+
 #[tokio::test]
 async fn a_gateway_on_postgres_delivers_a_push_and_loses_nothing_across_a_restart() {
     let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
         .await
         .unwrap();
-    let config = |data: &std::path::Path| {
-        let mut c = callisto::test_util::test_config(data);
-        c.plugins.cache_dir = Some(crate::shared_cache_dir());
-        c.store = url.clone();
-        c
-    };
+    let config = |data: &std::path::Path| on_postgres(data, &url);
     let data = tempfile::tempdir().unwrap();
     let cfg = config(data.path());
     let gw = callisto::test_util::TestGateway::start_in(data, cfg).await;
@@ -1212,12 +1216,7 @@ async fn two_gateways_on_one_database_deliver_each_push_once() {
     let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
         .await
         .unwrap();
-    let config = |data: &std::path::Path| {
-        let mut c = callisto::test_util::test_config(data);
-        c.plugins.cache_dir = Some(crate::shared_cache_dir());
-        c.store = url.clone();
-        c
-    };
+    let config = |data: &std::path::Path| on_postgres(data, &url);
     let data_a = tempfile::tempdir().unwrap();
     let cfg = config(data_a.path());
     let a = callisto::test_util::TestGateway::start_in(data_a, cfg).await;
