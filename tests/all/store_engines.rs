@@ -12,7 +12,7 @@ use callisto::records::{
     Attempt, AttemptHealth, Delivery, DeliveryKind, DeliveryState, DisablePolicy, RemoteSettings,
     Repository, RepositoryKind, Request, SignatureScheme, Webhook,
 };
-use callisto::store::{EventFilter, HealthUpdate, Next, PollClaim, Store, StoreError};
+use callisto::store::{EventFilter, HealthUpdate, Leadership, Next, PollClaim, Store, StoreError};
 use callisto_tests::receiver::Receiver;
 use serde_json::json;
 
@@ -1315,4 +1315,42 @@ async fn a_store_listens_again_after_its_connection_is_cut() {
         .await
         .expect("B hears of A's append again")
         .unwrap();
+}
+
+/// Of two stores on one database, one plans fan-out at a time: the other
+/// follows until the planner's lease ends, and takes over once it does
+/// (the planner died or went idle). On redb a store always leads.
+#[tokio::test]
+async fn one_store_at_a_time_leads_fan_out_and_another_takes_over_when_its_lease_ends() {
+    let (_dir, redb) = open(Engine::Redb).await;
+    assert_eq!(
+        redb.lead_fanout(Duration::from_millis(1)).await.unwrap(),
+        Leadership::Leading
+    );
+
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let lease = Duration::from_millis(1500);
+    assert_eq!(a.lead_fanout(lease).await.unwrap(), Leadership::Leading);
+    // Renewing its own lease is leading still; the other follows, told
+    // until when.
+    assert_eq!(a.lead_fanout(lease).await.unwrap(), Leadership::Leading);
+    let Leadership::Following { until } = b.lead_fanout(lease).await.unwrap() else {
+        panic!("two stores led fan-out at once");
+    };
+    let left = until.unix_millis() - Timestamp::now().unix_millis();
+    assert!(
+        left > 0 && left <= 1500,
+        "the lease ends {left} ms from now"
+    );
+    // `a` goes quiet: once its lease has ended, `b` leads and `a` follows.
+    tokio::time::sleep(Duration::from_millis(left as u64 + 100)).await;
+    assert_eq!(b.lead_fanout(lease).await.unwrap(), Leadership::Leading);
+    assert!(matches!(
+        a.lead_fanout(lease).await.unwrap(),
+        Leadership::Following { .. }
+    ));
 }
