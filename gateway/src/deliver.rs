@@ -530,6 +530,10 @@ async fn attempt_loaded(
         finished.paused = true;
         return finished;
     }
+    // Folded into a later delivery, or finished, since it was claimed.
+    if delivery.state != crate::records::DeliveryState::Pending {
+        return finished;
+    }
     let Some(request) = delivery.request.as_ref() else {
         return finished;
     };

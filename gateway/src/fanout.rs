@@ -9,10 +9,11 @@
 //! same requests. The store announces the deliveries it made due; the
 //! sender hears of them from there.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod coalesce;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::event::{Event, EventType, Timestamp};
 use crate::filtered::{FilteredEvent, FilteredEvents};
@@ -20,7 +21,7 @@ use crate::host_filter;
 use crate::metrics::Metrics;
 use crate::operational::{self, OperationalEvent};
 use crate::plugin::{EventInput, PluginHost, Runner, Verdict, WebhookInput};
-use crate::records::{Delivery, DeliveryKind, Webhook};
+use crate::records::{Delivery, DeliveryKind, DeliveryState, Webhook};
 use crate::store::{Leadership, PlanBatch, Store, StoreError};
 
 /// Events taken per transaction.
@@ -170,6 +171,11 @@ async fn process_batch(
         Ok(known) => known,
         Err(e) => return (Some(runner), Err(e)),
     };
+    let windows: HashMap<String, u32> = webhooks
+        .values()
+        .flatten()
+        .filter_map(|w| Some((w.id.clone(), w.coalesce_secs?)))
+        .collect();
     let planner = ctx.clone();
     let span = tracing::info_span!("fanout", events = count, first.event.id = %events[0].id);
     let planned = tokio::task::spawn_blocking(move || {
@@ -194,12 +200,20 @@ async fn process_batch(
         (runner, deliveries)
     })
     .await;
-    let (runner, deliveries) = match planned {
+    let (runner, mut deliveries) = match planned {
         Ok(pair) => pair,
         Err(e) => {
             // Nothing was written: the batch is planned again.
             tracing::error!("fan-out batch panicked: {e}");
             return (None, Ok(0));
+        }
+    };
+    let folds = if windows.is_empty() {
+        Vec::new()
+    } else {
+        match fold_bursts(ctx, &mut deliveries, &windows).await {
+            Ok(folds) => folds,
+            Err(e) => return (Some(runner), Err(e)),
         }
     };
     let failing: Vec<(String, String, String, String)> = deliveries
@@ -214,7 +228,10 @@ async fn process_batch(
             )
         })
         .collect();
-    let written = ctx.store.plan_deliveries(cursor, last, deliveries).await;
+    let written = ctx
+        .store
+        .plan_deliveries(cursor, last, deliveries, folds)
+        .await;
     if written.is_ok() {
         for (webhook, repository, plugin, error) in failing {
             if ctx.plugin_failing.should_tell(&webhook) {
@@ -230,6 +247,40 @@ async fn process_batch(
         }
     }
     (Some(runner), written.map(|()| count))
+}
+
+/// Folds the batch's deliveries for webhooks with a coalescing window
+/// into their bursts (`coalesce`), reading each one's gathering delivery
+/// from the store.
+async fn fold_bursts(
+    ctx: &Context,
+    deliveries: &mut [Delivery],
+    windows: &HashMap<String, u32>,
+) -> Result<Vec<crate::store::Fold>, StoreError> {
+    let now = Timestamp::now();
+    let after = Timestamp::from_unix_nanos(now.unix_nanos() + coalesce::MARGIN.as_nanos() as i128);
+    let mut open = HashMap::new();
+    for d in deliveries.iter() {
+        if windows.contains_key(&d.webhook_id)
+            && !open.contains_key(&d.webhook_id)
+            && let Some(g) = ctx.store.gathering(&d.webhook_id, after).await?
+        {
+            open.insert(d.webhook_id.clone(), g);
+        }
+    }
+    let folds = coalesce::fold(deliveries, windows, open, now);
+    let folded = folds.len()
+        + deliveries
+            .iter()
+            .filter(|d| d.state == DeliveryState::Folded)
+            .count();
+    if folded > 0 {
+        ctx.metrics
+            .deliveries
+            .get_or_create(&vec![("outcome", "folded".to_owned())])
+            .inc_by(folded as u64);
+    }
+    Ok(folds)
 }
 
 /// Events a replay covers at most per request.

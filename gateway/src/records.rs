@@ -291,6 +291,12 @@ pub struct Webhook {
     /// (mTLS).
     #[serde(default)]
     pub client_certificate: Option<ClientCertificate>,
+    /// Seconds a burst of events is gathered for before one delivery
+    /// carries it: the first event's delivery waits this long, and each
+    /// event within it replaces the one before (its request is sent, the
+    /// earlier events are listed). `None`: every event is sent at once.
+    #[serde(default)]
+    pub coalesce_secs: Option<u32>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -428,6 +434,10 @@ pub enum DeliveryState {
     Failed,
     /// Every attempt of the schedule failed; kept and redeliverable.
     Dead,
+    /// Never sent on its own: a later event of the same burst came within
+    /// the webhook's coalescing window, and the delivery made for it
+    /// (`folded_into`) carries this one's event too.
+    Folded,
 }
 
 impl DeliveryState {
@@ -437,6 +447,7 @@ impl DeliveryState {
             DeliveryState::Succeeded => "succeeded",
             DeliveryState::Failed => "failed",
             DeliveryState::Dead => "dead",
+            DeliveryState::Folded => "folded",
         }
     }
 }
@@ -472,6 +483,14 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The earlier events of a burst this delivery carries besides its own
+    /// (a coalescing window), oldest first; their deliveries are `Folded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folded: Vec<String>,
+    /// For a `Folded` delivery: the delivery that took its place. That one
+    /// may itself have been folded into a later one, while the burst went on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_into: Option<String>,
 }
 
 impl Delivery {
@@ -504,6 +523,8 @@ impl Delivery {
             last_status: None,
             created_at: now,
             updated_at: now,
+            folded: Vec::new(),
+            folded_into: None,
         }
     }
 }
@@ -567,6 +588,7 @@ mod tests {
             previous_secret: None,
             previous_secret_until: None,
             retention_days: None,
+            coalesce_secs: None,
             operational_events: false,
             client_certificate: None,
             created_at: now,

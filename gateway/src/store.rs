@@ -31,7 +31,8 @@ pub use announce::Due;
 pub use postgres::{Imported, redact as redact_url};
 pub use redb::{Backup, Report, TableReport, backup_file, verify_file};
 pub use types::{
-    Claim, DueDelivery, EventFilter, HealthUpdate, Leadership, Next, PlanBatch, PollClaim, Pruned,
+    Claim, DueDelivery, EventFilter, Fold, Gathering, HealthUpdate, Leadership, Next, PlanBatch,
+    PollClaim, Pruned,
 };
 
 use announce::Announcer;
@@ -53,6 +54,34 @@ fn due_of(deliveries: &[Delivery]) -> Vec<Due> {
             })
         })
         .collect()
+}
+
+/// Whether a delivery can still take a burst's later event in its place:
+/// pending, made for an event by fan-out, never attempted, and due after
+/// `after`. Both engines' rule, for reading and again when folding.
+fn gathers(delivery: &Delivery, after: Timestamp) -> bool {
+    delivery.state == DeliveryState::Pending
+        && delivery.kind == crate::records::DeliveryKind::Event
+        && delivery.attempts == 0
+        && delivery.request.is_some()
+        && delivery.next_attempt_at.is_some_and(|at| at > after)
+}
+
+/// Folds `delivery` into `fold.into` as both engines record it, or refuses
+/// if it was sent, redelivered or changed meanwhile: fan-out then plans
+/// its batch again and starts a new burst.
+fn apply_fold(delivery: &mut Delivery, fold: &Fold, now: Timestamp) -> Result<(), StoreError> {
+    if !gathers(delivery, now) {
+        return Err(StoreError::Conflict(format!(
+            "delivery {} stopped gathering its burst before {} could take its place",
+            fold.delivery_id, fold.into
+        )));
+    }
+    delivery.state = DeliveryState::Folded;
+    delivery.folded_into = Some(fold.into.clone());
+    delivery.next_attempt_at = None;
+    delivery.updated_at = now;
+    Ok(())
 }
 
 /// Moves a delivery on after an attempt, as both engines record it: the
@@ -439,16 +468,28 @@ impl Store {
         dispatch!(self, s => s.next_to_plan(limit).await)
     }
 
-    /// Creates the deliveries a batch made and moves the fan-out cursor past
-    /// it, in one transaction. Refused (`Conflict`) if the cursor is no
-    /// longer `cursor`.
+    /// Creates the deliveries a batch made, folds the gathering deliveries
+    /// they replace, and moves the fan-out cursor past the batch, in one
+    /// transaction. Refused (`Conflict`) if the cursor is no longer
+    /// `cursor`, or a delivery to fold stopped gathering.
     pub async fn plan_deliveries(
         &self,
         cursor: u64,
         last: u64,
         planned: Vec<Delivery>,
+        folds: Vec<Fold>,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.plan_deliveries(cursor, last, planned).await)
+        dispatch!(self, s => s.plan_deliveries(cursor, last, planned, folds).await)
+    }
+
+    /// The newest delivery of `webhook_id` still gathering a burst and due
+    /// after `after`, if any (a coalescing window).
+    pub async fn gathering(
+        &self,
+        webhook_id: &str,
+        after: Timestamp,
+    ) -> Result<Option<Gathering>, StoreError> {
+        dispatch!(self, s => s.gathering(webhook_id, after).await)
     }
 
     /// Adds deliveries for a webhook outside fan-out (a replay, durably).

@@ -5,6 +5,7 @@ mod api;
 mod builtins;
 mod cli_admin;
 mod cli_plugin;
+mod coalesce;
 mod console;
 mod delivery;
 mod durability;

@@ -12,7 +12,9 @@ use callisto::records::{
     Attempt, AttemptHealth, Delivery, DeliveryKind, DeliveryState, DisablePolicy, RemoteSettings,
     Repository, RepositoryKind, Request, SignatureScheme, Webhook,
 };
-use callisto::store::{EventFilter, HealthUpdate, Leadership, Next, PollClaim, Store, StoreError};
+use callisto::store::{
+    EventFilter, Fold, HealthUpdate, Leadership, Next, PollClaim, Store, StoreError,
+};
 use callisto_tests::receiver::Receiver;
 use serde_json::json;
 
@@ -64,6 +66,7 @@ fn webhook(repository_id: &str) -> Webhook {
         previous_secret: None,
         previous_secret_until: None,
         retention_days: None,
+        coalesce_secs: None,
         operational_events: false,
         client_certificate: None,
         created_at: now,
@@ -141,10 +144,128 @@ async fn one_planned_delivery(store: &Store) -> (Webhook, String) {
     let planned = vec![delivery_for(&recorded.events[0].id, &hook)];
     let id = planned[0].id.clone();
     store
-        .plan_deliveries(batch.cursor, batch.last, planned)
+        .plan_deliveries(batch.cursor, batch.last, planned, vec![])
         .await
         .unwrap();
     (hook, id)
+}
+
+/// A delivery due `in_ms` from now, as fan-out makes one for a webhook
+/// with a coalescing window.
+fn gathering_delivery(event_id: &str, webhook: &Webhook, in_ms: i64) -> Delivery {
+    let mut d = delivery_for(event_id, webhook);
+    d.next_attempt_at = Some(Timestamp::from_unix_millis(
+        Timestamp::now().unix_millis() + in_ms,
+    ));
+    d
+}
+
+#[tokio::test]
+async fn a_gathering_delivery_is_found_folded_once_and_never_claimed() {
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let repo = Repository::new_local("demo/app");
+        let hook = webhook(&repo.id);
+        store
+            .create_repository(repo.clone(), vec![hook.clone()])
+            .await
+            .unwrap();
+        store
+            .record_notifications(vec![
+                pushed("c:1", "demo/app", "v1", "sha256:a"),
+                pushed("c:2", "demo/app", "v2", "sha256:b"),
+            ])
+            .await
+            .unwrap();
+        let batch = store.next_to_plan(100).await.unwrap();
+        let (e1, e2) = (&batch.events[0].id, &batch.events[1].id);
+        let first = gathering_delivery(e1, &hook, 60_000);
+        store
+            .plan_deliveries(batch.cursor, batch.last, vec![first.clone()], vec![])
+            .await
+            .unwrap();
+
+        // Found while due later than asked; not once the window is about
+        // to end.
+        let now = Timestamp::now();
+        let found = store.gathering(&hook.id, now).await.unwrap().unwrap();
+        assert_eq!(found.delivery_id, first.id, "{engine:?}");
+        assert_eq!(&found.event_id, e1);
+        let late = Timestamp::from_unix_millis(now.unix_millis() + 120_000);
+        assert_eq!(store.gathering(&hook.id, late).await.unwrap(), None);
+
+        // The second event's delivery takes its place.
+        let mut second = gathering_delivery(e2, &hook, 60_000);
+        second.next_attempt_at = first.next_attempt_at;
+        second.folded = vec![e1.clone()];
+        let fold = Fold {
+            delivery_id: first.id.clone(),
+            into: second.id.clone(),
+        };
+        let more = store
+            .record_notifications(vec![pushed("c:3", "demo/app", "v3", "sha256:c")])
+            .await
+            .unwrap();
+        assert_eq!(more.events.len(), 1);
+        let batch = store.next_to_plan(100).await.unwrap();
+        store
+            .plan_deliveries(
+                batch.cursor,
+                batch.last,
+                vec![second.clone()],
+                vec![fold.clone()],
+            )
+            .await
+            .unwrap();
+        let folded = store.delivery(&first.id).await.unwrap().unwrap();
+        assert_eq!(folded.state, DeliveryState::Folded, "{engine:?}");
+        assert_eq!(folded.folded_into.as_deref(), Some(second.id.as_str()));
+        assert_eq!(folded.next_attempt_at, None);
+        let carrier = store.delivery(&second.id).await.unwrap().unwrap();
+        assert_eq!(carrier.folded, std::slice::from_ref(e1), "{engine:?}");
+        assert_eq!(
+            store
+                .gathering(&hook.id, now)
+                .await
+                .unwrap()
+                .unwrap()
+                .delivery_id,
+            second.id
+        );
+        // Only the carrier is pending.
+        let due = store.due_deliveries(&hook.id, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+            [second.id.clone()],
+            "{engine:?}"
+        );
+        assert_eq!(store.pending_count().await.unwrap(), 1, "{engine:?}");
+
+        // Folding it twice is refused, and refusal writes nothing: the
+        // cursor stays.
+        store
+            .record_notifications(vec![pushed("c:4", "demo/app", "v4", "sha256:d")])
+            .await
+            .unwrap();
+        let batch = store.next_to_plan(100).await.unwrap();
+        let third = gathering_delivery(&batch.events[0].id, &hook, 60_000);
+        let err = store
+            .plan_deliveries(batch.cursor, batch.last, vec![third.clone()], vec![fold])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{engine:?}: {err}");
+        assert_eq!(store.delivery(&third.id).await.unwrap(), None);
+        assert_eq!(store.next_to_plan(100).await.unwrap().events.len(), 1);
+
+        // A redelivered (due now) delivery gathers no more.
+        store.redeliver(&second.id).await.unwrap();
+        let soon = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 2_000);
+        assert_eq!(
+            store.gathering(&hook.id, soon).await.unwrap(),
+            None,
+            "{engine:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -356,7 +477,7 @@ async fn deliveries_are_planned_exactly_once() {
             .map(|e| delivery_for(&e.id, &hook))
             .collect();
         store
-            .plan_deliveries(batch.cursor, batch.last, planned.clone())
+            .plan_deliveries(batch.cursor, batch.last, planned.clone(), vec![])
             .await
             .unwrap();
         // The same batch again: the cursor has moved, nothing is planned.
@@ -366,7 +487,7 @@ async fn deliveries_are_planned_exactly_once() {
             .map(|e| delivery_for(&e.id, &hook))
             .collect();
         let err = store
-            .plan_deliveries(batch.cursor, batch.last, again)
+            .plan_deliveries(batch.cursor, batch.last, again, vec![])
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{engine:?}: {err}");

@@ -44,9 +44,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         } else {
             bytes
         };
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        // The error names the field at fault (`webhooks[0].url: ...`), not
+        // only a column of a line.
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let reason = e.inner();
+            ApiError::bad_request(if path == "." {
+                format!("invalid JSON body: {reason}")
+            } else {
+                format!("invalid JSON body: {path}: {reason}")
+            })
+        })?;
+        de.end()
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        Ok(ApiJson(value))
     }
 }
 
@@ -236,6 +248,14 @@ pub struct WebhookInput {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 3650)]
     pub retention_days: Option<u32>,
+    /// Seconds (1-3600) to gather a burst of events into one delivery: the
+    /// first event's delivery waits this long, and each later event of
+    /// the burst takes its place (its request is sent, the earlier events'
+    /// ids go in the `callisto-folded-events` header, at most 100 per
+    /// delivery). Default: every event is sent at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3600)]
+    pub coalesce_secs: Option<u32>,
     /// Also receive Callisto's operational events (`webhook.disabled`,
     /// `delivery.dead`, `poll.failing`, `plugin.failing`) as Callisto's own
     /// JSON, not through the plugin. Default false.
@@ -298,6 +318,11 @@ pub struct WebhookPatch {
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<Option<u32>>,
+    /// `null` sends every event at once again.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 3600)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coalesce_secs: Option<Option<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operational_events: Option<bool>,
     /// A new client certificate, or `null` to present none.
@@ -476,6 +501,19 @@ pub fn validate_retention(days: Option<u32>) -> Result<Option<u32>, ApiError> {
     match days {
         Some(d) if d == 0 || d > 3650 => Err(ApiError::bad_request(format!(
             "retention_days: {d} is not between 1 and 3650 (null for the gateway's)"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Longest coalescing window: an hour. A burst gathered longer than that
+/// is a schedule, not a burst.
+pub const MAX_COALESCE_SECS: u32 = 3600;
+
+pub fn validate_coalesce(secs: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match secs {
+        Some(s) if s == 0 || s > MAX_COALESCE_SECS => Err(ApiError::bad_request(format!(
+            "coalesce_secs: {s} is not between 1 and {MAX_COALESCE_SECS} (null to send every event at once)"
         ))),
         other => Ok(other),
     }

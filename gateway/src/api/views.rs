@@ -77,6 +77,8 @@ pub struct WebhookView {
     pub previous_secret_until: Option<Timestamp>,
     /// Days its finished deliveries are kept, if not the gateway's.
     pub retention_days: Option<u32>,
+    /// Seconds a burst of events is gathered into one delivery, if set.
+    pub coalesce_secs: Option<u32>,
     /// Whether it also receives Callisto's operational events.
     pub operational_events: bool,
     /// The SHA-256 fingerprint (hex) of the client certificate it presents
@@ -119,6 +121,7 @@ impl From<&Webhook> for WebhookView {
             disabled_at: w.disabled_at,
             previous_secret_until: w.previous_secret.as_ref().and(w.previous_secret_until),
             retention_days: w.retention_days,
+            coalesce_secs: w.coalesce_secs,
             operational_events: w.operational_events,
             client_certificate_sha256: w.client_certificate.as_ref().and_then(|c| {
                 use sha2::Digest;
@@ -287,6 +290,13 @@ pub struct DeliveryView {
     pub created_at: Timestamp,
     #[schema(value_type = String)]
     pub updated_at: Timestamp,
+    /// The earlier events of the burst it carries besides `event_id`
+    /// (a coalescing window), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folded: Vec<String>,
+    /// For a `folded` delivery: the delivery that took its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_into: Option<String>,
     /// Every attempt (in the single-delivery view).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptView>>,
@@ -309,6 +319,8 @@ impl DeliveryView {
             request: d.request.as_ref().map(FormattedView::from),
             created_at: d.created_at,
             updated_at: d.updated_at,
+            folded: d.folded.clone(),
+            folded_into: d.folded_into.clone(),
             attempt_log: attempts,
         }
     }

@@ -82,6 +82,7 @@ pub async fn prepare_webhook(
             previous_secret: None,
             previous_secret_until: None,
             retention_days: input::validate_retention(input.retention_days)?,
+            coalesce_secs: input::validate_coalesce(input.coalesce_secs)?,
             operational_events: input.operational_events.unwrap_or(false),
             client_certificate: match &input.client_certificate {
                 Some(c) => {
@@ -264,6 +265,9 @@ pub async fn patch(
     }
     if let Some(days) = patch.retention_days {
         webhook.retention_days = input::validate_retention(days)?;
+    }
+    if let Some(secs) = patch.coalesce_secs {
+        webhook.coalesce_secs = input::validate_coalesce(secs)?;
     }
     match &patch.client_certificate {
         Some(Some(c)) => {

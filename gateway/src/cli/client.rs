@@ -122,6 +122,10 @@ pub enum WebhookCommand {
         /// `parallel` (default) or `fifo` (one at a time, oldest first).
         #[arg(long, value_parser = parse_order)]
         ordering: Option<DeliveryOrder>,
+        /// Gather a burst of events for this many seconds (1-3600) into
+        /// one delivery of the newest.
+        #[arg(long, value_name = "SECS")]
+        coalesce: Option<u32>,
         /// A PEM client certificate (chain) to present to the receiver
         /// (mTLS); needs --client-key.
         #[arg(long, value_name = "FILE", requires = "client_key")]
@@ -227,6 +231,13 @@ pub struct WebhookSetArgs {
     /// Days its finished deliveries are kept, instead of the gateway's.
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u32>,
+    /// Gather a burst of events for this many seconds (1-3600) into one
+    /// delivery of the newest.
+    #[arg(long, value_name = "SECS")]
+    coalesce: Option<u32>,
+    /// Send every event at once again.
+    #[arg(long, conflicts_with = "coalesce")]
+    no_coalesce: bool,
     /// Keep its deliveries as long as the gateway's retention says.
     #[arg(long, conflicts_with = "retention_days")]
     default_retention: bool,
@@ -630,6 +641,7 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
             headers,
             rate_limit,
             ordering,
+            coalesce,
             client_cert,
             client_key,
         } => {
@@ -652,6 +664,7 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                 rate_limit_per_sec: rate_limit,
                 ordering,
                 retention_days: None,
+                coalesce_secs: coalesce,
                 operational_events: None,
                 client_certificate: read_identity(client_cert, client_key)?,
             };
@@ -677,6 +690,11 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                     Some(None)
                 } else {
                     args.retention_days.map(Some)
+                },
+                coalesce_secs: if args.no_coalesce {
+                    Some(None)
+                } else {
+                    args.coalesce.map(Some)
                 },
                 operational_events: (args.operational_events || args.no_operational_events)
                     .then_some(args.operational_events),
@@ -712,6 +730,9 @@ pub fn webhook(conn: Connection, command: WebhookCommand) -> anyhow::Result<Exit
                         format!("kept {d} days")
                     });
                 println!("  ordering {order}, {rate}, {kept}");
+                if let Some(secs) = w.coalesce_secs {
+                    println!("  bursts gathered for {secs} s into one delivery");
+                }
                 if w.operational_events {
                     println!("  receives operational events");
                 }

@@ -6,7 +6,7 @@ import { api } from './api.js';
 import { h, append, field, notice, title, table, when, badge, button } from './dom.js';
 import { exchange } from './settings.js';
 
-const STATE_KIND = { succeeded: 'good', pending: 'wait', failed: 'bad', dead: 'bad' };
+const STATE_KIND = { succeeded: 'good', pending: 'wait', failed: 'bad', dead: 'bad', folded: '' };
 
 export function stateBadge(state) {
   return badge(state, STATE_KIND[state]);
@@ -115,7 +115,11 @@ function renderDelivery(main, d, message) {
       h('dt', {}, 'Event'), h('dd', {}, d.kind === 'test' ? 'a sample event (Test Webhook)'
         : h('a', { href: `#/events/${encodeURIComponent(d.event_id)}` }, d.event_id)),
       h('dt', {}, 'Webhook'), h('dd', {}, h('a', { href: `#/webhooks/${encodeURIComponent(d.webhook_id)}/deliveries` }, 'Deliveries of this webhook')),
-      h('dt', {}, 'Plugin'), h('dd', {}, d.plugin)),
+      h('dt', {}, 'Plugin'), h('dd', {}, d.plugin),
+      d.folded && d.folded.length ? [h('dt', {}, 'Also carries'), h('dd', {}, d.folded.map((id, i) => [i ? ', ' : null,
+        h('a', { href: `#/events/${encodeURIComponent(id)}` }, id)]))] : null,
+      d.folded_into ? [h('dt', {}, 'Folded into'), h('dd', {},
+        h('a', { href: `#/deliveries/${encodeURIComponent(d.folded_into)}` }, d.folded_into))] : null),
     h('div', { class: 'actions' }, redeliver),
     status.el,
     attempts.length ? attempts : h('p', { class: 'muted' }, 'No attempt yet.'));

@@ -72,6 +72,10 @@ export function webhookFields(installed, existing, legend) {
   const secretHint = existing
     ? `${existing.has_secret ? 'A secret is set.' : 'No secret is set.'} Type a new one to replace it; leave empty to keep it (a test from this form is then sent unsigned).`
     : 'Signs every request (Standard Webhooks). Type one, or generate one (shown once). Empty: requests are not signed.';
+  const coalesce = h('input', {
+    type: 'number', min: '1', max: '3600', step: '1', inputmode: 'numeric',
+    value: existing && existing.coalesce_secs ? String(existing.coalesce_secs) : '',
+  });
   const el = h('fieldset', { class: 'webhook' },
     legend ? h('legend', {}, legend) : null,
     field('Webhook URL', url),
@@ -79,7 +83,10 @@ export function webhookFields(installed, existing, legend) {
     h('div', { class: 'field check' }, generate, h('label', { for: generate.id }, 'Generate a secret')),
     field('Plugin', plugin),
     about,
-    config);
+    config,
+    field('Coalescing window (seconds)', coalesce,
+      'Gather a burst of events into one delivery of the newest, sent this long after the first. Empty: send every event at once.'));
+  const coalesceValue = () => (coalesce.value.trim() === '' ? null : Number(coalesce.value));
 
   const configValues = () => {
     const out = {};
@@ -95,11 +102,14 @@ export function webhookFields(installed, existing, legend) {
       const body = { url: url.value.trim(), plugin: plugin.value, config: configValues() };
       const s = secretValue();
       if (s) body.secret = s;
+      if (coalesceValue() !== null) body.coalesce_secs = coalesceValue();
       return body;
     },
     /** A WebhookPatch: the configuration is replaced as a whole. */
     patch() {
-      const body = { url: url.value.trim(), plugin: plugin.value, config: configValues() };
+      const body = {
+        url: url.value.trim(), plugin: plugin.value, config: configValues(), coalesce_secs: coalesceValue(),
+      };
       const s = secretValue();
       if (s) body.secret = s;
       return body;

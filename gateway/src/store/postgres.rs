@@ -30,7 +30,8 @@ use super::StoreError;
 use super::announce::{Announcer, Due};
 use super::records::{StoredEvent, StoredEventRef, decode, encode};
 use super::types::{
-    Claim, DueDelivery, EventFilter, HealthUpdate, Leadership, Next, PlanBatch, PollClaim, Pruned,
+    Claim, DueDelivery, EventFilter, Fold, Gathering, HealthUpdate, Leadership, Next, PlanBatch,
+    PollClaim, Pruned,
 };
 use crate::changes::{self, Notification, Recorded, TagBook, TagChange};
 use crate::event::{Event, Timestamp};
@@ -522,6 +523,7 @@ impl PgStore {
         cursor: u64,
         last: u64,
         planned: Vec<Delivery>,
+        folds: Vec<Fold>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
@@ -532,6 +534,9 @@ impl PgStore {
             return Err(StoreError::Conflict(format!(
                 "fan-out cursor moved from {cursor} to {now} during a batch"
             )));
+        }
+        for fold in &folds {
+            fold_delivery(&txn, fold).await?;
         }
         for delivery in &planned {
             match create_delivery(&txn, delivery, true).await {
@@ -555,6 +560,38 @@ impl PgStore {
         txn.commit().await.doing("committing planned deliveries")?;
         self.announce.due(due);
         Ok(())
+    }
+
+    pub async fn gathering(
+        &self,
+        webhook_id: &str,
+        after: Timestamp,
+    ) -> Result<Option<Gathering>, StoreError> {
+        let conn = self.conn().await?;
+        // Normally the latest due; a retry due later may hide it, so a
+        // few are looked at.
+        let rows = conn
+            .query(
+                "SELECT record FROM deliveries
+                 WHERE webhook_id = $1 AND due_ms IS NOT NULL AND due_ms > $2
+                   AND kind = 'event' AND lease_until IS NULL
+                 ORDER BY due_ms DESC, id DESC LIMIT 8",
+                &[&webhook_id, &ms(after)],
+            )
+            .await
+            .doing("reading a webhook's gathering delivery")?;
+        for row in rows {
+            let d: Delivery = decode("deliveries", row.get(0))?;
+            if super::gathers(&d, after) {
+                return Ok(Some(Gathering {
+                    due: d.next_attempt_at.unwrap_or(after),
+                    delivery_id: d.id,
+                    event_id: d.event_id,
+                    folded: d.folded,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     // Installed plugins.
@@ -1653,6 +1690,29 @@ async fn delivery(
         .doing("reading a delivery")?
         .map(|r| decode("deliveries", r.get(0)))
         .transpose()
+}
+
+/// Folds a gathering delivery into a later one of its burst. One a
+/// gateway has claimed is refused, whatever the clocks say.
+async fn fold_delivery(txn: &Transaction<'_>, fold: &Fold) -> Result<(), StoreError> {
+    let row = txn
+        .query_opt(
+            "SELECT record, lease_until FROM deliveries WHERE id = $1 FOR UPDATE",
+            &[&fold.delivery_id],
+        )
+        .await
+        .doing("reading a delivery to fold")?
+        .ok_or_else(|| StoreError::not_found("delivery", &fold.delivery_id))?;
+    let mut delivery: Delivery = decode("deliveries", row.get(0))?;
+    let leased: Option<i64> = row.get(1);
+    if leased.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "delivery {} was claimed before {} could take its place",
+            fold.delivery_id, fold.into
+        )));
+    }
+    super::apply_fold(&mut delivery, fold, Timestamp::now())?;
+    update_delivery(txn, &delivery, None).await
 }
 
 /// Stores a new delivery; a pending one is due at `next_attempt_at` (now

@@ -26,6 +26,25 @@ pub struct PlanBatch {
     pub webhooks: HashMap<String, Vec<Webhook>>,
 }
 
+/// A webhook's delivery still gathering a burst of events (a coalescing
+/// window): made by fan-out, never attempted, due later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gathering {
+    pub delivery_id: String,
+    pub event_id: String,
+    /// The earlier events it already carries.
+    pub folded: Vec<String>,
+    pub due: Timestamp,
+}
+
+/// A gathering delivery replaced by `into`, made for a later event of the
+/// same burst: it becomes `Folded` and is never sent on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fold {
+    pub delivery_id: String,
+    pub into: String,
+}
+
 /// A pending delivery's place in the due index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DueDelivery {

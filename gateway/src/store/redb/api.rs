@@ -16,7 +16,7 @@ use super::{
 use crate::changes::{self, Notification, Recorded};
 use crate::event::{Event, Timestamp};
 use crate::records::{Attempt, Delivery, DeliveryState, KnownTag, Repository, Webhook};
-use crate::store::HealthUpdate;
+use crate::store::{Fold, Gathering, HealthUpdate};
 
 impl RedbStore {
     // The log.
@@ -161,6 +161,7 @@ impl RedbStore {
         cursor: u64,
         last: u64,
         planned: Vec<Delivery>,
+        folds: Vec<Fold>,
     ) -> Result<(), StoreError> {
         let due = crate::store::due_of(&planned);
         let durable = !planned.is_empty();
@@ -170,6 +171,9 @@ impl RedbStore {
                 return Err(StoreError::Conflict(format!(
                     "fan-out cursor moved from {cursor} to {now} during a batch"
                 )));
+            }
+            for fold in &folds {
+                deliveries::fold(txn, fold, Timestamp::now())?;
             }
             for delivery in &planned {
                 deliveries::create(txn, delivery)?;
@@ -183,6 +187,14 @@ impl RedbStore {
         }
         self.announce.due(due);
         Ok(())
+    }
+
+    pub async fn gathering(
+        &self,
+        webhook_id: &str,
+        after: Timestamp,
+    ) -> Result<Option<Gathering>, StoreError> {
+        deliveries::gathering(&self.read()?, webhook_id, after)
     }
 
     /// Adds deliveries for a webhook outside fan-out (a replay, durably).

@@ -7,6 +7,7 @@ use super::schema::{ATTEMPTS, DELIVERIES, DUE, EVENT_DELIVERIES, WEBHOOK_DELIVER
 use super::{DueDelivery, Next, StoreError};
 use crate::event::Timestamp;
 use crate::records::{Attempt, Delivery, DeliveryKind, DeliveryState};
+use crate::store::{Fold, Gathering};
 
 fn due_ms(t: Timestamp) -> u64 {
     t.unix_millis().max(0) as u64
@@ -45,6 +46,54 @@ pub fn create(txn: &WriteTransaction, delivery: &Delivery) -> Result<(), StoreEr
         )?;
     }
     Ok(())
+}
+
+/// Folds a gathering delivery into a later one of its burst: it leaves
+/// the due index and is never sent on its own.
+pub fn fold(txn: &WriteTransaction, fold: &Fold, now: Timestamp) -> Result<(), StoreError> {
+    let mut delivery = get_mut(txn, &fold.delivery_id)?
+        .ok_or_else(|| StoreError::not_found("delivery", &fold.delivery_id))?;
+    let due = delivery.next_attempt_at;
+    crate::store::apply_fold(&mut delivery, fold, now)?;
+    if let Some(at) = due {
+        txn.open_table(DUE)?.remove((
+            delivery.webhook_id.as_str(),
+            due_ms(at),
+            delivery.id.as_str(),
+        ))?;
+    }
+    txn.open_table(DELIVERIES)?
+        .insert(delivery.id.as_str(), encode(&delivery).as_slice())?;
+    Ok(())
+}
+
+/// Deliveries looked at, latest due first, for the one still gathering
+/// a burst: it is normally the latest, unless a retry is due later.
+const GATHERING_LOOKS: usize = 8;
+
+/// The latest due delivery of `webhook_id` still gathering a burst.
+pub fn gathering(
+    txn: &ReadTransaction,
+    webhook_id: &str,
+    after: Timestamp,
+) -> Result<Option<Gathering>, StoreError> {
+    let due = txn.open_table(DUE)?;
+    let from = due_ms(after).saturating_add(1);
+    let rows = due.range((webhook_id, from, "")..=(webhook_id, u64::MAX, "\u{10ffff}"))?;
+    for row in rows.rev().take(GATHERING_LOOKS) {
+        let (k, _) = row?;
+        let (_, _, id) = k.value();
+        let Some(d) = get(txn, id)? else { continue };
+        if crate::store::gathers(&d, after) {
+            return Ok(Some(Gathering {
+                due: d.next_attempt_at.unwrap_or(after),
+                delivery_id: d.id,
+                event_id: d.event_id,
+                folded: d.folded,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Records an attempt and moves the delivery on. Returns the updated

@@ -44,6 +44,8 @@ fn delivery(webhook: &str, event: &str, id: String) -> Delivery {
         last_status: None,
         created_at: now,
         updated_at: now,
+        folded: vec![],
+        folded_into: None,
     }
 }
 
