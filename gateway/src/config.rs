@@ -444,7 +444,7 @@ impl Default for Config {
             otlp_service_name: "callisto".to_owned(),
             retention_days: 30,
             store: "redb".to_owned(),
-            store_cache_mib: 64,
+            store_cache_mib: 32,
             listener: ListenerConfig::default(),
             ingest: IngestConfig::default(),
             delivery: DeliveryConfig::default(),

@@ -63,8 +63,13 @@ impl ArtifactCache {
             .and_then(|bytes| write_atomic(&path, &bytes))
         {
             tracing::warn!(path = %path.display(), "cannot cache a compiled plugin: {e}");
+            return Ok(component);
         }
-        Ok(component)
+        // The code just compiled sits in anonymous memory, all of it
+        // resident (some 20 MiB for the built-ins); mapped from the file
+        // it was written to, only the pages that run are, and the kernel
+        // may drop them. So a first start is as small as a restart.
+        Ok(deserialize(engine, &path).unwrap_or(component))
     }
 }
 
@@ -88,7 +93,7 @@ fn wasmparser_is_component(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && wasm[..4] == *b"\0asm" && wasm[6..8] == [1, 0]
 }
 
-/// The one `unsafe` call of the gateway. Loading a compiled artifact runs its
+/// The one `unsafe` call of plugin loading. Loading a compiled artifact runs its
 /// machine code, so wasmtime cannot check it as it checks wasm: it must be
 /// a file this process (or an earlier one with the same engine) wrote. The
 /// cache lives in the data directory, which only the gateway writes, and the
