@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0003_poll_leases.sql"),
     include_str!("postgres/migrations/0004_plugins.sql"),
     include_str!("postgres/migrations/0005_delivery_ops.sql"),
+    include_str!("postgres/migrations/0006_claims_move_due.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -747,17 +748,25 @@ impl PgStore {
         let rows = if limit == 0 {
             Vec::new()
         } else {
+            // A claimed row's due time moves to its lease's end: it
+            // leaves the range later claims scan (they read no row in
+            // flight), and comes back by itself if its gateway dies.
+            // `lease_until` stays the record of the claim (folding, FIFO,
+            // and gateways of the previous version during an upgrade).
             txn.query(
                 "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now)
-                 UPDATE deliveries SET lease_until = (SELECT now FROM clock) + $4
-                 WHERE id IN (
-                     SELECT id FROM deliveries
+                 UPDATE deliveries d
+                 SET lease_until = (SELECT now FROM clock) + $4,
+                     due_ms = (SELECT now FROM clock) + $4
+                 FROM (
+                     SELECT id, due_ms FROM deliveries
                      WHERE webhook_id = $1 AND due_ms IS NOT NULL AND due_ms <= $2
                        AND (lease_until IS NULL OR lease_until <= (SELECT now FROM clock))
                        AND NOT (id = ANY($5))
                      ORDER BY due_ms, id LIMIT $3
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING due_ms, id",
+                     FOR UPDATE SKIP LOCKED) due
+                 WHERE d.id = due.id
+                 RETURNING due.due_ms, d.id",
                 &[&webhook_id, &now, &limit, &lease_ms, &except],
             )
             .await
@@ -773,27 +782,18 @@ impl PgStore {
         claimed.sort();
         let mut ids: Vec<&str> = claimed.iter().map(|d| d.id.as_str()).collect();
         ids.extend(except);
+        // The earliest due of the rest: a pending one, or another
+        // gateway's claim when its lease ends (it may have died).
         let next: Option<i64> = txn
-            .query_one(
-                // The earliest unleased one by the due index (leased ones,
-                // skipped on the way, are only those in flight), or the
-                // earliest lease to expire (a dead gateway's), by the
-                // partial index of leased ones.
-                "SELECT least(
-                     (SELECT due_ms FROM deliveries
-                      WHERE webhook_id = $1 AND due_ms IS NOT NULL
-                        AND (lease_until IS NULL
-                             OR lease_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
-                        AND NOT (id = ANY($2))
-                      ORDER BY due_ms, id LIMIT 1),
-                     (SELECT min(lease_until) FROM deliveries
-                      WHERE webhook_id = $1 AND lease_until IS NOT NULL AND due_ms IS NOT NULL
-                        AND NOT (id = ANY($2))))",
+            .query_opt(
+                "SELECT due_ms FROM deliveries
+                 WHERE webhook_id = $1 AND due_ms IS NOT NULL AND NOT (id = ANY($2))
+                 ORDER BY due_ms, id LIMIT 1",
                 &[&webhook_id, &ids],
             )
             .await
             .doing("reading when the next delivery is due")?
-            .get(0);
+            .map(|row| row.get(0));
         txn.commit().await.doing("committing a claim")?;
         Ok(Claim {
             claimed,
@@ -835,7 +835,7 @@ impl PgStore {
             Claim::default()
         } else if due_ms <= now && lease_until <= clock {
             txn.execute(
-                "UPDATE deliveries SET lease_until = $2 WHERE id = $1",
+                "UPDATE deliveries SET lease_until = $2, due_ms = $2 WHERE id = $1",
                 &[&id, &(clock.saturating_add(lease_ms))],
             )
             .await

@@ -1,0 +1,11 @@
+-- Callisto's PostgreSQL schema, version 6: a claim moves its delivery's
+-- due time to the end of its lease.
+--
+-- Claims scanned the due index from its start, past every delivery in
+-- flight (each a heap visit to read its lease), and a second index of
+-- leases answered when the next claim could be made. Now a claimed
+-- delivery is due again when its lease ends: claims read only what is due,
+-- and the earliest due time is also the earliest lease to expire. The
+-- index of leases is no longer read; keeping it only cost every claim an
+-- index write.
+DROP INDEX IF EXISTS deliveries_leased;
