@@ -25,6 +25,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use cached::Transaction;
+use futures_util::future::try_join_all;
 
 use super::StoreError;
 use super::announce::{Announcer, Due};
@@ -539,17 +540,18 @@ impl PgStore {
         for fold in &folds {
             fold_delivery(&txn, fold).await?;
         }
-        for delivery in &planned {
-            match create_delivery(&txn, delivery, true).await {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::Conflict(format!(
-                        "event {} was already planned for webhook {}",
-                        delivery.event_id, delivery.webhook_id
-                    )));
-                }
-                other => other?,
+        // Pipelined: a batch's inserts go out together, one round trip.
+        let writer = &txn;
+        try_join_all(planned.iter().map(|delivery| async move {
+            match create_delivery(writer, delivery, true).await {
+                Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                    "event {} was already planned for webhook {}",
+                    delivery.event_id, delivery.webhook_id
+                ))),
+                other => other,
             }
-        }
+        }))
+        .await?;
         txn.execute(
             "UPDATE meta SET value = $1 WHERE key = 'fanout_cursor'",
             &[&last.to_string()],
@@ -1470,6 +1472,79 @@ async fn append(
     insert_event(txn, None, event, dedupe_key).await
 }
 
+/// Appends events in order, each with its de-duplication key if it has
+/// one, in three statements: their sequence numbers, the events, the keys.
+/// The log's lock is held, so the numbers are the log's order.
+async fn append_all(
+    txn: &Transaction<'_>,
+    events: &[(Event, Option<String>)],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut seqs: Vec<i64> = txn
+        .query(
+            "SELECT nextval('events_seq') FROM generate_series(1, $1::bigint)",
+            &[&(events.len() as i64)],
+        )
+        .await
+        .doing("numbering events")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    seqs.sort_unstable();
+    let mut ids = Vec::with_capacity(events.len());
+    let mut repositories = Vec::with_capacity(events.len());
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut occurred = Vec::with_capacity(events.len());
+    let mut created = Vec::with_capacity(events.len());
+    let mut keys = Vec::with_capacity(events.len());
+    let mut records = Vec::with_capacity(events.len());
+    let (mut keyed, mut keyed_seqs) = (Vec::new(), Vec::new());
+    for ((event, key), seq) in events.iter().zip(&seqs) {
+        ids.push(event.id.as_str());
+        repositories.push(event.repository.id.as_str());
+        kinds.push(event.kind.as_str());
+        occurred.push(nanos(event.occurred_at));
+        created.push(created_ms(&event.id));
+        keys.push(key.as_deref());
+        records.push(encode(&StoredEventRef {
+            event,
+            dedupe_key: key.as_deref(),
+        }));
+        if let Some(key) = key {
+            keyed.push(key.as_str());
+            keyed_seqs.push(*seq);
+        }
+    }
+    txn.execute(
+        "INSERT INTO events (seq, id, repository_id, kind, occurred_at_ns, created_ms, dedupe_key, record)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                              $6::bigint[], $7::text[], $8::bytea[])",
+        &[
+            &seqs,
+            &ids,
+            &repositories,
+            &kinds,
+            &occurred,
+            &created,
+            &keys,
+            &records,
+        ],
+    )
+    .await
+    .doing("appending events")?;
+    if !keyed.is_empty() {
+        txn.execute(
+            "INSERT INTO dedupe (key, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
+            &[&keyed, &keyed_seqs],
+        )
+        .await
+        .doing("recording de-duplication keys")?;
+    }
+    Ok(())
+}
+
 /// Writes an event at sequence number `seq` (the next one if `None`), with
 /// its de-duplication key; returns its sequence number.
 async fn insert_event(
@@ -1872,46 +1947,75 @@ impl IngestCommitter {
         })?;
         let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         lock(&txn, LOG_LOCK).await?;
+        // A batch is read and written set by set, a handful of statements
+        // whatever its size, rather than several per notification: each
+        // statement is a round trip, and the log's lock is held meanwhile.
+        // Point lookups, pipelined on the connection: one round trip for
+        // all, and each by its primary key whatever the table's statistics
+        // say (`= ANY($1)` scanned a young table whole).
+        let keys: Vec<&String> = requests.iter().flatten().map(|n| &n.dedupe_key).collect();
+        let reader = &txn;
+        let found = try_join_all(keys.iter().map(|key| async move {
+            reader
+                .query_opt("SELECT 1 FROM dedupe WHERE key = $1", &[*key])
+                .await
+        }))
+        .await
+        .doing("reading the de-duplication keys")?;
+        let mut seen: HashSet<String> = keys
+            .iter()
+            .zip(found)
+            .filter(|(_, row)| row.is_some())
+            .map(|(key, _)| (*key).clone())
+            .collect();
         let mut repos: HashMap<(String, Option<String>), Repository> = HashMap::new();
         let mut books: HashMap<String, MemBook> = HashMap::new();
+        for n in requests.iter().flatten() {
+            if seen.contains(&n.dedupe_key) {
+                continue;
+            }
+            let key = (n.repository.clone(), n.host.clone());
+            if !repos.contains_key(&key) {
+                let repo = local_repository(&txn, n).await?;
+                repos.insert(key.clone(), repo);
+            }
+            let repo_id = &repos[&key].id;
+            books
+                .entry(repo_id.clone())
+                .or_insert_with(|| MemBook::empty(repo_id))
+                .want(&n.change);
+        }
+        for book in books.values_mut() {
+            book.prefetch(&txn).await?;
+        }
         let mut all = Vec::with_capacity(requests.len());
-        let mut appended = false;
+        let mut appended: Vec<(Event, Option<String>)> = Vec::new();
         for notifications in requests {
             let mut recorded = Recorded::default();
             for n in notifications {
-                let seen = txn
-                    .query_opt("SELECT 1 FROM dedupe WHERE key = $1", &[&n.dedupe_key])
-                    .await
-                    .doing("reading the de-duplication keys")?;
-                if seen.is_some() {
+                // Also a key met earlier in this batch.
+                if !seen.insert(n.dedupe_key.clone()) {
                     recorded.duplicates += 1;
                     continue;
                 }
-                let key = (n.repository.clone(), n.host.clone());
-                let repo = match repos.get(&key) {
-                    Some(repo) => repo.clone(),
-                    None => {
-                        let repo = local_repository(&txn, n).await?;
-                        repos.insert(key, repo.clone());
-                        repo
-                    }
-                };
+                let repo = &repos[&(n.repository.clone(), n.host.clone())];
                 let mut reference = repo.reference();
                 reference.registry = reference.registry.or_else(|| n.host.clone());
                 let book = books
-                    .entry(repo.id.clone())
-                    .or_insert_with(|| MemBook::empty(&repo.id));
+                    .get_mut(&repo.id)
+                    .expect("a book per repository notified");
                 book.load_for(&txn, &n.change).await?;
                 let events = changes::from_notification(book, &reference, n)?;
                 for (i, e) in events.iter().enumerate() {
                     // The first event carries the key; its presence is what counts.
-                    append(&txn, e, (i == 0).then_some(n.dedupe_key.as_str())).await?;
+                    appended.push((e.clone(), (i == 0).then(|| n.dedupe_key.clone())));
                 }
-                appended |= !events.is_empty();
                 recorded.events.extend(events);
             }
             all.push(recorded);
         }
+        append_all(&txn, &appended).await?;
+        let appended = !appended.is_empty();
         for book in books.values() {
             book.flush(&txn).await?;
         }
@@ -1939,6 +2043,8 @@ struct MemBook {
     read: BTreeSet<String>,
     /// Every tag and mark of the repository is read.
     complete: bool,
+    /// Tags the batch's rules will read, not read yet.
+    wanted: BTreeSet<String>,
 }
 
 impl MemBook {
@@ -1954,7 +2060,61 @@ impl MemBook {
             marks_loaded: BTreeSet::new(),
             read: BTreeSet::new(),
             complete: false,
+            wanted: BTreeSet::new(),
         }
+    }
+
+    /// Notes that a rule will look at the tag `change` names, for
+    /// [`MemBook::prefetch`].
+    fn want(&mut self, change: &TagChange) {
+        if let TagChange::Pushed { tag, .. }
+        | TagChange::TagDeleted { tag }
+        | TagChange::Announced { tag, .. } = change
+        {
+            self.wanted.insert(tag.clone());
+        }
+    }
+
+    /// Reads the wanted tags, with their marks, in two statements.
+    async fn prefetch(&mut self, txn: &Transaction<'_>) -> Result<(), StoreError> {
+        let wanted: Vec<String> = std::mem::take(&mut self.wanted)
+            .into_iter()
+            .filter(|t| !self.read.contains(t))
+            .collect();
+        if wanted.is_empty() || self.complete {
+            return Ok(());
+        }
+        let id = &self.repository_id;
+        // Pipelined point lookups, as for the de-duplication keys.
+        let (tags, marks) = futures_util::future::try_join(
+            try_join_all(wanted.iter().map(|tag| async move {
+                txn.query_opt(
+                    "SELECT record FROM tags WHERE repository_id = $1 AND tag = $2",
+                    &[id, tag],
+                )
+                .await
+            })),
+            try_join_all(wanted.iter().map(|tag| async move {
+                txn.query_opt(
+                    "SELECT 1 FROM tag_marks WHERE repository_id = $1 AND tag = $2",
+                    &[id, tag],
+                )
+                .await
+            })),
+        )
+        .await
+        .doing("reading known tags")?;
+        for ((tag, known), marked) in wanted.iter().zip(tags).zip(marks) {
+            if let Some(row) = known {
+                self.tags.insert(tag.clone(), decode("tags", row.get(0))?);
+            }
+            if marked.is_some() {
+                self.marks.insert(tag.clone());
+                self.marks_loaded.insert(tag.clone());
+            }
+        }
+        self.read.extend(wanted);
+        Ok(())
     }
 
     /// Reads what the rule for `change` looks at: the tag it names, with
@@ -2048,48 +2208,67 @@ impl MemBook {
             touched: BTreeSet::new(),
             read: BTreeSet::new(),
             complete: true,
+            wanted: BTreeSet::new(),
         })
     }
 
     /// Writes back what the rules changed.
     async fn flush(&self, txn: &Transaction<'_>) -> Result<(), StoreError> {
         let id = &self.repository_id;
+        let (mut written, mut records, mut removed) = (Vec::new(), Vec::new(), Vec::new());
         for tag in &self.touched {
             match self.tags.get(tag) {
                 Some(known) => {
-                    txn.execute(
-                        "INSERT INTO tags (repository_id, tag, record) VALUES ($1, $2, $3)
-                         ON CONFLICT (repository_id, tag) DO UPDATE SET record = excluded.record",
-                        &[id, tag, &encode(known)],
-                    )
-                    .await
-                    .doing("writing a known tag")?;
+                    written.push(tag.as_str());
+                    records.push(encode(known));
                 }
-                None => {
-                    txn.execute(
-                        "DELETE FROM tags WHERE repository_id = $1 AND tag = $2",
-                        &[id, tag],
-                    )
-                    .await
-                    .doing("removing a known tag")?;
-                }
+                None => removed.push(tag.as_str()),
             }
         }
-        for tag in self.marks.difference(&self.marks_loaded) {
+        if !written.is_empty() {
             txn.execute(
-                "INSERT INTO tag_marks (repository_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[id, tag],
+                "INSERT INTO tags (repository_id, tag, record)
+                 SELECT $1, * FROM unnest($2::text[], $3::bytea[])
+                 ON CONFLICT (repository_id, tag) DO UPDATE SET record = excluded.record",
+                &[id, &written, &records],
             )
             .await
-            .doing("marking a tag")?;
+            .doing("writing known tags")?;
         }
-        for tag in self.marks_loaded.difference(&self.marks) {
+        if !removed.is_empty() {
             txn.execute(
-                "DELETE FROM tag_marks WHERE repository_id = $1 AND tag = $2",
-                &[id, tag],
+                "DELETE FROM tags WHERE repository_id = $1 AND tag = ANY($2)",
+                &[id, &removed],
             )
             .await
-            .doing("removing a tag mark")?;
+            .doing("removing known tags")?;
+        }
+        let marked: Vec<&str> = self
+            .marks
+            .difference(&self.marks_loaded)
+            .map(String::as_str)
+            .collect();
+        if !marked.is_empty() {
+            txn.execute(
+                "INSERT INTO tag_marks (repository_id, tag) SELECT $1, * FROM unnest($2::text[])
+                 ON CONFLICT DO NOTHING",
+                &[id, &marked],
+            )
+            .await
+            .doing("marking tags")?;
+        }
+        let unmarked: Vec<&str> = self
+            .marks_loaded
+            .difference(&self.marks)
+            .map(String::as_str)
+            .collect();
+        if !unmarked.is_empty() {
+            txn.execute(
+                "DELETE FROM tag_marks WHERE repository_id = $1 AND tag = ANY($2)",
+                &[id, &unmarked],
+            )
+            .await
+            .doing("removing tag marks")?;
         }
         Ok(())
     }
