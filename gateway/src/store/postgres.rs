@@ -747,8 +747,9 @@ impl PgStore {
         let limit = limit.min(i64::MAX as usize) as i64;
         let mut conn = self.conn().await?;
         let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
-        lazy_commit(&txn).await?;
+        let lazy = lazy_commit(&txn);
         let rows = if limit == 0 {
+            lazy.await?;
             Vec::new()
         } else {
             // A claimed row's due time moves to its lease's end: it
@@ -756,7 +757,9 @@ impl PgStore {
             // flight), and comes back by itself if its gateway dies.
             // `lease_until` stays the record of the claim (folding, FIFO,
             // and gateways of the previous version during an upgrade).
-            txn.query(
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                [&webhook_id, &now, &limit, &lease_ms, &except];
+            let claim = txn.query(
                 "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now)
                  UPDATE deliveries d
                  SET lease_until = (SELECT now FROM clock) + $4,
@@ -770,10 +773,14 @@ impl PgStore {
                      FOR UPDATE SKIP LOCKED) due
                  WHERE d.id = due.id
                  RETURNING due.due_ms, d.id",
-                &[&webhook_id, &now, &limit, &lease_ms, &except],
-            )
-            .await
-            .doing("claiming due deliveries")?
+                &params,
+            );
+            // Pipelined with the setting.
+            let ((), rows) = futures_util::future::try_join(lazy, async {
+                claim.await.doing("claiming due deliveries")
+            })
+            .await?;
+            rows
         };
         let mut claimed: Vec<DueDelivery> = rows
             .iter()
@@ -910,8 +917,12 @@ impl PgStore {
     ) -> Result<Option<Delivery>, StoreError> {
         let mut conn = self.conn().await?;
         let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
-        lazy_commit(&txn).await?;
-        let updated = record_attempt(&txn, id, &attempt, &next).await?;
+        // Pipelined: the setting and the first read go out together.
+        let ((), updated) = futures_util::future::try_join(
+            lazy_commit(&txn),
+            record_attempt(&txn, id, &attempt, &next),
+        )
+        .await?;
         if let (Some(health), Some(d)) = (&health, &updated) {
             note_attempt(&txn, &d.webhook_id, health).await?;
         }
@@ -1885,14 +1896,22 @@ async fn record_attempt(
         return Ok(None);
     };
     super::apply_attempt(&mut delivery, attempt, next);
-    txn.execute(
-        "INSERT INTO attempts (delivery_id, number, record) VALUES ($1, $2, $3)
-         ON CONFLICT (delivery_id, number) DO UPDATE SET record = excluded.record",
-        &[&id, &(attempt.number as i32), &encode(attempt)],
+    // Both writes go out together (pipelined), one round trip.
+    let record = encode(attempt);
+    let number = attempt.number as i32;
+    futures_util::future::try_join(
+        async {
+            txn.execute(
+                "INSERT INTO attempts (delivery_id, number, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (delivery_id, number) DO UPDATE SET record = excluded.record",
+                &[&id, &number, &record],
+            )
+            .await
+            .doing("writing an attempt")
+        },
+        update_delivery(txn, &delivery, delivery.next_attempt_at),
     )
-    .await
-    .doing("writing an attempt")?;
-    update_delivery(txn, &delivery, delivery.next_attempt_at).await?;
+    .await?;
     Ok(Some(delivery))
 }
 
