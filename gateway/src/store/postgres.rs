@@ -52,7 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0003_poll_leases.sql"),
     include_str!("postgres/migrations/0004_plugins.sql"),
     include_str!("postgres/migrations/0005_delivery_ops.sql"),
-    include_str!("postgres/migrations/0006_claims_move_due.sql"),
+    include_str!("postgres/migrations/0006_claims.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -575,10 +575,10 @@ impl PgStore {
         // few are looked at.
         let rows = conn
             .query(
-                "SELECT record FROM deliveries
-                 WHERE webhook_id = $1 AND due_ms IS NOT NULL AND due_ms > $2
-                   AND kind = 'event' AND lease_until IS NULL
-                 ORDER BY due_ms DESC, id DESC LIMIT 8",
+                "SELECT d.record FROM claims c JOIN deliveries d ON d.id = c.delivery_id
+                 WHERE c.webhook_id = $1 AND c.due_ms > $2 AND c.lease_until IS NULL
+                   AND d.kind = 'event'
+                 ORDER BY c.due_ms DESC, c.delivery_id DESC LIMIT 8",
                 &[&webhook_id, &ms(after)],
             )
             .await
@@ -695,8 +695,7 @@ impl PgStore {
         let conn = self.conn().await?;
         let rows = conn
             .query(
-                "SELECT webhook_id, min(due_ms) FROM deliveries
-                 WHERE due_ms IS NOT NULL GROUP BY webhook_id ORDER BY webhook_id",
+                "SELECT webhook_id, min(due_ms) FROM claims GROUP BY webhook_id ORDER BY webhook_id",
                 &[],
             )
             .await
@@ -715,9 +714,8 @@ impl PgStore {
         let conn = self.conn().await?;
         let rows = conn
             .query(
-                "SELECT due_ms, id FROM deliveries
-                 WHERE webhook_id = $1 AND due_ms IS NOT NULL
-                 ORDER BY due_ms, id LIMIT $2",
+                "SELECT due_ms, delivery_id FROM claims WHERE webhook_id = $1
+                 ORDER BY due_ms, delivery_id LIMIT $2",
                 &[&webhook_id, &(limit.min(i64::MAX as usize) as i64)],
             )
             .await
@@ -752,27 +750,24 @@ impl PgStore {
             lazy.await?;
             Vec::new()
         } else {
-            // A claimed row's due time moves to its lease's end: it
-            // leaves the range later claims scan (they read no row in
-            // flight), and comes back by itself if its gateway dies.
-            // `lease_until` stays the record of the claim (folding, FIFO,
-            // and gateways of the previous version during an upgrade).
+            // A claimed delivery's `due_ms` in `claims` moves to its
+            // lease's end: it leaves the range later claims scan (they read
+            // no delivery in flight), and comes back by itself if its
+            // gateway dies. Only the narrow row changes.
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
                 [&webhook_id, &now, &limit, &lease_ms, &except];
             let claim = txn.query(
                 "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now)
-                 UPDATE deliveries d
+                 UPDATE claims c
                  SET lease_until = (SELECT now FROM clock) + $4,
                      due_ms = (SELECT now FROM clock) + $4
                  FROM (
-                     SELECT id, due_ms FROM deliveries
-                     WHERE webhook_id = $1 AND due_ms IS NOT NULL AND due_ms <= $2
-                       AND (lease_until IS NULL OR lease_until <= (SELECT now FROM clock))
-                       AND NOT (id = ANY($5))
-                     ORDER BY due_ms, id LIMIT $3
+                     SELECT delivery_id, due_ms FROM claims
+                     WHERE webhook_id = $1 AND due_ms <= $2 AND NOT (delivery_id = ANY($5))
+                     ORDER BY due_ms, delivery_id LIMIT $3
                      FOR UPDATE SKIP LOCKED) due
-                 WHERE d.id = due.id
-                 RETURNING due.due_ms, d.id",
+                 WHERE c.delivery_id = due.delivery_id
+                 RETURNING due.due_ms, c.delivery_id",
                 &params,
             );
             // Pipelined with the setting.
@@ -796,9 +791,8 @@ impl PgStore {
         // gateway's claim when its lease ends (it may have died).
         let next: Option<i64> = txn
             .query_opt(
-                "SELECT due_ms FROM deliveries
-                 WHERE webhook_id = $1 AND due_ms IS NOT NULL AND NOT (id = ANY($2))
-                 ORDER BY due_ms, id LIMIT 1",
+                "SELECT due_ms FROM claims WHERE webhook_id = $1 AND NOT (delivery_id = ANY($2))
+                 ORDER BY due_ms, delivery_id LIMIT 1",
                 &[&webhook_id, &ids],
             )
             .await
@@ -826,11 +820,10 @@ impl PgStore {
         let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
         let head = txn
             .query_opt(
-                "SELECT id, due_ms, coalesce(lease_until, 0),
+                "SELECT delivery_id, due_ms, coalesce(lease_until, 0),
                         (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-                 FROM deliveries
-                 WHERE webhook_id = $1 AND due_ms IS NOT NULL
-                 ORDER BY id LIMIT 1 FOR UPDATE",
+                 FROM claims WHERE webhook_id = $1
+                 ORDER BY delivery_id LIMIT 1 FOR UPDATE",
                 &[&webhook_id],
             )
             .await
@@ -845,7 +838,7 @@ impl PgStore {
             Claim::default()
         } else if due_ms <= now && lease_until <= clock {
             txn.execute(
-                "UPDATE deliveries SET lease_until = $2, due_ms = $2 WHERE id = $1",
+                "UPDATE claims SET lease_until = $2, due_ms = $2 WHERE delivery_id = $1",
                 &[&id, &(clock.saturating_add(lease_ms))],
             )
             .await
@@ -871,10 +864,7 @@ impl PgStore {
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
         let row = conn
-            .query_one(
-                "SELECT count(*) FROM deliveries WHERE due_ms IS NOT NULL",
-                &[],
-            )
+            .query_one("SELECT count(*) FROM claims", &[])
             .await
             .doing("counting pending deliveries")?;
         Ok(row.get::<_, i64>(0) as u64)
@@ -1812,7 +1802,9 @@ async fn lazy_commit(txn: &Transaction<'_>) -> Result<(), StoreError> {
 async fn fold_delivery(txn: &Transaction<'_>, fold: &Fold) -> Result<(), StoreError> {
     let row = txn
         .query_opt(
-            "SELECT record, lease_until FROM deliveries WHERE id = $1 FOR UPDATE",
+            "SELECT d.record, c.lease_until FROM deliveries d
+             LEFT JOIN claims c ON c.delivery_id = d.id
+             WHERE d.id = $1 FOR UPDATE OF d",
             &[&fold.delivery_id],
         )
         .await
@@ -1856,6 +1848,14 @@ async fn create_delivery(
     )
     .await
     .doing("writing a delivery")?;
+    if let Some(due) = due {
+        txn.execute(
+            "INSERT INTO claims (delivery_id, webhook_id, due_ms) VALUES ($1, $2, $3)",
+            &[&delivery.id, &delivery.webhook_id, &due],
+        )
+        .await
+        .doing("making a delivery due")?;
+    }
     Ok(())
 }
 
@@ -1869,18 +1869,32 @@ async fn update_delivery(
     let due = due
         .filter(|_| delivery.state == DeliveryState::Pending)
         .map(ms);
-    txn.execute(
-        "UPDATE deliveries SET state = $2, due_ms = $3, record = $4, lease_until = NULL
-         WHERE id = $1",
-        &[
-            &delivery.id,
-            &state_str(delivery.state),
-            &due,
-            &encode(delivery),
-        ],
-    )
-    .await
-    .doing("writing a delivery")?;
+    let record = encode(delivery);
+    let state = state_str(delivery.state);
+    let row = async {
+        txn.execute(
+            "UPDATE deliveries SET state = $2, due_ms = $3, record = $4 WHERE id = $1",
+            &[&delivery.id, &state, &due, &record],
+        )
+        .await
+        .doing("writing a delivery")
+    };
+    // Its claim ends either way; pipelined with the row's update.
+    let claim = async {
+        match due {
+            Some(due) => txn.execute(
+                "INSERT INTO claims (delivery_id, webhook_id, due_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (delivery_id) DO UPDATE SET due_ms = excluded.due_ms, lease_until = NULL",
+                &[&delivery.id, &delivery.webhook_id, &due],
+            )
+            .await,
+            None => txn
+                .execute("DELETE FROM claims WHERE delivery_id = $1", &[&delivery.id])
+                .await,
+        }
+        .doing("making a delivery due")
+    };
+    futures_util::future::try_join(row, claim).await?;
     Ok(())
 }
 

@@ -185,8 +185,7 @@ async fn missed_due(pool: &Pool) -> Result<Vec<Due>, String> {
     let conn = pool.get().await.map_err(|e| e.to_string())?;
     let rows = conn
         .query(
-            "SELECT webhook_id, min(due_ms) FROM deliveries
-             WHERE due_ms IS NOT NULL GROUP BY webhook_id",
+            "SELECT webhook_id, min(due_ms) FROM claims GROUP BY webhook_id",
             &[],
         )
         .await
