@@ -443,7 +443,11 @@ async fn concurrent_attempts_are_each_recorded_and_answered() {
             assert_eq!(d.state, want, "{engine:?}");
             assert_eq!(store.attempts(id).await.unwrap().len(), 1, "{engine:?}");
         }
-        assert_eq!(store.pending_count().await.unwrap(), (N / 2) as u64, "{engine:?}");
+        assert_eq!(
+            store.pending_count().await.unwrap(),
+            (N / 2) as u64,
+            "{engine:?}"
+        );
     }
 }
 
