@@ -306,11 +306,16 @@ async fn deliver(binary: &Path) -> anyhow::Result<Row> {
         created.text().await?
     );
 
+    let pid = gw.process.pid().context("the gateway's pid")?;
+    let profile = Profile::start(pid, "deliver").await?;
+    let cpu0 = cpu_secs(pid);
     let started = Instant::now();
     post_events(&http, &gw.url, EVENTS, "bench").await?;
     let ingested = started.elapsed();
     wait_received(&count, EVENTS).await?;
     let elapsed = started.elapsed();
+    let cpu = cpu_secs(pid) - cpu0;
+    profile.stop().await?;
     gw.stop().await;
     Ok(Row {
         name: "end to end, ingest to receiver",
@@ -319,11 +324,55 @@ async fn deliver(binary: &Path) -> anyhow::Result<Row> {
         baseline_name: "wrk straight to the receiver",
         baseline: direct,
         note: format!(
-            "10,000 events ingested in {:.2} s, all delivered after {:.2} s (one webhook, default settings)",
+            "10,000 events ingested in {:.2} s, all delivered after {:.2} s (one webhook, default settings); gateway CPU {:.0} µs per webhook",
             ingested.as_secs_f64(),
-            elapsed.as_secs_f64()
+            elapsed.as_secs_f64(),
+            cpu / EVENTS as f64 * 1e6,
         ),
     })
+}
+
+/// `perf record` attached to a gateway while a row's load runs, when
+/// `CALLISTO_BENCH_PERF` names a directory: the data for the accounting
+/// of CPU per webhook by stage (docs/performance.md). DWARF call graphs
+/// from the release binary's unwind tables, so no special build is needed.
+struct Profile {
+    child: Option<tokio::process::Child>,
+}
+
+impl Profile {
+    async fn start(pid: u32, row: &str) -> anyhow::Result<Self> {
+        let Some(dir) = std::env::var_os("CALLISTO_BENCH_PERF") else {
+            return Ok(Self { child: None });
+        };
+        let out = PathBuf::from(dir).join(format!("{row}.perf.data"));
+        let child = Command::new("perf")
+            .args(["record", "-F", "1999", "--call-graph", "dwarf,16384", "-p"])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("running perf")?;
+        // perf needs a moment to attach to every thread.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Self { child: Some(child) })
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().context("perf's pid")?;
+            Command::new("kill")
+                .arg("-INT")
+                .arg(pid.to_string())
+                .status()
+                .await?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
 }
 
 /// CPU time (user + system) a process has used so far, in seconds.
@@ -589,6 +638,9 @@ async fn drain(binary: &Path) -> anyhow::Result<Row> {
             }
         }
     };
+    let pid = gw.process.pid().context("the gateway's pid")?;
+    let profile = Profile::start(pid, "drain").await?;
+    let cpu0 = cpu_secs(pid);
     let started = Instant::now();
     let replay = http
         .post(format!("{}/api/v1/webhooks/{webhook}/replay", gw.url))
@@ -600,6 +652,8 @@ async fn drain(binary: &Path) -> anyhow::Result<Row> {
     let queued = started.elapsed();
     wait_received(&count, EVENTS).await?;
     let elapsed = started.elapsed();
+    let cpu = cpu_secs(pid) - cpu0;
+    profile.stop().await?;
     gw.stop().await;
     Ok(Row {
         name: "sender draining a queue",
@@ -608,9 +662,10 @@ async fn drain(binary: &Path) -> anyhow::Result<Row> {
         baseline_name: "wrk to the receiver, 4 conns",
         baseline: direct,
         note: format!(
-            "10,000 deliveries made by a replay in {:.2} s, all received after {:.2} s (one webhook, 4 in flight, signed)",
+            "10,000 deliveries made by a replay in {:.2} s, all received after {:.2} s (one webhook, 4 in flight, signed); gateway CPU {:.0} µs per webhook, replay included",
             queued.as_secs_f64(),
-            elapsed.as_secs_f64()
+            elapsed.as_secs_f64(),
+            cpu / EVENTS as f64 * 1e6,
         ),
     })
 }

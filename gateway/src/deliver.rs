@@ -22,7 +22,7 @@ pub mod retry;
 pub mod signature;
 pub mod test;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,9 +88,14 @@ struct Scheduler {
     /// Per webhook: the earliest time a delivery may be due.
     next_due: HashMap<String, u64>,
     in_flight: HashMap<String, usize>,
-    /// Deliveries whose attempt is under way (sending or being recorded),
-    /// per webhook: they are still in the due index and must be skipped.
+    /// Deliveries whose attempt is under way (claimed and queued, sending
+    /// or being recorded), per webhook: they are still in the due index and
+    /// must be skipped.
     held: HashMap<String, HashSet<String>>,
+    /// Per webhook, deliveries claimed and not started yet: a claim reads
+    /// the due index once for many attempts, rather than once per attempt
+    /// and again when each ends (see [`CLAIM_AHEAD`]).
+    queued: HashMap<String, VecDeque<String>>,
     total: usize,
     /// Each webhook's own settings, read when it is first due and refreshed
     /// by every attempt (which reads the webhook anyway).
@@ -114,6 +119,12 @@ struct Streak {
     failures: u32,
     until_ms: u64,
 }
+
+/// How many due deliveries of a parallel webhook one claim takes at most,
+/// beyond its free slots, when claims cost nothing but the read (redb).
+/// The queue drains as slots free up; every one in it is still pending in
+/// the store, and sent (or found settled) in its turn.
+const CLAIM_AHEAD: usize = 64;
 
 const STREAK: u32 = 5;
 const BACKOFF_MAX_MS: u64 = 5_000;
@@ -155,6 +166,7 @@ async fn run(
         next_due: HashMap::new(),
         in_flight: HashMap::new(),
         held: HashMap::new(),
+        queued: HashMap::new(),
         total: 0,
         limits: HashMap::new(),
         buckets: HashMap::new(),
@@ -296,6 +308,17 @@ fn apply(sched: &mut Scheduler, message: Message) {
             }
             if paused {
                 sched.next_due.remove(&webhook);
+                // Claimed again when it is enabled (they are still pending).
+                if let Some(queue) = sched.queued.remove(&webhook)
+                    && let Some(held) = sched.held.get_mut(&webhook)
+                {
+                    for id in queue {
+                        held.remove(&id);
+                    }
+                    if held.is_empty() {
+                        sched.held.remove(&webhook);
+                    }
+                }
             } else {
                 // Deliveries skipped while this one was held may be due.
                 let at = next_ms.unwrap_or(0);
@@ -374,56 +397,76 @@ async fn dispatch(
         }
         let no_held = HashSet::new();
         let held = sched.held.get(&webhook).unwrap_or(&no_held);
-        let claimed = match limits.order {
-            // The next waits until the one under way is recorded: it may
-            // be retried, and must then still go first.
-            // Its `Done` brings the webhook back.
-            DeliveryOrder::Fifo if !held.is_empty() => {
-                sched.next_due.remove(&webhook);
-                continue;
+        let queued = sched.queued.get(&webhook).map_or(0, VecDeque::len);
+        // When the webhook's next delivery not claimed here is due; known
+        // only when this round claims.
+        let mut later = None;
+        if queued < free {
+            let claimed = match limits.order {
+                // The next waits until the one under way is recorded: it may
+                // be retried, and must then still go first.
+                // Its `Done` brings the webhook back.
+                DeliveryOrder::Fifo if !held.is_empty() => {
+                    sched.next_due.remove(&webhook);
+                    continue;
+                }
+                DeliveryOrder::Fifo => {
+                    ctx.store
+                        .claim_oldest(&webhook, lease(&ctx.config), held)
+                        .await
+                }
+                DeliveryOrder::Parallel => {
+                    let ahead = if ctx.store.claims_are_leased() {
+                        // One round of slots ahead: the last of it starts
+                        // within one attempt, so all of it is sent within
+                        // the lease (the timeout plus 30 s) when the
+                        // timeout is at most those 30 s. Half the claims.
+                        if ctx.config.timeout_secs <= 30 {
+                            (2 * free).saturating_sub(queued)
+                        } else {
+                            free - queued
+                        }
+                    } else {
+                        CLAIM_AHEAD.max(free - queued)
+                    };
+                    ctx.store
+                        .claim_due(&webhook, ahead, lease(&ctx.config), held)
+                        .await
+                }
+            };
+            let claim = match claimed {
+                Ok(claim) => claim,
+                Err(e) => {
+                    // The store is failing (the database is away?): look again
+                    // in a second rather than spin.
+                    tracing::error!(webhook, "cannot claim due deliveries, again in 1 s: {e}");
+                    sched.next_due.insert(webhook, now + 1_000);
+                    continue;
+                }
+            };
+            later = claim.next_ms;
+            let held = sched.held.entry(webhook.clone()).or_default();
+            let queue = sched.queued.entry(webhook.clone()).or_default();
+            for entry in claim.claimed {
+                held.insert(entry.id.clone());
+                queue.push_back(entry.id);
             }
-            DeliveryOrder::Fifo => {
-                ctx.store
-                    .claim_oldest(&webhook, lease(&ctx.config), held)
-                    .await
-            }
-            DeliveryOrder::Parallel => {
-                ctx.store
-                    .claim_due(&webhook, free, lease(&ctx.config), held)
-                    .await
-            }
-        };
-        let claim = match claimed {
-            Ok(claim) => claim,
-            Err(e) => {
-                // The store is failing (the database is away?): look again
-                // in a second rather than spin.
-                tracing::error!(webhook, "cannot claim due deliveries, again in 1 s: {e}");
-                sched.next_due.insert(webhook, now + 1_000);
-                continue;
-            }
-        };
-        if let Some(bucket) = sched.buckets.get_mut(&webhook) {
-            bucket.take(claim.claimed.len());
         }
         let mut started = busy;
-        let mut next = claim.next_ms;
-        for entry in claim.claimed {
-            if started >= cap || sched.total >= ctx.config.max_in_flight {
-                // Not expected (the claim was sized to the free slots): it
-                // is sent here once its webhook has room again.
-                next = Some(now);
-                break;
-            }
+        let mut taken = 0;
+        let queue = sched.queued.entry(webhook.clone()).or_default();
+        while taken < free
+            && started < cap
+            && sched.total < ctx.config.max_in_flight
+            && let Some(id) = queue.pop_front()
+        {
             started += 1;
+            taken += 1;
             sched.total += 1;
-            sched
-                .held
-                .entry(webhook.clone())
-                .or_default()
-                .insert(entry.id.clone());
-            let (ctx, tx, webhook, id) = (ctx.clone(), tx.clone(), webhook.clone(), entry.id);
-            attempts.spawn(async move {
+            let (ctx, tx, webhook) = (ctx.clone(), tx.clone(), webhook.clone());
+            // Boxed: the attempt's future is large, and a task moves its
+            // future on spawn and on completion.
+            attempts.spawn(Box::pin(async move {
                 let slot = Slot {
                     tx: tx.clone(),
                     webhook: Some(webhook.clone()),
@@ -436,7 +479,17 @@ async fn dispatch(
                     paused: finished.paused,
                     limits,
                 });
-            });
+            }));
+        }
+        // Claimed ahead: the rest start as slots free up.
+        let next = if queue.is_empty() {
+            sched.queued.remove(&webhook);
+            later
+        } else {
+            Some(now)
+        };
+        if let Some(bucket) = sched.buckets.get_mut(&webhook) {
+            bucket.take(taken);
         }
         if started > busy {
             sched.in_flight.insert(webhook.clone(), started);
@@ -530,7 +583,9 @@ async fn attempt_loaded(
         finished.paused = true;
         return finished;
     }
-    // Folded into a later delivery, or finished, since it was claimed.
+    // Settled since it was claimed (folded into a later delivery, its
+    // webhook deleted, say): a claim queued ahead is checked when its turn
+    // comes.
     if delivery.state != crate::records::DeliveryState::Pending {
         return finished;
     }

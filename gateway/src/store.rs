@@ -535,6 +535,15 @@ impl Store {
         dispatch!(self, s => s.claim_due(webhook_id, limit, lease, except).await)
     }
 
+    /// Whether a claim holds other gateways off for a lease (PostgreSQL)
+    /// rather than costing nothing (redb, one process). The sender claims
+    /// ahead of its free slots only when it costs nothing: a leased claim
+    /// kept waiting in one gateway's queue is one no other gateway may
+    /// send, and its lease could run out before its turn comes.
+    pub fn claims_are_leased(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
+    }
+
     /// Claims the oldest pending delivery of `webhook_id` (ids sort by
     /// creation) for `lease`, if it is due and not in `except`, for a FIFO
     /// webhook: nothing else of it may go before it. `next_ms` says when it

@@ -166,6 +166,28 @@ async fn two_webhooks_receive_a_push_a_disabled_one_does_not_and_filters_apply()
     assert_eq!(event["deliveries"].as_array().unwrap().len(), 3);
 }
 
+/// Attempts reuse their connections (HTTP/1.1 keep-alive): a webhook's
+/// deliveries reach its receiver over at most as many connections as it has
+/// attempts in flight, not one each.
+#[tokio::test]
+async fn deliveries_reuse_kept_alive_connections() {
+    const PUSHES: usize = 40;
+    let gw = crate::gateway().await;
+    let receiver = Receiver::start().await;
+    repository(&gw, json!([{"url": receiver.url("/hook")}])).await;
+    for i in 0..PUSHES {
+        ingest(&gw, &push_envelope(&format!("t{i}"))).await;
+    }
+    let got = receiver.wait_for(PUSHES, WAIT).await;
+    let connections: std::collections::HashSet<_> = got.iter().map(|r| r.peer).collect();
+    // The gateway's default: 4 attempts in flight per webhook.
+    assert!(
+        connections.len() <= 4,
+        "{PUSHES} deliveries came over {} connections",
+        connections.len()
+    );
+}
+
 #[tokio::test]
 async fn a_failing_receiver_gets_retried_until_it_succeeds() {
     let gw = crate::gateway().await;

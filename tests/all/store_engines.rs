@@ -507,6 +507,86 @@ async fn deliveries_are_planned_exactly_once() {
     }
 }
 
+/// Attempts recorded at once (the sender's, as they end together) are each
+/// answered with their own delivery, moved on as their own attempt said;
+/// on redb they share the writer's commit.
+#[tokio::test]
+async fn concurrent_attempts_are_each_recorded_and_answered() {
+    const N: usize = 40;
+    for engine in ENGINES {
+        let (_keep, store) = open(engine).await;
+        let repo = Repository::new_local("demo/app");
+        let hook = webhook(&repo.id);
+        store
+            .create_repository(repo.clone(), vec![hook.clone()])
+            .await
+            .unwrap();
+        let notifications = (0..N)
+            .map(|i| pushed(&format!("k{i}"), "demo/app", &format!("t{i}"), "sha256:a"))
+            .collect();
+        let recorded = store.record_notifications(notifications).await.unwrap();
+        let batch = store.next_to_plan(1000).await.unwrap();
+        let planned: Vec<_> = recorded
+            .events
+            .iter()
+            .map(|e| delivery_for(&e.id, &hook))
+            .collect();
+        let ids: Vec<String> = planned.iter().map(|d| d.id.clone()).collect();
+        store
+            .plan_deliveries(batch.cursor, batch.last, planned)
+            .await
+            .unwrap();
+        // Even ones succeed, odd ones are retried in a minute.
+        let retry_at = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000);
+        let answers = futures_join_all(ids.iter().enumerate().map(|(i, id)| {
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                let next = if i % 2 == 0 {
+                    Next::Succeeded
+                } else {
+                    Next::Retry { at: retry_at }
+                };
+                store
+                    .record_attempt(&id, attempt(1, i % 2 == 0), next, None)
+                    .await
+            }
+        }))
+        .await;
+        for (i, (answer, id)) in answers.into_iter().zip(&ids).enumerate() {
+            let d = answer.unwrap().unwrap();
+            assert_eq!(&d.id, id, "{engine:?}: answered with another delivery");
+            let want = if i % 2 == 0 {
+                DeliveryState::Succeeded
+            } else {
+                DeliveryState::Pending
+            };
+            assert_eq!(d.state, want, "{engine:?}");
+            assert_eq!(store.attempts(id).await.unwrap().len(), 1, "{engine:?}");
+        }
+        assert_eq!(
+            store.pending_count().await.unwrap(),
+            (N / 2) as u64,
+            "{engine:?}"
+        );
+    }
+}
+
+/// Runs the futures concurrently, answers in their order.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test]
 async fn attempts_are_recorded_and_a_delivery_is_redelivered() {
     for engine in ENGINES {

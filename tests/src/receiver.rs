@@ -37,6 +37,9 @@ pub struct Received {
     pub body: Bytes,
     /// When it arrived.
     pub at: Instant,
+    /// The sender's address: one per connection, so that a test can see
+    /// whether connections are kept alive and reused.
+    pub peer: SocketAddr,
 }
 
 impl Received {
@@ -315,17 +318,24 @@ fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Server {
         .with_state(handler);
     let task = tokio::spawn(async move {
         let mut stopping = stopping_rx;
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopping.wait_for(|stopping| *stopping).await;
-            })
-            .await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        })
+        .await;
     });
     Server { stopping, task }
 }
 
 /// The one handler: record, wait as scripted, answer as scripted.
-async fn record_and_answer(State(handler): State<Handler>, request: Request) -> Response {
+async fn record_and_answer(
+    State(handler): State<Handler>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     let Handler {
         shared,
         mut stopping,
@@ -351,6 +361,7 @@ async fn record_and_answer(State(handler): State<Handler>, request: Request) -> 
         headers,
         body,
         at,
+        peer,
     };
 
     let (reply, delay) = {
