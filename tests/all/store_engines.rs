@@ -533,7 +533,7 @@ async fn concurrent_attempts_are_each_recorded_and_answered() {
             .collect();
         let ids: Vec<String> = planned.iter().map(|d| d.id.clone()).collect();
         store
-            .plan_deliveries(batch.cursor, batch.last, planned)
+            .plan_deliveries(batch.cursor, batch.last, planned, vec![])
             .await
             .unwrap();
         // Even ones succeed, odd ones are retried in a minute.
