@@ -77,6 +77,18 @@ type IngestJob = (
     tokio::sync::oneshot::Sender<Result<Recorded, StoreError>>,
 );
 
+/// Attempts recorded in one transaction at most.
+const ATTEMPT_BATCH: usize = 64;
+
+/// An attempt to record, and where to answer.
+struct AttemptJob {
+    id: String,
+    attempt: Attempt,
+    next: Next,
+    health: Option<HealthUpdate>,
+    answer: tokio::sync::oneshot::Sender<Result<Option<Delivery>, StoreError>>,
+}
+
 /// A PostgreSQL database holding the gateway's store. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct PgStore {
@@ -89,6 +101,8 @@ pub(super) struct PgStore {
     /// To the ingest committer (see [`PgStore::record_notifications`]); it
     /// stops when the last clone goes.
     ingest: tokio::sync::mpsc::UnboundedSender<IngestJob>,
+    /// To the attempt committer (see [`PgStore::record_attempt`]).
+    attempts: tokio::sync::mpsc::UnboundedSender<AttemptJob>,
     _listener: Arc<Listener>,
 }
 
@@ -224,12 +238,22 @@ impl PgStore {
             }
             .run(jobs),
         );
+        let (attempts, jobs) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(
+            AttemptCommitter {
+                pool: pool.clone(),
+                announce: announce.clone(),
+                instance: instance.clone(),
+            }
+            .run(jobs),
+        );
         Ok(Self {
             pool,
             shown,
             announce,
             instance,
             ingest,
+            attempts,
             _listener: Arc::new(Listener(listener)),
         })
     }
@@ -898,6 +922,8 @@ impl PgStore {
         )))
     }
 
+    /// Records an attempt, in a transaction shared with the attempts
+    /// other senders finish meanwhile (one commit for many, as ingest).
     pub async fn record_attempt(
         &self,
         id: &str,
@@ -905,30 +931,17 @@ impl PgStore {
         next: Next,
         health: Option<HealthUpdate>,
     ) -> Result<Option<Delivery>, StoreError> {
-        let mut conn = self.conn().await?;
-        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
-        // Pipelined: the setting and the first read go out together.
-        let ((), updated) = futures_util::future::try_join(
-            lazy_commit(&txn),
-            record_attempt(&txn, id, &attempt, &next),
-        )
-        .await?;
-        if let (Some(health), Some(d)) = (&health, &updated) {
-            note_attempt(&txn, &d.webhook_id, health).await?;
-        }
-        let due: Vec<Due> = updated
-            .iter()
-            .filter_map(|d| {
-                Some(Due {
-                    webhook: d.webhook_id.clone(),
-                    at: d.next_attempt_at?,
-                })
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.attempts
+            .send(AttemptJob {
+                id: id.to_owned(),
+                attempt,
+                next,
+                health,
+                answer,
             })
-            .collect();
-        listen::due(&txn, &self.instance, &due).await?;
-        txn.commit().await.doing("committing an attempt")?;
-        self.announce.due(due);
-        Ok(updated)
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
     pub async fn record_test(
@@ -1927,6 +1940,111 @@ async fn record_attempt(
     )
     .await?;
     Ok(Some(delivery))
+}
+
+/// Records attempts, a batch per transaction: the attempts senders finish
+/// while one batch commits make the next.
+struct AttemptCommitter {
+    pool: Pool,
+    announce: Announcer,
+    instance: Arc<str>,
+}
+
+impl AttemptCommitter {
+    async fn run(self, mut jobs: tokio::sync::mpsc::UnboundedReceiver<AttemptJob>) {
+        // A second attempt of a delivery already in the batch waits for
+        // the next one: its record must read the first's.
+        let mut deferred: std::collections::VecDeque<AttemptJob> = Default::default();
+        loop {
+            let first = match deferred.pop_front() {
+                Some(job) => job,
+                None => match jobs.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut ids = HashSet::from([first.id.clone()]);
+            let mut batch = vec![first];
+            while batch.len() < ATTEMPT_BATCH {
+                let job = match deferred.pop_front() {
+                    Some(job) => job,
+                    None => match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                };
+                if ids.insert(job.id.clone()) {
+                    batch.push(job);
+                } else {
+                    deferred.push_back(job);
+                    break;
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    /// Commits a batch and answers each attempt. If the batch fails, each
+    /// is tried alone, so that one that cannot be recorded does not fail
+    /// the others.
+    async fn commit(&self, batch: Vec<AttemptJob>) {
+        match self.record(&batch).await {
+            Ok(updated) => {
+                for (job, d) in batch.into_iter().zip(updated) {
+                    let _ = job.answer.send(Ok(d));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                let _ = batch.into_iter().next().map(|j| j.answer.send(Err(e)));
+            }
+            Err(_) => {
+                for job in batch {
+                    let result = self.record(std::slice::from_ref(&job)).await;
+                    let _ = job
+                        .answer
+                        .send(result.map(|mut r| r.pop().unwrap_or_default()));
+                }
+            }
+        }
+    }
+
+    async fn record(&self, batch: &[AttemptJob]) -> Result<Vec<Option<Delivery>>, StoreError> {
+        let mut conn = self.pool.get().await.map_err(|e| StoreError::Postgres {
+            doing: "taking a connection from the pool",
+            reason: pool_reason(e),
+        })?;
+        let txn = Transaction::new(conn.transaction().await.doing("beginning a transaction")?);
+        let writer = &txn;
+        // The setting, then every attempt's statements, pipelined: the
+        // deliveries are distinct, so their statements are independent.
+        let ((), updated) = futures_util::future::try_join(
+            lazy_commit(&txn),
+            try_join_all(batch.iter().map(|job| async move {
+                record_attempt(writer, &job.id, &job.attempt, &job.next).await
+            })),
+        )
+        .await?;
+        // Streaks in order: several attempts may concern one webhook.
+        for (job, d) in batch.iter().zip(&updated) {
+            if let (Some(health), Some(d)) = (&job.health, d) {
+                note_attempt(&txn, &d.webhook_id, health).await?;
+            }
+        }
+        let due: Vec<Due> = updated
+            .iter()
+            .flatten()
+            .filter_map(|d| {
+                Some(Due {
+                    webhook: d.webhook_id.clone(),
+                    at: d.next_attempt_at?,
+                })
+            })
+            .collect();
+        listen::due(&txn, &self.instance, &due).await?;
+        txn.commit().await.doing("committing attempts")?;
+        self.announce.due(due);
+        Ok(updated)
+    }
 }
 
 /// Commits ingest requests, a batch per transaction.
