@@ -1995,7 +1995,9 @@ impl AttemptCommitter {
                 }
             }
             Err(e) if batch.len() == 1 => {
-                let _ = batch.into_iter().next().map(|j| j.answer.send(Err(e)));
+                if let Some(job) = batch.into_iter().next() {
+                    let _ = job.answer.send(Err(e));
+                }
             }
             Err(_) => {
                 for job in batch {
