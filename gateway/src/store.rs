@@ -67,6 +67,17 @@ fn gathers(delivery: &Delivery, after: Timestamp) -> bool {
         && delivery.next_attempt_at.is_some_and(|at| at > after)
 }
 
+/// `delivery` as a burst's gathering delivery, if it still gathers one
+/// after `after`: both engines' answer to `Store::gathering`.
+fn gathering_of(delivery: Delivery, after: Timestamp) -> Option<Gathering> {
+    gathers(&delivery, after).then(|| Gathering {
+        due: delivery.next_attempt_at.unwrap_or(after),
+        delivery_id: delivery.id,
+        event_id: delivery.event_id,
+        folded: delivery.folded,
+    })
+}
+
 /// Folds `delivery` into `fold.into` as both engines record it, or refuses
 /// if it was sent, redelivered or changed meanwhile: fan-out then plans
 /// its batch again and starts a new burst.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use callisto_tests::gateway::{ADMIN_TOKEN, GatewayProcess, INGEST_TOKEN};
+use callisto_tests::gateway::{ADMIN_TOKEN, INGEST_TOKEN};
 use callisto_tests::receiver::Receiver;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -187,29 +187,13 @@ async fn coalesce_secs_is_validated_patched_and_removed() {
 #[tokio::test]
 async fn a_burst_gathering_when_the_gateway_is_killed_is_sent_once_after_restart() {
     let data = tempfile::tempdir().unwrap();
-    let mut gateway = GatewayProcess::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_callisto-e2e")),
-        &data.path().join("data"),
-        &[(
-            "CALLISTO_PLUGINS__CACHE_DIR",
-            crate::shared_cache_dir().to_str().unwrap(),
-        )],
+    let mut gateway = crate::gateway_process(&data.path().join("data")).await;
+    let receiver = Receiver::start().await;
+    let http = crate::demo_repository_at(
+        &gateway.url,
+        json!([{"url": receiver.url("/hook"), "coalesce_secs": 4}]),
     )
     .await;
-    let receiver = Receiver::start().await;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let created = http
-        .post(format!("{}/api/v1/repositories", gateway.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "demo/app", "webhooks": [{"url": receiver.url("/hook"), "coalesce_secs": 4}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
     let mut events = Vec::new();
     for tag in ["a", "b", "c"] {
         let response = http

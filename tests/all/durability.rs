@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use callisto_tests::gateway::{ADMIN_TOKEN, GatewayProcess, INGEST_TOKEN};
+use callisto_tests::gateway::{ADMIN_TOKEN, INGEST_TOKEN};
 use callisto_tests::receiver::Receiver;
 use serde_json::{Value, json};
 
@@ -17,29 +17,13 @@ const CONCURRENCY: usize = 32;
 #[tokio::test]
 async fn every_event_answered_202_survives_kill_9_and_is_delivered() {
     let data = tempfile::tempdir().unwrap();
-    let mut gateway = GatewayProcess::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_callisto-e2e")),
-        &data.path().join("data"),
-        &[(
-            "CALLISTO_PLUGINS__CACHE_DIR",
-            crate::shared_cache_dir().to_str().unwrap(),
-        )],
+    let mut gateway = crate::gateway_process(&data.path().join("data")).await;
+    let receiver = Receiver::start().await;
+    let http = crate::demo_repository_at(
+        &gateway.url,
+        json!([{"url": receiver.url("/hook"), "retry_schedule_secs": [1, 1, 1, 1, 1]}]),
     )
     .await;
-    let receiver = Receiver::start().await;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let created = http
-        .post(format!("{}/api/v1/repositories", gateway.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "demo/app", "webhooks": [{"url": receiver.url("/hook"), "retry_schedule_secs": [1, 1, 1, 1, 1]}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
 
     // Post from many connections; kill the gateway once a quarter is in.
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));

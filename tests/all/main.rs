@@ -48,3 +48,36 @@ pub async fn gateway_with(
     })
     .await
 }
+
+/// The gateway binary as a process with its state in `data`, sharing the
+/// compiled-plugin cache: for tests that `kill -9` or restart it.
+pub async fn gateway_process(data: &std::path::Path) -> callisto_tests::gateway::GatewayProcess {
+    callisto_tests::gateway::GatewayProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_callisto-e2e")),
+        data,
+        &[(
+            "CALLISTO_PLUGINS__CACHE_DIR",
+            shared_cache_dir().to_str().unwrap(),
+        )],
+    )
+    .await
+}
+
+/// An HTTP client for a gateway process, and `demo/app` created on it
+/// with `webhooks` (the API's JSON form).
+pub async fn demo_repository_at(url: &str, webhooks: serde_json::Value) -> reqwest::Client {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let created = http
+        .post(format!("{url}/api/v1/repositories"))
+        .bearer_auth(callisto_tests::gateway::ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "demo/app", "webhooks": webhooks}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    http
+}

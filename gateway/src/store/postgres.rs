@@ -609,13 +609,8 @@ impl PgStore {
             .doing("reading a webhook's gathering delivery")?;
         for row in rows {
             let d: Delivery = decode("deliveries", row.get(0))?;
-            if super::gathers(&d, after) {
-                return Ok(Some(Gathering {
-                    due: d.next_attempt_at.unwrap_or(after),
-                    delivery_id: d.id,
-                    event_id: d.event_id,
-                    folded: d.folded,
-                }));
+            if let Some(gathering) = super::gathering_of(d, after) {
+                return Ok(Some(gathering));
             }
         }
         Ok(None)

@@ -84,13 +84,8 @@ pub fn gathering(
         let (k, _) = row?;
         let (_, _, id) = k.value();
         let Some(d) = get(txn, id)? else { continue };
-        if crate::store::gathers(&d, after) {
-            return Ok(Some(Gathering {
-                due: d.next_attempt_at.unwrap_or(after),
-                delivery_id: d.id,
-                event_id: d.event_id,
-                folded: d.folded,
-            }));
+        if let Some(gathering) = crate::store::gathering_of(d, after) {
+            return Ok(Some(gathering));
         }
     }
     Ok(None)
