@@ -974,6 +974,124 @@ async fn retention_prunes_old_events_and_finished_deliveries_not_pending_ones() 
     }
 }
 
+/// A database as the previous version left it (schema 5), holding a
+/// delivery claimed by a gateway that died and one never claimed, is
+/// brought to schema 6 on connect: both stay pending, the claimed one
+/// becomes claimable when its lease ends and not before.
+#[tokio::test]
+async fn a_schema_5_database_keeps_its_pending_deliveries_and_their_leases() {
+    let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
+        .await
+        .unwrap();
+    let cluster = callisto_tests::postgres::cluster();
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gateway/src/store/postgres/migrations"
+    );
+    let mut schema = String::from(
+        "CREATE TABLE schema_version (version integer NOT NULL);
+         INSERT INTO schema_version (version) VALUES (5);",
+    );
+    for file in [
+        "0001_initial.sql",
+        "0002_claims.sql",
+        "0003_poll_leases.sql",
+        "0004_plugins.sql",
+        "0005_delivery_ops.sql",
+    ] {
+        schema.push_str(&std::fs::read_to_string(format!("{dir}/{file}")).unwrap());
+    }
+    cluster.sql_in(&url, &schema);
+
+    let repo = Repository::new_local("demo/app");
+    let hook = webhook(&repo.id);
+    let now = Timestamp::now().unix_millis();
+    cluster.sql_in(
+        &url,
+        &format!(
+            "INSERT INTO repositories (id, name, kind, record) VALUES ('{}', 'demo/app', 'local', '\\x{}');
+             INSERT INTO webhooks (id, repository_id, record) VALUES ('{}', '{}', '\\x{}');",
+            repo.id,
+            encode(&repo),
+            hook.id,
+            repo.id,
+            encode(&hook),
+        ),
+    );
+    let held = delivery_for("evt_held", &hook);
+    let free = delivery_for("evt_free", &hook);
+    let lease_until = now + 1_500;
+    for (d, lease) in [(&held, Some(lease_until)), (&free, None)] {
+        cluster.sql_in(
+            &url,
+            &format!(
+                "INSERT INTO deliveries (id, kind, event_id, webhook_id, state, due_ms, planned, created_ms, record, lease_until)
+                 VALUES ('{}', 'event', '{}', '{}', 'pending', {}, true, {now}, '\\x{}', {})",
+                d.id,
+                d.event_id,
+                hook.id,
+                now - 1_000,
+                encode(d),
+                lease.map_or("NULL".to_owned(), |l| l.to_string()),
+            ),
+        );
+    }
+
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        cluster.sql_in(&url, "SELECT version FROM schema_version"),
+        "6"
+    );
+    assert_eq!(store.pending_count().await.unwrap(), 2);
+    let lease = Duration::from_secs(60);
+    let first = store
+        .claim_due(&hook.id, 10, lease, &HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .claimed
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        [free.id.as_str()],
+        "the delivery another gateway held waits for its lease"
+    );
+    assert_eq!(first.next_ms, Some(lease_until as u64));
+    tokio::time::sleep(Duration::from_millis((lease_until - now + 100) as u64)).await;
+    let second = store
+        .claim_due(&hook.id, 10, lease, &HashSet::from([free.id.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        second
+            .claimed
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        [held.id.as_str()]
+    );
+    // Both still record and finish as before.
+    for id in [&free.id, &held.id] {
+        let done = store
+            .record_attempt(id, attempt(1, true), Next::Succeeded, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.state, DeliveryState::Succeeded);
+    }
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+}
+
+/// A record as the store encodes it (rmp, named fields), in hex for SQL.
+fn encode(value: &impl serde::Serialize) -> String {
+    rmp_serde::encode::to_vec_named(value)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_database_of_a_newer_schema_is_refused_untouched() {
     let url = tokio::task::spawn_blocking(callisto_tests::postgres::database)
