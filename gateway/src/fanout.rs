@@ -442,25 +442,14 @@ pub fn plan(
                 known_tags.unwrap_or_default(),
             )
         {
-            Metrics::count(&metrics.deliveries, "outcome", "filtered");
-            metrics
-                .events_filtered
-                .get_or_create(&vec![
-                    ("plugin", webhook.plugin.clone()),
-                    ("rule", "semver".to_owned()),
-                ])
-                .inc();
-            filtered.record(
-                &webhook.id,
-                FilteredEvent {
-                    event_id: event.id.clone(),
-                    kind: event.kind,
-                    tag: event.tag.clone(),
-                    plugin: webhook.plugin.clone(),
-                    rule: "semver",
-                    reason: Some(reason),
-                    at: now,
-                },
+            declined(
+                metrics,
+                filtered,
+                event,
+                webhook,
+                "semver",
+                Some(reason),
+                now,
             );
             continue;
         }
@@ -484,25 +473,14 @@ pub fn plan(
         match result {
             Ok(Verdict::Send(request)) => out.push(delivery(Ok(request))),
             Ok(Verdict::Filtered(why)) => {
-                Metrics::count(&metrics.deliveries, "outcome", "filtered");
-                metrics
-                    .events_filtered
-                    .get_or_create(&vec![
-                        ("plugin", webhook.plugin.clone()),
-                        ("rule", why.rule().to_owned()),
-                    ])
-                    .inc();
-                filtered.record(
-                    &webhook.id,
-                    FilteredEvent {
-                        event_id: event.id.clone(),
-                        kind: event.kind,
-                        tag: event.tag.clone(),
-                        plugin: webhook.plugin.clone(),
-                        rule: why.rule(),
-                        reason: why.reason,
-                        at: now,
-                    },
+                declined(
+                    metrics,
+                    filtered,
+                    event,
+                    webhook,
+                    why.rule(),
+                    why.reason,
+                    now,
                 );
             }
             Err(e) => {
@@ -520,4 +498,38 @@ pub fn plan(
         }
     }
     out
+}
+
+/// An event `webhook` does not want, by the host's filter or its plugin's
+/// (`rule`): counted by plugin and rule, and told to `filtered` with the
+/// reason for `GET /api/v1/webhooks/{id}/filtered`.
+fn declined(
+    metrics: &Metrics,
+    filtered: &FilteredEvents,
+    event: &Event,
+    webhook: &Webhook,
+    rule: &'static str,
+    reason: Option<String>,
+    now: Timestamp,
+) {
+    Metrics::count(&metrics.deliveries, "outcome", "filtered");
+    metrics
+        .events_filtered
+        .get_or_create(&vec![
+            ("plugin", webhook.plugin.clone()),
+            ("rule", rule.to_owned()),
+        ])
+        .inc();
+    filtered.record(
+        &webhook.id,
+        FilteredEvent {
+            event_id: event.id.clone(),
+            kind: event.kind,
+            tag: event.tag.clone(),
+            plugin: webhook.plugin.clone(),
+            rule,
+            reason,
+            at: now,
+        },
+    );
 }

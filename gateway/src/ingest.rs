@@ -10,6 +10,17 @@ pub mod github;
 pub mod harbor;
 pub mod quay;
 
+/// A vendor's captured payload from `tests/fixtures/<vendor>/` (each
+/// folder's README names its origin), for the readers' unit tests.
+#[cfg(test)]
+pub(crate) fn fixture(vendor: &str, name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(vendor)
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 use crate::changes;
 
 /// What one vendor request reads as: the notifications that make events,

@@ -146,12 +146,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/zot")
-                .join(name),
-        )
-        .unwrap()
+        crate::ingest::fixture("zot", name)
     }
 
     fn binary_attributes() -> Attributes {

@@ -67,12 +67,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/dockerhub")
-                .join(name),
-        )
-        .unwrap()
+        crate::ingest::fixture("dockerhub", name)
     }
 
     #[test]

@@ -172,12 +172,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/github")
-                .join(name),
-        )
-        .unwrap()
+        crate::ingest::fixture("github", name)
     }
 
     #[test]

@@ -165,12 +165,7 @@ mod tests {
     const DIGEST: &str = "sha256:dde8e930c7b6a490f728e66292bc9bce42efc9bbb5278bae40e4f30f6e00fe8c";
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/harbor")
-                .join(name),
-        )
-        .unwrap()
+        crate::ingest::fixture("harbor", name)
     }
 
     #[test]

@@ -74,12 +74,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/quay")
-                .join(name),
-        )
-        .unwrap()
+        crate::ingest::fixture("quay", name)
     }
 
     fn tags(r: &Read) -> Vec<String> {
