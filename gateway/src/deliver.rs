@@ -419,9 +419,9 @@ async fn dispatch(
                     let ahead = if ctx.store.claims_are_leased() {
                         // One round of slots ahead: the last of it starts
                         // within one attempt, so all of it is sent within
-                        // the lease (the timeout plus 30 s) when the
-                        // timeout is at most those 30 s. Half the claims.
-                        if ctx.config.timeout_secs <= 30 {
+                        // the lease (the timeout plus its margin) when the
+                        // timeout is at most that margin. Half the claims.
+                        if ctx.config.timeout_secs <= LEASE_MARGIN_SECS {
                             (2 * free).saturating_sub(queued)
                         } else {
                             free - queued
@@ -511,8 +511,11 @@ async fn dispatch(
 /// plus ample time to record it, so that only a gateway that died
 /// mid-attempt loses it to another, and that within half a minute.
 fn lease(config: &DeliveryConfig) -> Duration {
-    Duration::from_secs(config.timeout_secs.saturating_add(30))
+    Duration::from_secs(config.timeout_secs.saturating_add(LEASE_MARGIN_SECS))
 }
+
+/// What a claim's lease allows beyond the request timeout.
+const LEASE_MARGIN_SECS: u64 = 30;
 
 /// How often the pending-deliveries gauge is counted at most.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
